@@ -1,0 +1,22 @@
+"""pytest-neon: a pristine PostgreSQL for every test, on Neon branches or offline."""
+
+from pytest_neon.errors import (
+    NeonAPIError,
+    NeonAuthError,
+    NeonConfigError,
+    NeonError,
+    NeonOperationError,
+    NeonTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NeonAPIError",
+    "NeonAuthError",
+    "NeonConfigError",
+    "NeonError",
+    "NeonOperationError",
+    "NeonTimeoutError",
+    "__version__",
+]
