@@ -1,1 +1,250 @@
-"""pytest11 entry point of pytest-neon."""
+"""pytest11 entry point of pytest-neon: options, start-up, report header, summary, cleanup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from pytest_neon.config import OPTIONS, Settings, resolve
+from pytest_neon.errors import NeonError
+from pytest_neon.fixtures import (
+    _neon_migration_branch,
+    _neon_source,
+    neon_apply_migrations,
+    neon_branch,
+    neon_branch_readonly,
+    neon_branch_readwrite,
+    neon_branch_shared,
+    neon_connection,
+    neon_connection_psycopg,
+    neon_engine,
+)
+from pytest_neon.redact import redact
+from pytest_neon.startup import begin, start_worker_branch
+from pytest_neon.state import PluginState
+from pytest_neon.summary import merge_summary, summary_lines, summary_of
+from pytest_neon.xdist import coordination_dir
+
+STATE = pytest.StashKey[PluginState]()
+
+__all__ = [
+    "STATE",
+    "_neon_migration_branch",
+    "_neon_source",
+    "neon_apply_migrations",
+    "neon_branch",
+    "neon_branch_readonly",
+    "neon_branch_readwrite",
+    "neon_branch_shared",
+    "neon_connection",
+    "neon_connection_psycopg",
+    "neon_engine",
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register every row of the settings table as a flag and (mostly) an ini key."""
+    group = parser.getgroup("neon", "pytest-neon: a Neon branch (or local emulator) per test")
+    for opt in OPTIONS:
+        dest = f"neon_{opt.name}"
+        if opt.kind == "bool":
+            group.addoption(
+                opt.flag,
+                action="store_const",
+                const=True,
+                default=None,
+                dest=dest,
+                help=f"{opt.help} [env {opt.env}]",
+            )
+        else:
+            group.addoption(
+                opt.flag,
+                default=None,
+                dest=dest,
+                metavar=opt.name.upper(),
+                help=f"{opt.help} [env {opt.env}]",
+            )
+        if opt.ini:
+            parser.addini(opt.ini, f"{opt.help} (pytest-neon)", default=None)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    namespace = config.known_args_namespace
+    cli = {opt.name: getattr(namespace, f"neon_{opt.name}", None) for opt in OPTIONS}
+    ini = {opt.name: config.getini(opt.ini) if opt.ini else None for opt in OPTIONS}
+    return resolve(cli, os.environ, ini)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    namespace = config.known_args_namespace
+    n = getattr(namespace, "numprocesses", None)
+    dist = getattr(namespace, "dist", "no")
+    tx = getattr(namespace, "tx", None)
+    return bool(n) or bool(tx) or dist not in (None, "no")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Start the run before conftest and test modules import application code.
+
+    The env var then already points at this process's test branch when an application
+    builds its engine from ``DATABASE_URL`` at import time.
+    """
+    namespace = early_config.known_args_namespace
+    if getattr(namespace, "help", False) or getattr(namespace, "version", False):
+        return
+    try:
+        settings = _settings(early_config)
+    except NeonError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    try:
+        state = begin(settings, xdist_controller=_is_xdist_controller(early_config))
+    except NeonError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    early_config.stash[STATE] = state
+    try:
+        start_worker_branch(state)
+    except NeonError as exc:
+        if state.role == "worker":
+            state.startup_error = str(exc)
+            return
+        _finish(state, None)
+        raise pytest.UsageError(str(exc)) from None
+    except BaseException:
+        _finish(state, None)
+        raise
+    _install_sigterm_handler()
+
+
+def _install_sigterm_handler() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so the run's cleanup still happens."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which backend was chosen and why, the project, and every non-default setting."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
+    s = state.settings
+    lines = [f"neon: backend {state.backend} ({state.backend_reason})"]
+    if state.unavailable:
+        lines.append(f"neon: database tests will be skipped: {state.unavailable}")
+    if state.backend == "neon":
+        parent = s.parent_branch or "the project's default branch"
+        lines.append(f"neon: project {s.project_id}, parent branch {parent}")
+    shown = [
+        f"{opt.name}={getattr(s, opt.name)!r} (from {s.describe(opt.name)})"
+        for opt in OPTIONS
+        if opt.kind != "secret" and opt.name in s.sources and opt.name != "local_postgres_url"
+    ]
+    if "api_key" in s.sources:
+        shown.insert(0, f"api_key=*** (from {s.describe('api_key')})")
+    if shown:
+        lines.append("neon: settings: " + ", ".join(shown))
+    return lines
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the run's branches (or say where they were kept) and hand counters over."""
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    summary = state.summary
+    if state.run is not None:
+        merge_summary(summary, summary_of(state.run))
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["pytest_neon"] = summary
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    _finish(state, reporter)
+
+
+def _finish(state: PluginState, reporter: Any) -> None:
+    """Delete branches, stop the local backend, restore the env var. Safe to call twice."""
+
+    def say(text: str) -> None:
+        if reporter is not None:
+            reporter.write_line(redact(text), yellow=True)
+
+    run = state.run
+    if run is not None:
+        if state.settings.keep_branches:
+            if run.created:
+                kept = ", ".join(f"{name} ({bid})" for bid, name in run.created.items())
+                say(f"pytest-neon: kept branches in project {run.project_id}: {kept}")
+        else:
+            try:
+                if state.role == "worker":
+                    failures = run.delete_created()
+                else:
+                    failures = run.delete_run_branches()
+            except NeonError as exc:
+                failures = [("(cleanup)", str(exc))]
+            for branch_id, error in failures:
+                say(f"pytest-neon: WARNING: could not delete branch {branch_id}: {error}")
+        run.client.close()
+        state.run = None
+    if state.local is not None:
+        local, state.local = state.local, None
+        try:
+            local.stop()
+        except Exception as exc:
+            say(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
+    if state.role != "worker":
+        shutil.rmtree(coordination_dir(state.run_id), ignore_errors=True)
+    state.restore_env()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last resort: clean up when the session never finished normally."""
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        _finish(state, None)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The run summary: branches, resets, API calls, time waiting on Neon."""
+    state = config.stash.get(STATE, None)
+    if state is None or not state.summary:
+        return
+    verbose = config.get_verbosity() > 0
+    terminalreporter.section("pytest-neon")
+    for line in summary_lines(state.summary, verbose=verbose):
+        terminalreporter.write_line(line)
+
+
+class _XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed."""
+
+    @staticmethod
+    def pytest_testnodedown(node: Any, error: Any) -> None:
+        state = node.config.stash.get(STATE, None)
+        output = getattr(node, "workeroutput", None) or {}
+        if state is not None and "pytest_neon" in output:
+            merge_summary(state.summary, output["pytest_neon"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the xdist hooks when xdist is there."""
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "pytest_neon_xdist_hooks")

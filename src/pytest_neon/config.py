@@ -1,0 +1,188 @@
+"""Settings: one frozen object resolved CLI > environment > ini > default, with sources."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_neon.errors import NeonConfigError
+from pytest_neon.redact import register_secret
+
+DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
+BACKENDS = ("auto", "neon", "local")
+MAX_EXPIRY = 30 * 24 * 3600
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the settings table."""
+
+    name: str
+    flag: str
+    env: str
+    ini: str | None
+    default: Any
+    help: str
+    kind: str = "str"  # str | bool | int | secret
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("api_key", "--neon-api-key", "NEON_API_KEY", None, None,
+           "Neon API key (prefer the environment variable).", "secret"),
+    Option("project_id", "--neon-project-id", "NEON_PROJECT_ID", "neon_project_id", None,
+           "Neon project id."),
+    Option("parent_branch", "--neon-parent-branch", "NEON_PARENT_BRANCH_ID",
+           "neon_parent_branch", None,
+           "Branch id the test branches come from (default: the project's default branch)."),
+    Option("database", "--neon-database", "NEON_DATABASE", "neon_database", "neondb",
+           "Database name on the branch."),
+    Option("role", "--neon-role", "NEON_ROLE", "neon_role", "neondb_owner",
+           "Role (user) to connect as."),
+    Option("keep_branches", "--neon-keep-branches", "NEON_KEEP_BRANCHES",
+           "neon_keep_branches", False, "Keep the branches after the run.", "bool"),
+    Option("branch_expiry", "--neon-branch-expiry", "NEON_BRANCH_EXPIRY",
+           "neon_branch_expiry", 600,
+           "Seconds after which Neon deletes a branch left behind; 0 = no expiry.", "int"),
+    Option("env_var", "--neon-env-var", "NEON_ENV_VAR", "neon_env_var", "DATABASE_URL",
+           "Environment variable that holds the test branch's connection string."),
+    Option("api_host", "--neon-api-host", "NEON_API_HOST", "neon_api_host", DEFAULT_API_HOST,
+           "Neon API base URL."),
+    Option("backend", "--neon-backend", "NEON_BACKEND", "neon_backend", "auto",
+           "neon, local (embedded emulator over a local PostgreSQL) or auto."),
+    Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
+           "neon_local_postgres_url", None,
+           "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
+)  # fmt: skip
+
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of a run; ``sources`` says where each value came from."""
+
+    api_key: str | None = field(default=None, repr=False)
+    project_id: str | None = None
+    parent_branch: str | None = None
+    database: str = "neondb"
+    role: str = "neondb_owner"
+    keep_branches: bool = False
+    branch_expiry: int = 600
+    env_var: str = "DATABASE_URL"
+    api_host: str = DEFAULT_API_HOST
+    backend: str = "auto"
+    local_postgres_url: str | None = field(default=None, repr=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when both an API key and a project id are set."""
+        return bool(self.api_key and self.project_id)
+
+    def source(self, name: str) -> str:
+        """Where the value of setting ``name`` came from (``default`` when not set)."""
+        return self.sources.get(name, "default")
+
+    def describe(self, name: str) -> str:
+        """The setting's origin as a user would write it, e.g. ``env NEON_ROLE``."""
+        opt = OPTIONS_BY_NAME[name]
+        return {
+            "cli": opt.flag,
+            "env": f"env {opt.env}",
+            "ini": f"ini {opt.ini}",
+        }.get(self.source(name), "default")
+
+
+def _where(opt: Option, source: str) -> str:
+    return {"cli": opt.flag, "env": opt.env, "ini": f"ini key {opt.ini}"}.get(source, opt.flag)
+
+
+def _convert(opt: Option, raw: object, source: str) -> Any:
+    if opt.kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise NeonConfigError(f"{_where(opt, source)} must be true or false, got {str(raw)!r}")
+    if opt.kind == "int":
+        try:
+            value = int(str(raw).strip().strip("'\""))
+        except ValueError:
+            raise NeonConfigError(
+                f"{_where(opt, source)} must be a whole number of seconds "
+                f"(0 = no expiry, at most {MAX_EXPIRY} = 30 days), got {str(raw)!r}"
+            ) from None
+        return value
+    text = str(raw).strip()
+    return text if text or opt.name == "env_var" else None
+
+
+def resolve(
+    cli: Mapping[str, object | None],
+    env: Mapping[str, str],
+    ini: Mapping[str, object | None],
+) -> Settings:
+    """Resolve every setting, CLI > env > ini > default; raise NeonConfigError on bad values.
+
+    ``cli`` and ``ini`` map setting names to raw values (``None`` = not given); ``env`` is
+    the process environment.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        chosen: tuple[object, str] | None = None
+        if cli.get(opt.name) is not None:
+            chosen = (cli[opt.name], "cli")
+        elif opt.env in env:
+            chosen = (env[opt.env], "env")
+        elif opt.ini is not None and ini.get(opt.name) not in (None, ""):
+            chosen = (ini[opt.name], "ini")
+        if chosen is None:
+            values[opt.name] = opt.default
+            continue
+        value = _convert(opt, chosen[0], chosen[1])
+        if value is None:
+            values[opt.name] = opt.default
+            continue
+        values[opt.name] = value
+        sources[opt.name] = chosen[1]
+    _validate(values, sources)
+    register_secret(values["api_key"])
+    return Settings(**values, sources=sources)
+
+
+def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
+    def where(name: str) -> str:
+        return _where(OPTIONS_BY_NAME[name], sources.get(name, "cli"))
+
+    expiry = values["branch_expiry"]
+    if expiry < 0 or expiry > MAX_EXPIRY:
+        raise NeonConfigError(
+            f"{where('branch_expiry')} must be between 0 (no expiry) and {MAX_EXPIRY} "
+            f"(30 days, Neon's limit), got {expiry}"
+        )
+    backend = str(values["backend"]).lower()
+    if backend not in BACKENDS:
+        raise NeonConfigError(
+            f"{where('backend')} must be one of {', '.join(BACKENDS)}, got {values['backend']!r}"
+        )
+    values["backend"] = backend
+    env_var = values["env_var"]
+    if not _ENV_NAME.match(env_var):
+        raise NeonConfigError(
+            f"{where('env_var')} must be an environment variable name "
+            f"(letters, digits and _, not starting with a digit), got {env_var!r}"
+        )
+    host = values["api_host"]
+    if not str(host).startswith(("http://", "https://")):
+        raise NeonConfigError(
+            f"{where('api_host')} must be an http(s) URL such as {DEFAULT_API_HOST}, got {host!r}"
+        )

@@ -1,0 +1,262 @@
+"""The user-facing fixtures. Thin: the work happens in ``branches.NeonRun``."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pytest_neon.branch import NeonBranch
+from pytest_neon.branches import NeonRun
+from pytest_neon.errors import NeonError
+from pytest_neon.schema import schema_fingerprint
+from pytest_neon.state import PluginState, env_var
+from pytest_neon.xdist import MigrationGate, MigrationState
+
+
+def _state(config: pytest.Config) -> PluginState:
+    from pytest_neon.plugin import STATE
+
+    state = config.stash.get(STATE, None)
+    if state is None:
+        pytest.skip("pytest-neon did not start (pytest --help or --version?)")
+    return state
+
+
+def _run(config: pytest.Config) -> NeonRun:
+    __tracebackhide__ = True
+    state = _state(config)
+    if state.unavailable:
+        pytest.skip(state.unavailable)
+    if state.startup_error:
+        pytest.fail(
+            f"pytest-neon could not create this worker's branch: {state.startup_error}",
+            pytrace=False,
+        )
+    if state.migration_failed:
+        pytest.fail(state.migration_failed, pytrace=False)
+    if state.run is None:
+        pytest.skip("pytest-neon: no branch for this process")
+    return state.run
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations() -> None:
+    """Override to migrate the schema once per run, on ``_neon_migration_branch``.
+
+    The default does nothing and spends no branch: tests run on copies of the parent.
+    """
+    return None
+
+
+@pytest.fixture(scope="session")
+def _neon_migration_branch(pytestconfig: pytest.Config) -> NeonBranch:
+    """The branch migrations run on; the env var points at it while they run."""
+    run = _run(pytestconfig)
+    try:
+        branch = run.create_migration_branch()
+        run.migration_fingerprint = schema_fingerprint(branch.connection_string)
+    except NeonError as exc:
+        pytest.fail(f"pytest-neon: could not create the migration branch: {exc}", pytrace=False)
+    _state(pytestconfig).point_env_at(branch.connection_string)
+    return branch
+
+
+@pytest.fixture(scope="session")
+def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> str:
+    """Run migrations once per run (whichever process comes first) and adopt their result.
+
+    Returns the id of the branch that every reset restores from.
+    """
+    __tracebackhide__ = True
+    state = _state(pytestconfig)
+    run = _run(pytestconfig)
+    gate = MigrationGate(run.run_id)
+    with gate.hold() as recorded:
+        if recorded is None:
+            try:
+                request.getfixturevalue("neon_apply_migrations")
+                source = _migrated_source(run)
+            except BaseException as exc:
+                message = f"pytest-neon: neon_apply_migrations failed: {type(exc).__name__}: {exc}"
+                gate.record(MigrationState(None, error=message))
+                state.migration_failed = message + " (see the first error of this run)"
+                request.session.shouldstop = "neon_apply_migrations failed"
+                raise
+            gate.record(MigrationState(source))
+        elif recorded.error:
+            state.migration_failed = recorded.error + " (in another worker)"
+            request.session.shouldstop = "neon_apply_migrations failed"
+            pytest.fail(state.migration_failed, pytrace=False)
+        else:
+            source = recorded.source_branch_id or run.parent_id
+    try:
+        run.adopt_source(source)
+    except NeonError as exc:
+        pytest.fail(f"pytest-neon: could not prepare this worker's branch: {exc}", pytrace=False)
+    worker = run.worker_branch
+    if worker is not None:
+        state.point_env_at(worker.connection_string)
+    return source
+
+
+def _migrated_source(run: NeonRun) -> str:
+    """The branch tests start from: the migration branch, or the parent if nothing changed."""
+    branch = run.migration_branch
+    if branch is None:
+        return run.parent_id
+    if schema_fingerprint(branch.connection_string) == run.migration_fingerprint:
+        run.drop_migration_branch()
+        return run.parent_id
+    return branch.branch_id
+
+
+def _refuse_with_shared(request: pytest.FixtureRequest, name: str) -> None:
+    __tracebackhide__ = True
+    if "neon_branch_shared" in request.fixturenames:
+        pytest.fail(
+            f"pytest-neon: {request.node.nodeid} uses both {name} and neon_branch_shared; "
+            "a test runs on one branch: use one of them",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def neon_branch_readwrite(
+    request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
+) -> Iterator[NeonBranch]:
+    """This worker's branch in the migrated state; reset before the next test that needs it."""
+    _refuse_with_shared(request, "neon_branch_readwrite")
+    run = _run(pytestconfig)
+    try:
+        branch = run.checkout()
+    except NeonError as exc:
+        pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+    with env_var(run.settings.env_var, branch.connection_string):
+        try:
+            yield branch
+        finally:
+            run.mark_dirty()
+
+
+@pytest.fixture
+def neon_branch_readonly(
+    request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
+) -> Iterator[NeonBranch]:
+    """This worker's branch in the migrated state, with read-only sessions; never reset."""
+    _refuse_with_shared(request, "neon_branch_readonly")
+    run = _run(pytestconfig)
+    try:
+        branch = run.checkout().as_read_only()
+    except NeonError as exc:
+        pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+    with env_var(run.settings.env_var, branch.connection_string):
+        yield branch
+
+
+@pytest.fixture
+def neon_branch(request: pytest.FixtureRequest) -> NeonBranch:
+    """Deprecated alias of ``neon_branch_readwrite``."""
+    warnings.warn(
+        "the neon_branch fixture is deprecated: use neon_branch_readwrite (tests that write) "
+        "or neon_branch_readonly (tests that only read)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    branch: NeonBranch = request.getfixturevalue("neon_branch_readwrite")
+    return branch
+
+
+@pytest.fixture(scope="module")
+def neon_branch_shared(
+    request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
+) -> Iterator[NeonBranch]:
+    """One branch for the whole test module, from the migrated state; never reset."""
+    state = _state(pytestconfig)
+    run = _run(pytestconfig)
+    state.module_counter += 1
+    try:
+        branch = run.create_branch(f"{run.worker}-m{state.module_counter}", source_id=_neon_source)
+    except NeonError as exc:
+        pytest.fail(f"pytest-neon: could not create the module branch: {exc}", pytrace=False)
+    try:
+        with env_var(run.settings.env_var, branch.connection_string):
+            yield branch
+    finally:
+        if not run.settings.keep_branches:
+            try:
+                run.delete(branch.branch_id)
+            except NeonError as exc:
+                warnings.warn(
+                    f"pytest-neon: could not delete branch {branch.branch_id}: {exc}",
+                    pytest.PytestWarning,
+                    stacklevel=1,
+                )
+
+
+def _driver(module: str, extra: str) -> ModuleType:
+    __tracebackhide__ = True
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pytest.fail(
+            f'pytest-neon: {module} is not installed: pip install "pytest-neon[{extra}]"',
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def neon_connection_psycopg(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
+    """A psycopg 3 connection to the test's branch; rolled back and closed after the test."""
+    psycopg = _driver("psycopg", "psycopg")
+    conn = psycopg.connect(neon_branch_readwrite.connection_string)
+    try:
+        yield conn
+    finally:
+        _rollback_and_close(conn)
+
+
+@pytest.fixture
+def neon_connection(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
+    """A psycopg2 connection to the test's branch; rolled back and closed after the test."""
+    psycopg2 = _driver("psycopg2", "psycopg2")
+    conn = psycopg2.connect(neon_branch_readwrite.connection_string)
+    try:
+        yield conn
+    finally:
+        _rollback_and_close(conn)
+
+
+@pytest.fixture
+def neon_engine(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
+    """A SQLAlchemy engine on the test's branch (``pool_pre_ping``); disposed after."""
+    sqlalchemy = _driver("sqlalchemy", "sqlalchemy")
+    engine = sqlalchemy.create_engine(
+        sqlalchemy_url(neon_branch_readwrite.connection_string), pool_pre_ping=True
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """A ``postgresql+psycopg://`` URL for SQLAlchemy from a ``postgresql://`` DSN."""
+    for prefix in ("postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+psycopg://" + dsn[len(prefix) :]
+    return dsn
+
+
+def _rollback_and_close(conn: Any) -> None:
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except Exception:  # noqa: S110 - the connection may have been dropped by a reset
+        pass
+    finally:
+        conn.close()

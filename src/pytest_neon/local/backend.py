@@ -1,0 +1,86 @@
+"""The embedded default: a local PostgreSQL with the Neon emulator in front of it."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from pytest_neon.local.emulator import Emulator
+from pytest_neon.local.postgres import (
+    RunningPostgres,
+    check_postgres_url,
+    find_pg_bindir,
+    start_postgres,
+)
+from pytest_neon.redact import redact, register_secret
+
+
+def local_postgres_available(postgres_url: str | None) -> tuple[bool, str]:
+    """Whether the local backend can get a PostgreSQL, and a one-line reason."""
+    if postgres_url:
+        try:
+            check_postgres_url(postgres_url)
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"PostgreSQL at {redact(postgres_url)}"
+    bindir = find_pg_bindir()
+    if bindir is not None:
+        return True, f"PostgreSQL binaries in {bindir}"
+    try:
+        import pgserver  # noqa: F401
+    except ImportError:
+        return False, "no PostgreSQL server binaries and pgserver is not installed"
+    return True, "pgserver"
+
+
+@dataclass
+class LocalBackend:
+    """A running emulator (and the throwaway PostgreSQL it owns, if any)."""
+
+    emulator: Emulator
+    postgres: RunningPostgres | None
+    description: str
+
+    @property
+    def api_host(self) -> str:
+        """The emulator's API base URL."""
+        return self.emulator.api_host
+
+    @property
+    def project_id(self) -> str:
+        """The emulated project."""
+        return self.emulator.project_id
+
+    @property
+    def api_key(self) -> str:
+        """The emulator's API key (random per run)."""
+        return self.emulator.api_key or ""
+
+    @classmethod
+    def start(cls, postgres_url: str | None = None) -> LocalBackend:
+        """Start the emulator over ``postgres_url``, or over a new throwaway cluster."""
+        postgres: RunningPostgres | None = None
+        if postgres_url:
+            check_postgres_url(postgres_url)
+            url, description = postgres_url, f"PostgreSQL at {redact(postgres_url)}"
+        else:
+            postgres = start_postgres()
+            url, description = postgres.url, f"throwaway cluster ({postgres.source})"
+        api_key = secrets.token_urlsafe(24)
+        register_secret(api_key)
+        try:
+            emulator = Emulator(url, api_key=api_key)
+            emulator.start()
+        except BaseException:
+            if postgres is not None:
+                postgres.stop()
+            raise
+        return cls(emulator=emulator, postgres=postgres, description=description)
+
+    def stop(self) -> None:
+        """Stop serving; drop the run's databases from a given server, or remove the cluster."""
+        try:
+            self.emulator.stop(drop=self.postgres is None)
+        finally:
+            if self.postgres is not None:
+                self.postgres.stop()

@@ -1,0 +1,152 @@
+"""Starting a run: choose the backend, start the local one if needed, create the worker branch."""
+
+from __future__ import annotations
+
+import os
+
+from pytest_neon.api import NeonClient
+from pytest_neon.branches import NeonRun
+from pytest_neon.config import Settings
+from pytest_neon.errors import NeonError
+from pytest_neon.state import PluginState
+from pytest_neon.xdist import Handoff, new_run_id, read_handoff, worker_id
+
+NO_CREDENTIALS = (
+    "pytest-neon: no Neon credentials: set NEON_API_KEY and NEON_PROJECT_ID "
+    "(or --neon-api-key / --neon-project-id)"
+)
+NOTHING_AVAILABLE = (
+    NO_CREDENTIALS + ", or make a local PostgreSQL available for --neon-backend local: "
+    'pip install "pytest-neon[local]", install a PostgreSQL server package, '
+    "or set NEON_LOCAL_POSTGRES_URL / --neon-local-postgres-url"
+)
+
+
+def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
+    """Decide this process's role and backend; start what it needs (may raise NeonError)."""
+    handoff = read_handoff()
+    if handoff is not None:
+        state = PluginState(settings=settings, run_id=handoff.run_id, role="worker")
+        if handoff.api_host:
+            state.backend, state.backend_reason = "local", "from the controller"
+            _make_run(state, handoff.api_host, handoff.project_id, handoff.api_key, "local")
+        else:
+            _choose_neon(state)
+        return state
+    role = "controller" if xdist_controller else "standalone"
+    state = PluginState(settings=settings, run_id=new_run_id(), role=role)
+    _choose(state)
+    if state.backend == "local":
+        _start_local(state)
+    if role == "controller":
+        local = state.local
+        Handoff(
+            controller_pid=os.getpid(),
+            run_id=state.run_id,
+            api_host=local.api_host if local else None,
+            project_id=local.project_id if local else None,
+            api_key=local.api_key if local else None,
+        ).publish()
+        if state.backend == "neon" and settings.project_id:
+            # One early check, so a refused key or unknown project fails once, here.
+            client = _client(settings, settings.api_host, settings.api_key or "")
+            client.get_project(settings.project_id)
+            state.run = NeonRun(client, settings, run_id=state.run_id, worker="controller")
+        elif state.local is not None:
+            client = _client(settings, state.local.api_host, state.local.api_key, local=True)
+            state.run = NeonRun(
+                client,
+                _local_settings(settings, state.local.project_id),
+                run_id=state.run_id,
+                worker="controller",
+            )
+    return state
+
+
+def _choose(state: PluginState) -> None:
+    settings = state.settings
+    if settings.backend == "neon":
+        _choose_neon(state)
+    elif settings.backend == "local":
+        state.backend = "local"
+        state.backend_reason = f"{settings.describe('backend')} is local"
+    elif settings.has_credentials:
+        state.backend = "neon"
+        state.backend_reason = "auto: NEON_API_KEY and NEON_PROJECT_ID are set"
+    else:
+        from pytest_neon.local.backend import local_postgres_available
+
+        ok, why = local_postgres_available(settings.local_postgres_url)
+        if ok:
+            state.backend = "local"
+            state.backend_reason = f"auto: no Neon credentials; {why}"
+        else:
+            state.unavailable = f"{NOTHING_AVAILABLE} ({why})"
+            state.backend_reason = "auto: no Neon credentials and no local PostgreSQL"
+
+
+def _choose_neon(state: PluginState) -> None:
+    settings = state.settings
+    state.backend = "neon"
+    if not state.backend_reason:
+        state.backend_reason = f"{settings.describe('backend')} is neon"
+    if not settings.has_credentials:
+        state.unavailable = NO_CREDENTIALS
+        state.backend = "none"
+
+
+def _start_local(state: PluginState) -> None:
+    from pytest_neon.local.backend import LocalBackend
+
+    state.local = LocalBackend.start(state.settings.local_postgres_url)
+    state.backend_reason += f" [{state.local.description}]"
+
+
+def _client(settings: Settings, api_host: str, api_key: str, *, local: bool = False) -> NeonClient:
+    source = "the local backend" if local else settings.describe("api_key")
+    if source == "default":
+        source = "NEON_API_KEY"
+    return NeonClient(api_key, api_host=api_host, key_source=source)
+
+
+def _local_settings(settings: Settings, project_id: str) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, project_id=project_id, parent_branch=None)
+
+
+def _make_run(
+    state: PluginState, api_host: str, project_id: str | None, api_key: str | None, kind: str
+) -> None:
+    settings = state.settings
+    if kind == "local":
+        settings = _local_settings(settings, project_id or "")
+    client = _client(settings, api_host, api_key or "", local=kind == "local")
+    state.run = NeonRun(client, settings, run_id=state.run_id, worker=worker_id() or "main")
+
+
+def start_worker_branch(state: PluginState) -> None:
+    """Create the branch this process's tests run on and point the env var at it."""
+    if state.role == "controller" or state.unavailable:
+        return
+    if state.run is None:
+        if state.backend == "local" and state.local is not None:
+            _make_run(
+                state, state.local.api_host, state.local.project_id, state.local.api_key, "local"
+            )
+        elif state.backend == "neon":
+            _make_run(
+                state,
+                state.settings.api_host,
+                state.settings.project_id,
+                state.settings.api_key,
+                "neon",
+            )
+        else:
+            return
+    assert state.run is not None
+    try:
+        branch = state.run.start()
+    except NeonError:
+        raise
+    state.point_env_at(branch.connection_string)

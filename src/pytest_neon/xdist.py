@@ -1,0 +1,105 @@
+"""pytest-xdist support: who is a worker, the controller's hand-off, migrations once per run.
+
+The controller publishes a small JSON hand-off in the environment before workers start
+(workers inherit it); a worker trusts it only when the controller is its parent process,
+so a pytest started from inside a test never picks up an outer run's hand-off. Migrations
+are coordinated through a file lock and a state file that hold branch ids, never secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+HANDOFF_ENV = "PYTEST_NEON_HANDOFF"
+WORKER_ENV = "PYTEST_XDIST_WORKER"
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a controller tells its workers before they start."""
+
+    controller_pid: int
+    run_id: str
+    api_host: str | None = None  # set when the controller runs the local backend
+    project_id: str | None = None
+    api_key: str | None = None
+
+    def publish(self) -> None:
+        """Put the hand-off in this process's environment, for workers to inherit."""
+        os.environ[HANDOFF_ENV] = json.dumps(asdict(self))
+
+
+def worker_id() -> str | None:
+    """This process's xdist worker id (``gw0``…), or ``None`` outside a worker."""
+    return os.environ.get(WORKER_ENV) or None
+
+
+def read_handoff() -> Handoff | None:
+    """The hand-off of this worker's own controller, if there is one."""
+    raw = os.environ.get(HANDOFF_ENV)
+    if not raw or worker_id() is None:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(raw)
+        handoff = Handoff(**data)
+    except (ValueError, TypeError):
+        return None
+    return handoff if handoff.controller_pid == os.getppid() else None
+
+
+def new_run_id() -> str:
+    """A short id that makes this run's branch names unique."""
+    return secrets.token_hex(4)
+
+
+def coordination_dir(run_id: str) -> Path:
+    """A directory shared by the processes of run ``run_id``."""
+    path = Path(tempfile.gettempdir()) / f"pytest-neon-{run_id}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """The outcome of the run's migrations, as the first worker recorded it."""
+
+    source_branch_id: str | None
+    error: str | None = None
+
+
+class MigrationGate:
+    """Lets exactly one process of a run apply migrations while the others wait."""
+
+    def __init__(self, run_id: str) -> None:
+        directory = coordination_dir(run_id)
+        self._lock = FileLock(str(directory / "migrations.lock"))
+        self._state = directory / "migrations.json"
+
+    @contextmanager
+    def hold(self) -> Iterator[MigrationState | None]:
+        """Hold the lock; yield the recorded state, or ``None`` when nobody migrated yet."""
+        with self._lock:
+            yield self._read()
+
+    def _read(self) -> MigrationState | None:
+        try:
+            data = json.loads(self._state.read_text())
+        except (OSError, ValueError):
+            return None
+        return MigrationState(data.get("source_branch_id"), data.get("error"))
+
+    def record(self, state: MigrationState) -> None:
+        """Write the outcome (call while holding the lock)."""
+        tmp = self._state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.replace(self._state)
