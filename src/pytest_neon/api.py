@@ -131,8 +131,12 @@ class NeonClient:
         params: Mapping[str, Any] | None = None,
         body: JSON | None = None,
         ok_missing: bool = False,
+        failures: list[str] | None = None,
     ) -> JSON | None:
-        """Send one call with retries; ``None`` for a 204, or a 404 when ``ok_missing``."""
+        """Send one call with retries; ``None`` for a 204, or a 404 when ``ok_missing``.
+
+        ``failures`` collects why earlier attempts were retried (e.g. ``ConnectionError``).
+        """
         url = self.api_host + path
         started = time.monotonic()
         attempt = 0
@@ -185,6 +189,8 @@ class NeonClient:
                     f"{failure} {attempt} times in {spent:.1f}s; check the network or "
                     "--neon-api-host / NEON_API_HOST"
                 )
+            if failures is not None:
+                failures.append(failure)
             log.debug("retrying %s %s in %.2fs after %s", method, path, delay, failure)
             time.sleep(delay)
             self.stats.add_wait(delay, retry=True)
@@ -318,11 +324,16 @@ class NeonClient:
         if annotations:
             body["annotation_value"] = dict(annotations)
         path = self._p("projects", project_id, "branches")
+        failures: list[str] = []
         try:
-            data = self._request("POST", path, name="create_branch", body=body) or {}
+            data = (
+                self._request("POST", path, name="create_branch", body=body, failures=failures)
+                or {}
+            )
         except NeonConflictError as exc:
-            # A retried create whose first answer was lost finds its own branch.
-            if exc.status != 409:
+            # A create retried after its answer was lost finds the branch it made.
+            lost = any(not f.startswith("HTTP") for f in failures)
+            if exc.status != 409 or not lost:
                 raise
             existing = [b for b in self.list_branches(project_id, search=name) if b.name == name]
             if not existing or dict(annotations or {}) != existing[0].annotations:

@@ -1,0 +1,72 @@
+"""Fixtures for plugin tests: an emulated Neon project and inner pytest runs against it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from pytest_neon.local.emulator import Emulator
+
+API_KEY = "plugin-test-key-7f3a9c"
+
+
+@dataclass
+class NeonProject:
+    """An emulated project plus the command-line arguments that point the plugin at it."""
+
+    emulator: Emulator
+    pytester: pytest.Pytester
+
+    @property
+    def args(self) -> list[str]:
+        return [
+            "-p",
+            "no:cacheprovider",
+            "--neon-backend=neon",
+            f"--neon-api-host={self.emulator.api_host}",
+            f"--neon-project-id={self.emulator.project_id}",
+        ]
+
+    def run(self, *args: str, timeout: float = 240) -> pytest.RunResult:
+        """Run pytest in a subprocess with the plugin pointed at the emulator."""
+        return self.pytester.runpytest_subprocess(*self.args, *args, timeout=timeout)
+
+    def branches(self) -> list[dict[str, object]]:
+        """Every branch of the project, straight from the emulator's HTTP API."""
+        out: list[dict[str, object]] = []
+        cursor = None
+        while True:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            response = requests.get(
+                f"{self.emulator.api_host}/projects/{self.emulator.project_id}/branches",
+                params=params,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=30,
+            )
+            response.raise_for_status()
+            data = response.json()
+            out.extend(data["branches"])
+            cursor = (data.get("pagination") or {}).get("next")
+            if not data["branches"] or not cursor:
+                return out
+
+    def branch_names(self) -> set[str]:
+        return {str(b["name"]) for b in self.branches()}
+
+
+@pytest.fixture
+def neon(
+    postgres_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NeonProject]:
+    """A fresh emulated project; NEON_API_KEY is set for inner runs, other NEON_* cleared."""
+    for name in list(os.environ):
+        if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NEON_API_KEY", API_KEY)
+    with Emulator(postgres_url, api_key=API_KEY) as emulator:
+        yield NeonProject(emulator, pytester)
+        emulator.stop(drop=True)

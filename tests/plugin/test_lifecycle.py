@@ -1,0 +1,99 @@
+"""Branch lifecycle: names, cleanup after failures and interruptions, xdist at scale."""
+
+from __future__ import annotations
+
+from plugin_helpers import NeonProject
+
+
+def test_cleanup_after_failures_errors_and_maxfail(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.fixture
+        def broken(neon_branch_readwrite):
+            raise RuntimeError("fixture error")
+
+        def test_fails(neon_branch_readwrite):
+            assert False
+
+        def test_errors(broken):
+            pass
+
+        def test_shared(neon_branch_shared):
+            assert False
+        """
+    )
+    before = neon.branch_names()
+    result = neon.run()
+    result.assert_outcomes(failed=2, errors=1)
+    assert neon.branch_names() == before
+    result = neon.run("-x")
+    result.assert_outcomes(failed=1)
+    assert neon.branch_names() == before
+
+
+def test_cleanup_after_keyboard_interrupt(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_int="""
+        def test_a(neon_branch_readwrite):
+            raise KeyboardInterrupt
+
+        def test_b(neon_branch_readwrite):
+            pass
+        """
+    )
+    before = neon.branch_names()
+    result = neon.run()
+    assert result.ret == 2
+    assert neon.branch_names() == before
+
+
+def test_branch_names_carry_prefix_run_id_and_worker(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_names="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_n(neon_branch_readwrite, n):
+            print("NAME-CHECK", neon_branch_readwrite.branch_id)
+        """
+    )
+    neon.pytester.makeini("[pytest]\nneon_keep_branches = true\n")
+    result = neon.run("-n", "2")
+    result.assert_outcomes(passed=4)
+    mine = sorted(n for n in neon.branch_names() if n.startswith("pytest-neon-"))
+    assert len(mine) == 2
+    run_ids = {n.split("-")[2] for n in mine}
+    assert len(run_ids) == 1
+    assert [n.rsplit("-", 1)[1] for n in mine] == ["gw0", "gw1"]
+    annotated = [b for b in neon.branches() if str(b["name"]).startswith("pytest-neon-")]
+    assert len(annotated) == 2
+
+
+def test_sixty_tests_on_four_workers_are_isolated(neon: NeonProject) -> None:
+    neon.pytester.makeconftest(
+        """
+        import psycopg, pytest
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(_neon_migration_branch):
+            with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+                conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        """
+    )
+    neon.pytester.makepyfile(
+        test_many="""
+        import psycopg, pytest
+
+        @pytest.mark.parametrize("n", range(60))
+        def test_n(neon_branch_readwrite, n):
+            with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+                assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+                conn.execute("INSERT INTO items VALUES (%s)", (n,))
+        """
+    )
+    before = neon.branch_names()
+    result = neon.run("-n", "4")
+    result.assert_outcomes(passed=60)
+    assert neon.branch_names() == before

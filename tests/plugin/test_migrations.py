@@ -1,0 +1,134 @@
+"""neon_apply_migrations: once per run, also under xdist; no branch spent when not needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plugin_helpers import NeonProject
+
+MIGRATING_CONFTEST = """
+import os, pathlib
+import psycopg
+import pytest
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_migration_branch):
+    assert os.environ["DATABASE_URL"] == _neon_migration_branch.connection_string
+    log = pathlib.Path(os.environ["MIGRATION_LOG"])
+    with log.open("a") as f:
+        f.write(_neon_migration_branch.branch_id + "\\n")
+    with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+        conn.execute("CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE)")
+"""
+
+USES_SCHEMA = """
+import psycopg
+import pytest
+
+@pytest.mark.parametrize("n", range({n}))
+def test_insert(neon_branch_readwrite, n):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        conn.execute("INSERT INTO users (email) VALUES ('same@example.com')")
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+
+def test_readonly_sees_schema(neon_branch_readonly):
+    with psycopg.connect(neon_branch_readonly.connection_string) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+"""
+
+
+def test_migrations_run_once_and_every_test_starts_migrated(
+    neon: NeonProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "migrations.log"
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    neon.pytester.makeconftest(MIGRATING_CONFTEST)
+    neon.pytester.makepyfile(test_schema=USES_SCHEMA.format(n=5))
+    before = neon.branch_names()
+    result = neon.run()
+    result.assert_outcomes(passed=6)
+    assert len(log.read_text().split()) == 1
+    result.stdout.fnmatch_lines(["*branches created: 2*"])
+    assert neon.branch_names() == before
+
+
+def test_migrations_run_once_under_xdist(
+    neon: NeonProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "migrations.log"
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    neon.pytester.makeconftest(MIGRATING_CONFTEST)
+    neon.pytester.makepyfile(test_schema=USES_SCHEMA.format(n=12))
+    before = neon.branch_names()
+    result = neon.run("-n", "3")
+    result.assert_outcomes(passed=13)
+    assert len(log.read_text().split()) == 1
+    # three worker branches and one migration branch
+    result.stdout.fnmatch_lines(["*branches created: 4*"])
+    assert neon.branch_names() == before
+
+
+def test_no_override_spends_no_migration_branch(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_plain="""
+        def test_one(neon_branch_readwrite):
+            assert neon_branch_readwrite.parent_id
+        """
+    )
+    result = neon.run()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*branches created: 1,*"])
+
+
+def test_migrations_that_change_nothing_drop_their_branch(neon: NeonProject) -> None:
+    neon.pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(_neon_migration_branch):
+            pass  # nothing to migrate
+        """
+    )
+    neon.pytester.makepyfile(
+        test_plain="""
+        def test_one(neon_branch_readwrite):
+            pass
+
+        def test_two(neon_branch_readwrite):
+            pass
+        """
+    )
+    result = neon.run()
+    result.assert_outcomes(passed=2)
+    # worker + migration branch were created; no reset to the (dropped) migration branch
+    result.stdout.fnmatch_lines(["*branches created: 2, resets: 1 done*"])
+
+
+def test_failing_migration_is_reported_once_and_cleaned_up(neon: NeonProject) -> None:
+    neon.pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(_neon_migration_branch):
+            raise RuntimeError("migration 0042 is broken")
+        """
+    )
+    neon.pytester.makepyfile(
+        test_many="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(5))
+        def test_db(neon_branch_readwrite, n):
+            pass
+        """
+    )
+    before = neon.branch_names()
+    result = neon.run()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors") == 1
+    assert result.stdout.str().count("migration 0042 is broken") >= 1
+    assert result.ret != 0
+    assert neon.branch_names() == before
