@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,7 @@ class NeonRun:
         self._parent_id: str | None = settings.parent_branch
         self._dirty = False
         self._lock = threading.Lock()
+        self._reset_listeners: list[Callable[[NeonBranch], None]] = []
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -188,6 +189,7 @@ class NeonRun:
         branch = self.start()
         if source_id != self.parent_id:
             self.restore(branch, source_id)
+            self._after_reset(branch)
         self.source_id = source_id
         self._dirty = False
 
@@ -197,7 +199,22 @@ class NeonRun:
         if self._dirty:
             self.restore(branch, self.source_id or self.parent_id)
             self._dirty = False
+            self._after_reset(branch)
         return branch
+
+    def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
+        """Call ``listener(branch)`` after every reset of the worker branch.
+
+        Integrations use it to drop pooled connections that the reset cut.
+        """
+        self._reset_listeners.append(listener)
+
+    def _after_reset(self, branch: NeonBranch) -> None:
+        for listener in list(self._reset_listeners):
+            try:
+                listener(branch)
+            except Exception:
+                log.exception("reset listener %r failed", listener)
 
     def mark_dirty(self) -> None:
         """Record that the last test may have written to the worker branch."""

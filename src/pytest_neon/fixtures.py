@@ -27,6 +27,14 @@ def _state(config: pytest.Config) -> PluginState:
     return state
 
 
+def current_run(config: pytest.Config) -> NeonRun:
+    """This process's ``NeonRun``; skips or fails the calling test when there is none.
+
+    For integrations (``pytest_neon.contrib``): call it from a fixture.
+    """
+    return _run(config)
+
+
 def _run(config: pytest.Config) -> NeonRun:
     __tracebackhide__ = True
     state = _state(config)
