@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
+
+from pytest_neon.local.emulator import Emulator
 
 # A server given by URL (for quick local iteration) is used as is; otherwise the suite
 # starts a throwaway cluster of its own and removes it at the end.
@@ -25,3 +28,18 @@ def postgres_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def emulator(postgres_url: str) -> Iterator[Emulator]:
+    """A running Neon API emulator over ``postgres_url``: a fresh project and a random API key.
+
+    Its ``api_host``, ``project_id``, ``api_key`` and ``default_branch_id`` are what a Neon
+    client needs. Everything it created (databases, metadata) is dropped afterwards.
+    """
+    emu = Emulator(postgres_url, api_key=secrets.token_urlsafe(24))
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop(drop=True)

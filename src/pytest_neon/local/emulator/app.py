@@ -1,0 +1,215 @@
+"""The :class:`Emulator`: a Neon API v2 emulator served in-process over a real PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any
+
+from pytest_neon.local.emulator import ids
+from pytest_neon.local.emulator.faults import Faults, FaultSettings
+from pytest_neon.local.emulator.pg import PgServer
+from pytest_neon.local.emulator.server import BASE_PATH, Api, EmulatorHTTPServer
+from pytest_neon.local.emulator.service import ControlPlane
+from pytest_neon.redact import register_secret
+
+log = logging.getLogger("pytest_neon.emulator")
+
+SWEEP_INTERVAL = 0.5  # seconds between two passes of the expiry sweeper
+
+
+class Emulator:
+    """A Neon API v2 emulator for one project over the PostgreSQL at ``postgres_url``.
+
+    ``postgres_url`` is a superuser DSN. Branches are real databases cloned by template;
+    metadata lives in the schema ``neon_emulator`` of the URL's database, so starting again
+    with the same ``project_id`` resumes the project. ``api_key=None`` disables auth.
+    """
+
+    def __init__(
+        self,
+        postgres_url: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        project_id: str | None = None,
+        api_key: str | None = None,
+        request_delay: float = 0.0,
+        operation_delay: float = 0.0,
+        rate_limit: float | None = None,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        max_branches: int = 500,
+    ) -> None:
+        if project_id is not None and not ids.PATH_ID.match(project_id):
+            raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
+        if max_branches < 1:
+            raise ValueError("max_branches must be >= 1")
+        register_secret(api_key)
+        self._url = postgres_url
+        self._host = host
+        self._port = port
+        self._project_id = project_id or ids.project_id()
+        self._api_key = api_key
+        self._max_branches = max_branches
+        self._faults = Faults(
+            FaultSettings(
+                request_delay=request_delay,
+                operation_delay=operation_delay,
+                rate_limit=rate_limit,
+                fail_rate=fail_rate,
+                seed=seed,
+            )
+        )
+        self._pg: PgServer | None = None
+        self._plane: ControlPlane | None = None
+        self._server: EmulatorHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop_sweeper = threading.Event()
+        self._state = "new"  # new -> running -> stopped
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Open (or create) the project and serve in a daemon thread; returns once listening."""
+        with self._lock:
+            if self._state == "running":
+                return self
+            if self._state == "stopped":
+                raise RuntimeError("a stopped Emulator cannot be restarted; create a new one")
+            try:
+                self._pg = PgServer(self._url)
+                self._plane = ControlPlane(
+                    self._pg, self._project_id, faults=self._faults, max_branches=self._max_branches
+                )
+                self._plane.open()
+                api = Api(self._plane, self._faults, self._api_key)
+                self._server = EmulatorHTTPServer((self._host, self._port), api)
+            except BaseException:
+                self._close_backend()
+                raise
+            serve = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"neon-emulator-{self._project_id}",
+                daemon=True,
+            )
+            sweep = threading.Thread(
+                target=self._sweep_forever,
+                name=f"neon-emulator-sweeper-{self._project_id}",
+                daemon=True,
+            )
+            self._threads = [serve, sweep]
+            for thread in self._threads:
+                thread.start()
+            self._state = "running"
+        log.info("Neon API emulator for project %s serving at %s", self._project_id, self.api_host)
+        return self
+
+    def stop(self, drop: bool = False) -> None:
+        """Stop serving (idempotent); with ``drop=True`` also drop the project's databases.
+
+        Without ``drop`` the databases and metadata stay, and a new ``Emulator`` with the
+        same ``project_id`` resumes the project.
+        """
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped"
+                return
+            self._state = "stopped"
+            server = self._server
+            assert server is not None
+            server.shutdown()
+            server.api.stopping = True
+            if not server.api.wait_idle(timeout=30):
+                log.warning("requests still running at shutdown")
+            server.close_clients()
+            server.server_close()
+            self._stop_sweeper.set()
+            for thread in self._threads:
+                thread.join(timeout=10)
+            try:
+                if drop and self._plane is not None:
+                    self._plane.drop_everything()
+                    log.info("dropped project %s", self._project_id)
+            finally:
+                self._close_backend()
+        log.info("Neon API emulator for project %s stopped", self._project_id)
+
+    def _close_backend(self) -> None:
+        if self._plane is not None:
+            self._plane.close()
+        if self._pg is not None:
+            self._pg.close()
+
+    def _sweep_forever(self) -> None:
+        while not self._stop_sweeper.wait(SWEEP_INTERVAL):
+            try:
+                assert self._plane is not None
+                self._plane.sweep()
+            except Exception:
+                log.warning("expiry sweep failed", exc_info=True)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- settings at run time -----------------------------------------------------------------
+
+    def configure_faults(self, **changes: Any) -> FaultSettings:
+        """Change fault settings while serving: ``request_delay``, ``operation_delay``,
+        ``rate_limit``, ``fail_rate`` or ``seed``. Returns the new settings."""
+        return self._faults.configure(**changes)
+
+    @property
+    def faults(self) -> FaultSettings:
+        """The current fault settings."""
+        return self._faults.settings
+
+    # --- properties ----------------------------------------------------------------------------
+
+    @property
+    def project_id(self) -> str:
+        """The emulated project's id."""
+        return self._project_id
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key requests must carry as ``Bearer``, or ``None`` when auth is off."""
+        return self._api_key
+
+    @property
+    def port(self) -> int:
+        """The TCP port the emulator listens on."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def api_host(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:PORT/api/v2`` (for ``NEON_API_HOST``)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}{BASE_PATH}"
+
+    @property
+    def default_branch_id(self) -> str:
+        """The id of the project's default branch (``main``)."""
+        if self._plane is None:
+            raise RuntimeError("the emulator is not started")
+        return self._plane.default_branch_id
+
+    @property
+    def control_plane(self) -> ControlPlane:
+        """The control plane (internal; for tests that tune it)."""
+        if self._plane is None:
+            raise RuntimeError("the emulator is not started")
+        return self._plane

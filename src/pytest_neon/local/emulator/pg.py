@@ -1,0 +1,263 @@
+"""Superuser access to the real PostgreSQL server: a small pool and the database DDL.
+
+A branch's data lives in real databases, cloned with ``CREATE DATABASE ... TEMPLATE``.
+``CREATE DATABASE`` cannot run in a transaction block, so every connection is autocommit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from pytest_neon.redact import register_secret
+
+log = logging.getLogger("pytest_neon.emulator")
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+APPLICATION_NAME = "pytest-neon-emulator"
+# Sessions that make CREATE DATABASE ... TEMPLATE refuse (it cancels autovacuum itself).
+_SESSIONS_ON = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+    " AND pid <> pg_backend_pid() AND backend_type IS DISTINCT FROM 'autovacuum worker'"
+)
+
+
+class TemplateBusyError(Exception):
+    """The template database of a clone stayed in use by other sessions."""
+
+    def __init__(self, template: str) -> None:
+        super().__init__(f"source database {template} is being accessed by other users")
+        self.template = template
+
+
+def build_dsn(
+    host: str, port: int, sslmode: str | None, role: str, password: str, dbname: str
+) -> str:
+    """``postgresql://role:password@host:port/dbname`` (URL-encoded; ``?sslmode`` if given).
+
+    A Unix-socket directory as ``host`` goes into the query string, an IPv6 address in
+    brackets.
+    """
+    query: dict[str, str] = {}
+    if host.startswith("/"):
+        query["host"], host = host, ""
+    elif ":" in host:
+        host = f"[{host}]"
+    if sslmode:
+        query["sslmode"] = sslmode
+    uri = (
+        f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
+        f"@{host}:{port}/{quote(dbname, safe='')}"
+    )
+    return f"{uri}?{urlencode(query)}" if query else uri
+
+
+class PgServer:
+    """The PostgreSQL server behind the emulator, reached with a superuser DSN."""
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = url
+        params = conninfo_to_dict(url)
+        host = str(params.get("host") or "").split(",")[0]
+        port = str(params.get("port") or "").split(",")[0]
+        self.host: str = host
+        self.port: int = int(port) if port else 5432
+        self.sslmode: str | None = str(params["sslmode"]) if params.get("sslmode") else None
+        register_secret(str(params.get("password") or ""))
+        self._idle: list[Connection] = []
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._lock = threading.Lock()
+        self._closed = False
+        with self.connection() as conn:
+            self.server_version: int = conn.info.server_version
+
+    @property
+    def endpoint_host(self) -> str:
+        """The host name clients use (what the endpoint objects report)."""
+        return self.host or "localhost"
+
+    def connect(self) -> Connection:
+        """A new autocommit superuser connection (the caller closes it)."""
+        conn = psycopg.connect(
+            self.url, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10
+        )
+        conn.execute("SET TimeZone TO 'UTC'")  # timestamps come back in UTC
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow an autocommit connection from the pool."""
+        self._slots.acquire()
+        conn: Connection | None = None
+        try:
+            with self._lock:
+                while self._idle and conn is None:
+                    candidate = self._idle.pop()
+                    conn = None if candidate.closed else candidate
+            if conn is None:
+                conn = self.connect()
+            yield conn
+        finally:
+            if conn is not None:
+                reusable = (
+                    not conn.closed
+                    and not conn.broken
+                    and conn.info.transaction_status == TransactionStatus.IDLE
+                )
+                with self._lock:
+                    if reusable and not self._closed:
+                        self._idle.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close the pooled connections; borrowed ones are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def dsn(self, role: str, password: str, dbname: str) -> str:
+        """A ``postgresql://`` URI for ``role`` to the real database ``dbname``."""
+        return build_dsn(self.host, self.port, self.sslmode, role, password, dbname)
+
+    # --- roles -------------------------------------------------------------------------
+
+    def ensure_role(self, name: str, password: str) -> bool:
+        """Give the LOGIN role ``name`` the ``password``; ``True`` if the role was created."""
+        ident, secret = sql.Identifier(name), sql.Literal(password)
+        with self.connection() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+            if not exists:
+                try:
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(ident, secret)
+                    )
+                    return True
+                except errors.DuplicateObject:
+                    pass  # created concurrently: fall through to ALTER
+            conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(ident, secret))
+            return False
+
+    def drop_role(self, name: str) -> bool:
+        """Drop role ``name``; keep it (``False``) while it still owns objects."""
+        with self.connection() as conn:
+            try:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+            except errors.DependentObjectsStillExist:
+                log.debug("role %s still owns objects; kept", name)
+                return False
+        return True
+
+    # --- databases -----------------------------------------------------------------------
+
+    def create_database(self, name: str, owner: str, comment: str) -> None:
+        """Create an empty database ``name`` owned by ``owner``."""
+        stmt = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(owner)
+        )
+        with self.connection() as conn:
+            conn.execute(stmt)
+        self._comment(name, comment)
+
+    def clone_database(
+        self, template: str, name: str, owner: str, comment: str, wait: float
+    ) -> None:
+        """Create ``name`` as a copy of ``template``; retry for ``wait`` s while it is in use."""
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(template), sql.Identifier(owner)
+        )
+        if self.server_version >= 150000:
+            stmt += sql.SQL(" STRATEGY FILE_COPY")
+        deadline = time.monotonic() + wait
+        pause = 0.02
+        while True:
+            # PostgreSQL itself waits 5 s before it refuses a template in use: look first.
+            with self.connection() as conn:
+                in_use = conn.execute(_SESSIONS_ON, (template,)).fetchone()
+                if not (in_use and in_use[0]):
+                    try:
+                        conn.execute(stmt)
+                        break
+                    except errors.ObjectInUse:
+                        pass
+            if time.monotonic() + pause > deadline:
+                raise TemplateBusyError(template)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        self._comment(name, comment)
+
+    def _comment(self, name: str, comment: str) -> None:
+        try:
+            with self.connection() as conn:
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(name), sql.Literal(comment)
+                    )
+                )
+        except BaseException:
+            self.drop_database(name)
+            raise
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` if it exists, terminating the sessions connected to it."""
+        ident = sql.Identifier(name)
+        if self.server_version >= 130000:
+            with self.connection() as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            return
+        for attempt in range(50):  # PostgreSQL 12 and older: terminate, then drop
+            try:
+                with self.connection() as conn:
+                    self._terminate(conn, name)
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+                return
+            except errors.ObjectInUse:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
+
+    def rename_database(self, old: str, new: str) -> None:
+        """Rename database ``old`` (which nobody uses) to ``new``."""
+        with self.connection() as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(new)
+                )
+            )
+
+    @staticmethod
+    def _terminate(conn: Connection, name: str) -> None:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+    def existing_databases(self) -> set[str]:
+        """Names of all databases on the server."""
+        with self.connection() as conn:
+            return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+    def databases_commented(self, comment: str) -> list[str]:
+        """Databases whose comment is exactly ``comment``."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database"
+                " WHERE pg_catalog.shobj_description(oid, 'pg_database') = %s",
+                (comment,),
+            ).fetchall()
+        return [row[0] for row in rows]

@@ -1,0 +1,329 @@
+"""The emulator's metadata, kept in the PostgreSQL server itself so that it survives restarts.
+
+Tables live in the schema ``neon_emulator`` of the database named in the superuser URL,
+every row keyed by project id, so several emulators (different projects) share one server.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pytest_neon.local.emulator.model import Branch, Database, Endpoint, Operation, Project, Role
+from pytest_neon.local.emulator.pg import Connection
+
+SCHEMA = "neon_emulator"
+_LOCK_CLASS = 0x4E454F4E  # "NEON": advisory-lock namespace of the emulator
+
+_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.projects (
+    id text PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.created_roles (
+    name text PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.roles (
+    project_id text NOT NULL REFERENCES {SCHEMA}.projects (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    password text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (project_id, name)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.branches (
+    project_id text NOT NULL REFERENCES {SCHEMA}.projects (id) ON DELETE CASCADE,
+    id text NOT NULL,
+    name text NOT NULL,
+    parent_id text,
+    is_default boolean NOT NULL,
+    protected boolean NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    busy_since timestamptz NOT NULL,
+    busy_until timestamptz NOT NULL,
+    busy_state text NOT NULL,
+    expires_at timestamptz,
+    ttl_seconds integer,
+    last_reset_at timestamptz,
+    annotation jsonb NOT NULL DEFAULT '{{}}',
+    annotation_created_at timestamptz,
+    annotation_updated_at timestamptz,
+    PRIMARY KEY (project_id, id),
+    UNIQUE (project_id, name)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.endpoints (
+    project_id text NOT NULL,
+    id text NOT NULL,
+    branch_id text NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (project_id, id),
+    FOREIGN KEY (project_id, branch_id)
+        REFERENCES {SCHEMA}.branches (project_id, id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.databases (
+    id bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    project_id text NOT NULL,
+    branch_id text NOT NULL,
+    name text NOT NULL,
+    owner_name text NOT NULL,
+    real_name text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (project_id, branch_id, name),
+    FOREIGN KEY (project_id, branch_id)
+        REFERENCES {SCHEMA}.branches (project_id, id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.operations (
+    id uuid PRIMARY KEY,
+    project_id text NOT NULL REFERENCES {SCHEMA}.projects (id) ON DELETE CASCADE,
+    branch_id text NOT NULL,
+    endpoint_id text,
+    action text NOT NULL,
+    seq integer NOT NULL,
+    created_at timestamptz NOT NULL,
+    finish_at timestamptz NOT NULL,
+    error text
+);
+CREATE INDEX IF NOT EXISTS operations_project_created
+    ON {SCHEMA}.operations (project_id, created_at);
+"""
+
+_BRANCH_COLUMNS = (
+    "id, name, parent_id, is_default, protected, created_at, updated_at, busy_since,"
+    " busy_until, busy_state, expires_at, ttl_seconds, last_reset_at, annotation,"
+    " annotation_created_at, annotation_updated_at"
+)
+
+
+def comment_for(project_id: str) -> str:
+    """The comment put on every real database of ``project_id`` (finds strays after a crash)."""
+    return f"pytest-neon-emulator project={project_id}"
+
+
+def ensure_schema(conn: Connection) -> None:
+    """Create the metadata schema and tables if missing (safe with concurrent emulators)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
+        conn.execute(_DDL)
+
+
+def try_lock_project(conn: Connection, project_id: str) -> bool:
+    """Take the session lock that makes this connection the only server of ``project_id``."""
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, project_id)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def lock_role_names(conn: Connection) -> None:
+    """Serialize role creation across emulators (inside a transaction)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (_LOCK_CLASS,))
+
+
+def shared_role_password(conn: Connection, name: str) -> str | None:
+    """The password another project already uses for the cluster-wide role ``name``."""
+    row = conn.execute(
+        f"SELECT password FROM {SCHEMA}.roles WHERE name = %s ORDER BY created_at LIMIT 1",
+        (name,),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def remember_created_role(conn: Connection, name: str) -> None:
+    """Record that the emulator created the cluster role ``name`` (so it may drop it)."""
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.created_roles (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
+    )
+
+
+def created_role(conn: Connection, name: str) -> bool:
+    """Whether the emulator created the cluster role ``name``."""
+    row = conn.execute(f"SELECT 1 FROM {SCHEMA}.created_roles WHERE name = %s", (name,))
+    return row.fetchone() is not None
+
+
+def forget_created_role(conn: Connection, name: str) -> None:
+    """Forget a role the emulator created (after dropping it)."""
+    conn.execute(f"DELETE FROM {SCHEMA}.created_roles WHERE name = %s", (name,))
+
+
+def role_in_use_elsewhere(conn: Connection, name: str, project_id: str) -> bool:
+    """Whether another project's metadata still names the role ``name``."""
+    row = conn.execute(
+        f"SELECT 1 FROM {SCHEMA}.roles WHERE name = %s AND project_id <> %s LIMIT 1",
+        (name, project_id),
+    ).fetchone()
+    return row is not None
+
+
+def insert_project(conn: Connection, project: Project) -> None:
+    """Store a new project with its roles (not its branches)."""
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.projects (id, created_at, updated_at) VALUES (%s, %s, %s)",
+        (project.id, project.created_at, project.updated_at),
+    )
+    for role in project.roles.values():
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.roles (project_id, name, password, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (project.id, role.name, role.password, role.created_at),
+        )
+
+
+def delete_project(conn: Connection, project_id: str) -> None:
+    """Forget a project and everything in it."""
+    conn.execute(f"DELETE FROM {SCHEMA}.projects WHERE id = %s", (project_id,))
+
+
+def _branch_values(project_id: str, b: Branch) -> tuple[Any, ...]:
+    return (
+        project_id, b.id, b.name, b.parent_id, b.default, b.protected, b.created_at,
+        b.updated_at, b.busy_since, b.busy_until, b.busy_state, b.expires_at, b.ttl_seconds,
+        b.last_reset_at, Jsonb(b.annotation), b.annotation_created_at, b.annotation_updated_at,
+    )  # fmt: skip
+
+
+def insert_branch(conn: Connection, project_id: str, branch: Branch) -> None:
+    """Store a new branch with its endpoints and databases (sets the database ids)."""
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.branches (project_id, {_BRANCH_COLUMNS})"
+        f" VALUES ({', '.join(['%s'] * 17)})",
+        _branch_values(project_id, branch),
+    )
+    for ep in branch.endpoints:
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.endpoints (project_id, id, branch_id, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (project_id, ep.id, branch.id, ep.created_at, ep.updated_at),
+        )
+    _insert_databases(conn, project_id, branch.id, branch.databases)
+
+
+def _insert_databases(
+    conn: Connection, project_id: str, branch_id: str, databases: list[Database]
+) -> None:
+    for db in databases:
+        row = conn.execute(
+            f"INSERT INTO {SCHEMA}.databases"
+            " (project_id, branch_id, name, owner_name, real_name, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (project_id, branch_id, db.name, db.owner_name, db.real_name, db.created_at,
+             db.updated_at),
+        ).fetchone()  # fmt: skip
+        assert row is not None
+        db.id = int(row[0])
+
+
+def update_branch(conn: Connection, project_id: str, branch: Branch) -> None:
+    """Store a changed branch; its databases are replaced by the current list."""
+    assignments = ", ".join(f"{col.strip()} = %s" for col in _BRANCH_COLUMNS.split(",")[1:])
+    conn.execute(
+        f"UPDATE {SCHEMA}.branches SET {assignments} WHERE project_id = %s AND id = %s",
+        (*_branch_values(project_id, branch)[2:], project_id, branch.id),
+    )
+    conn.execute(
+        f"DELETE FROM {SCHEMA}.databases WHERE project_id = %s AND branch_id = %s",
+        (project_id, branch.id),
+    )
+    _insert_databases(conn, project_id, branch.id, branch.databases)
+
+
+def delete_branch(conn: Connection, project_id: str, branch_id: str) -> None:
+    """Forget a branch (its endpoints and databases go with it)."""
+    conn.execute(
+        f"DELETE FROM {SCHEMA}.branches WHERE project_id = %s AND id = %s",
+        (project_id, branch_id),
+    )
+
+
+def insert_operations(conn: Connection, project_id: str, operations: list[Operation]) -> None:
+    """Store new operations."""
+    for op in operations:
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.operations (id, project_id, branch_id, endpoint_id, action,"
+            " seq, created_at, finish_at, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (op.id, project_id, op.branch_id, op.endpoint_id, op.action, op.seq, op.created_at,
+             op.finish_at, op.error),
+        )  # fmt: skip
+
+
+def project_real_databases(conn: Connection, project_id: str) -> list[str]:
+    """Every real database the metadata maps for ``project_id``."""
+    rows = conn.execute(
+        f"SELECT real_name FROM {SCHEMA}.databases WHERE project_id = %s", (project_id,)
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def load_project(conn: Connection, project_id: str) -> Project | None:
+    """Read a whole project back, or ``None`` when the metadata has no such project."""
+    row = conn.execute(
+        f"SELECT created_at, updated_at FROM {SCHEMA}.projects WHERE id = %s", (project_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    project = Project(id=project_id, created_at=row[0], updated_at=row[1])
+    for name, password, created_at in conn.execute(
+        f"SELECT name, password, created_at FROM {SCHEMA}.roles WHERE project_id = %s"
+        " ORDER BY created_at, name",
+        (project_id,),
+    ):
+        project.roles[name] = Role(name=name, password=password, created_at=created_at)
+    for r in conn.execute(
+        f"SELECT {_BRANCH_COLUMNS} FROM {SCHEMA}.branches WHERE project_id = %s"
+        " ORDER BY created_at, id",
+        (project_id,),
+    ):
+        annotation = r[13] if isinstance(r[13], dict) else json.loads(r[13] or "{}")
+        project.branches[r[0]] = Branch(
+            id=r[0], name=r[1], parent_id=r[2], default=r[3], protected=r[4],
+            created_at=r[5], updated_at=r[6], busy_since=r[7], busy_until=r[8],
+            busy_state=r[9], expires_at=r[10], ttl_seconds=r[11], last_reset_at=r[12],
+            annotation={str(k): str(v) for k, v in annotation.items()},
+            annotation_created_at=r[14], annotation_updated_at=r[15],
+        )  # fmt: skip
+    for ep_id, branch_id, created_at, updated_at in conn.execute(
+        f"SELECT id, branch_id, created_at, updated_at FROM {SCHEMA}.endpoints"
+        " WHERE project_id = %s ORDER BY created_at, id",
+        (project_id,),
+    ):
+        project.branches[branch_id].endpoints.append(
+            Endpoint(id=ep_id, branch_id=branch_id, created_at=created_at, updated_at=updated_at)
+        )
+    for db_id, branch_id, name, owner, real, created_at, updated_at in conn.execute(
+        f"SELECT id, branch_id, name, owner_name, real_name, created_at, updated_at"
+        f" FROM {SCHEMA}.databases WHERE project_id = %s ORDER BY id",
+        (project_id,),
+    ):
+        project.branches[branch_id].databases.append(
+            Database(
+                id=db_id,
+                name=name,
+                owner_name=owner,
+                real_name=real,
+                created_at=created_at,
+                updated_at=updated_at,
+            )
+        )
+    for r in conn.execute(
+        f"SELECT id, branch_id, endpoint_id, action, seq, created_at, finish_at, error"
+        f" FROM {SCHEMA}.operations WHERE project_id = %s ORDER BY created_at, seq",
+        (project_id,),
+    ):
+        op = Operation(
+            id=str(r[0]), branch_id=r[1], endpoint_id=r[2], action=r[3], seq=r[4],
+            created_at=r[5], finish_at=r[6], error=r[7],
+        )  # fmt: skip
+        project.operations[op.id] = op
+    return project
+
+
+def touch_project(conn: Connection, project_id: str, when: datetime) -> None:
+    """Record a change of the project."""
+    conn.execute(f"UPDATE {SCHEMA}.projects SET updated_at = %s WHERE id = %s", (when, project_id))
