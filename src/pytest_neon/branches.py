@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pytest_neon.branch import NeonBranch, host_of
 from pytest_neon.config import Settings
 from pytest_neon.errors import NeonConfigError, NeonError, NeonNotFoundError
 from pytest_neon.models import Branch
+from pytest_neon.probe import WriteProbe
 
 log = logging.getLogger("pytest_neon.branches")
 
@@ -67,6 +69,9 @@ class NeonRun:
         self._dirty = False
         self._lock = threading.Lock()
         self._reset_listeners: list[Callable[[NeonBranch], None]] = []
+        self._pending: Future[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._probe: WriteProbe | None = None
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -165,7 +170,8 @@ class NeonRun:
                 self.project_id, branch.branch_id, source_branch_id=source_id
             )
             self.client.wait_for_operations(self.project_id, result.operations)
-        self.counters.resets_done += 1
+        with self._lock:
+            self.counters.resets_done += 1
 
     def delete(self, branch_id: str) -> None:
         """Delete a branch this run created (already gone is fine)."""
@@ -194,13 +200,46 @@ class NeonRun:
         self._dirty = False
 
     def checkout(self) -> NeonBranch:
-        """The worker branch, in the migrated state (reset first if the last test wrote)."""
+        """The worker branch in the migrated state.
+
+        Waits for a reset still running in the background (only the remaining part of it),
+        or resets now when the last test wrote and no reset is under way.
+        """
         branch = self.start()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with self.phase("wait for reset"):
+                pending.result()  # a failed reset raises here; the branch stays dirty
+            self._dirty = False
+            self._after_reset(branch)
         if self._dirty:
-            self.restore(branch, self.source_id or self.parent_id)
+            self._reset_now(branch)
             self._dirty = False
             self._after_reset(branch)
         return branch
+
+    def write_position(self) -> str | None:
+        """The worker branch's WAL position, read on the plugin's own connection."""
+        branch = self.start()
+        if self._probe is None:
+            self._probe = WriteProbe(branch.connection_string)
+        with self.phase("write check"):
+            return self._probe.position()
+
+    def finish_test(self, before: str | None, *, force: bool = False) -> bool:
+        """After a readwrite test: reset in the background if it wrote (or ``force``).
+
+        Returns whether a reset was started. An unknown position counts as written.
+        """
+        if not force and before is not None and self.write_position() == before:
+            with self._lock:
+                self.counters.resets_skipped += 1
+            return False
+        self.mark_dirty()
+        return True
+
+    def _reset_now(self, branch: NeonBranch) -> None:
+        self.restore(branch, self.source_id or self.parent_id)
 
     def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
         """Call ``listener(branch)`` after every reset of the worker branch.
@@ -217,8 +256,32 @@ class NeonRun:
                 log.exception("reset listener %r failed", listener)
 
     def mark_dirty(self) -> None:
-        """Record that the last test may have written to the worker branch."""
+        """The last test may have written: start resetting the worker branch in the background.
+
+        The next :meth:`checkout` waits for whatever is left of it.
+        """
         self._dirty = True
+        branch = self.worker_branch
+        if branch is None or self._pending is not None:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="pytest-neon-reset")
+        self._pending = self._executor.submit(self._reset_now, branch)
+
+    def shutdown(self) -> None:
+        """Wait for a background reset (its error no longer matters) and close connections."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception as exc:
+                log.debug("background reset failed at the end of the run: %s", exc)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     # -- migrations ------------------------------------------------------------------------
 
@@ -238,6 +301,7 @@ class NeonRun:
 
     def delete_created(self) -> list[tuple[str, str]]:
         """Delete every branch this process created; return ``(id, error)`` for failures."""
+        self.shutdown()
         failures: list[tuple[str, str]] = []
         for branch_id in reversed(list(self.created)):
             try:

@@ -54,6 +54,8 @@ OPTIONS: tuple[Option, ...] = (
            "Neon API base URL."),
     Option("backend", "--neon-backend", "NEON_BACKEND", "neon_backend", "auto",
            "neon, local (embedded emulator over a local PostgreSQL) or auto."),
+    Option("always_reset", "--neon-always-reset", "NEON_ALWAYS_RESET", "neon_always_reset",
+           False, "Reset after every readwrite test, even one that wrote nothing.", "bool"),
     Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
            "neon_local_postgres_url", None,
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
@@ -76,6 +78,7 @@ class Settings:
     env_var: str = "DATABASE_URL"
     api_host: str = DEFAULT_API_HOST
     backend: str = "auto"
+    always_reset: bool = False
     local_postgres_url: str | None = field(default=None, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

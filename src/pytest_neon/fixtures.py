@@ -144,11 +144,13 @@ def neon_branch_readwrite(
         branch = run.checkout()
     except NeonError as exc:
         pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+    before = run.write_position()
+    force = run.settings.always_reset or request.node.get_closest_marker("neon_reset") is not None
     with env_var(run.settings.env_var, branch.connection_string):
         try:
             yield branch
         finally:
-            run.mark_dirty()
+            run.finish_test(before, force=force)
 
 
 @pytest.fixture

@@ -171,6 +171,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     summary = state.summary
     if state.run is not None:
+        state.run.shutdown()
         merge_summary(summary, summary_of(state.run))
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
@@ -188,6 +189,7 @@ def _finish(state: PluginState, reporter: Any) -> None:
 
     run = state.run
     if run is not None:
+        run.shutdown()
         if state.settings.keep_branches:
             if run.created:
                 kept = ", ".join(f"{name} ({bid})" for bid, name in run.created.items())
@@ -245,6 +247,11 @@ class _XdistHooks:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the xdist hooks when xdist is there."""
+    """Register the marker, and the xdist hooks when xdist is there."""
+    config.addinivalue_line(
+        "markers",
+        "neon_reset: reset the branch after this test even if its WAL position did not move "
+        "(writes to unlogged or temporary tables)",
+    )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "pytest_neon_xdist_hooks")

@@ -1,0 +1,66 @@
+"""Reset only what was written, in the background; force it by marker or setting."""
+
+from __future__ import annotations
+
+from plugin_helpers import NeonProject
+
+MIXED = """
+import psycopg
+import pytest
+
+def _count(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'written_%'"
+        ).fetchone()[0]
+
+@pytest.mark.parametrize("n", range(6))
+def test_mixed(neon_branch_readwrite, n):
+    assert _count(neon_branch_readwrite.connection_string) == 0
+    if n % 2 == 0:
+        with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+            conn.execute(f"CREATE TABLE written_{n} (x int)")
+            conn.execute(f"INSERT INTO written_{n} VALUES (1)")
+"""
+
+
+def test_only_writing_tests_are_reset(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(test_mixed=MIXED)
+    result = neon.run("-v")
+    result.assert_outcomes(passed=6)
+    # tests 0, 2, 4 wrote; 1, 3, 5 only read
+    result.stdout.fnmatch_lines(["*resets: 3 done / 3 skipped*", "*restore_branch=3*"])
+
+
+def test_marker_forces_a_reset(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_forced="""
+        import pytest
+
+        @pytest.mark.neon_reset
+        def test_a_forced(neon_branch_readwrite):
+            pass
+
+        def test_b_reads(neon_branch_readwrite):
+            pass
+        """
+    )
+    result = neon.run("--strict-markers")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*resets: 1 done / 1 skipped*"])
+
+
+def test_always_reset_setting(neon: NeonProject) -> None:
+    neon.pytester.makeini("[pytest]\nneon_always_reset = true\n")
+    neon.pytester.makepyfile(
+        test_plain="""
+        def test_a(neon_branch_readwrite):
+            pass
+
+        def test_b(neon_branch_readwrite):
+            pass
+        """
+    )
+    result = neon.run()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*resets: 2 done / 0 skipped*"])
