@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from emulator_helpers import NeonHttp, OpenApiSpec, load_spec, spec_path
 
 from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, OpenApiSpec, load_spec, spec_path
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
 
 from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
 
 
 def test_branches_are_isolated_copies_of_their_parent(emulator: Emulator, api: NeonHttp) -> None:

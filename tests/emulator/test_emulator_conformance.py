@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from emulator_helpers import NeonHttp, OpenApiSpec
-
 from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, OpenApiSpec
 
 
 def test_every_call_conforms_to_openapi(emulator: Emulator, openapi_spec: OpenApiSpec) -> None:

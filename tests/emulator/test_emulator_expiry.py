@@ -6,9 +6,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from emulator_helpers import NeonHttp, database_exists
 
 from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, database_exists
 
 
 def _at(delta: timedelta) -> str:

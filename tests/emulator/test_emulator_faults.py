@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 
 import requests
-from emulator_helpers import NeonHttp, load_spec
 
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.model import CONFLICTING_OPERATIONS
+from tests.emulator.emulator_helpers import NeonHttp, load_spec
 
 
 def test_api_key_is_required(emulator: Emulator) -> None:

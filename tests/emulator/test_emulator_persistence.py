@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
 
 from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
 
 
 def test_restart_resumes_the_project(postgres_url: str) -> None:

@@ -1,5 +1,5 @@
 """Plugin tests use the ``neon`` fixture from plugin_helpers."""
 
-from plugin_helpers import neon
+from tests.plugin.plugin_helpers import neon
 
 __all__ = ["neon"]

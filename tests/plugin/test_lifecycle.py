@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugin_helpers import NeonProject
+from tests.plugin.plugin_helpers import NeonProject
 
 
 def test_cleanup_after_failures_errors_and_maxfail(neon: NeonProject) -> None:

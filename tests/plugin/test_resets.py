@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugin_helpers import NeonProject
+from tests.plugin.plugin_helpers import NeonProject
 
 MIXED = """
 import psycopg

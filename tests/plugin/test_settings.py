@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from plugin_helpers import API_KEY, NeonProject
+
+from tests.plugin.plugin_helpers import API_KEY, NeonProject
 
 SHOW_BRANCH = """
 import os
