@@ -239,6 +239,67 @@ class PgServer:
                 )
             )
 
+    def activity_snapshot(self, name: str) -> tuple[int, ...] | None:
+        """Counters that move whenever a session uses database ``name``.
+
+        ``None`` while a session is connected to it (its counters are not final yet).
+        """
+        with self.connection() as conn:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            if busy is None or busy[0]:
+                return None
+            sessions = "sessions" if self.server_version >= 140000 else "0"
+            row = conn.execute(
+                f"SELECT {sessions}, xact_commit, xact_rollback, tup_inserted, tup_updated,"
+                " tup_deleted FROM pg_stat_database WHERE datname = %s",
+                (name,),
+            ).fetchone()
+        return tuple(int(v or 0) for v in row) if row else None
+
+    def swap_in(self, target: str, replacement: str) -> str:
+        """Put ``replacement`` in place of ``target``; return the old copy's new name.
+
+        Sessions on ``target`` are cut first (new ones are refused meanwhile); the old copy
+        is left for the caller to drop, off the critical path.
+        """
+        trash = "nbtrash_" + replacement.removeprefix("nb_")
+        ident = sql.Identifier(target)
+        with self.connection() as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+            wait = ", 2000" if self.server_version >= 140000 else ""
+            for attempt in range(100):
+                conn.execute(
+                    f"SELECT pg_terminate_backend(pid{wait}) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (target,),
+                )
+                try:
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            ident, sql.Identifier(trash)
+                        )
+                    )
+                    break
+                except errors.ObjectInUse:
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.01)
+            try:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(replacement), ident
+                    )
+                )
+            except BaseException:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(trash), ident)
+                )
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+                raise
+        return trash
+
     @staticmethod
     def _terminate(conn: Connection, name: str) -> None:
         conn.execute(

@@ -36,6 +36,7 @@ from pytest_neon.local.emulator.model import (
     utcnow,
 )
 from pytest_neon.local.emulator.pg import Connection, PgServer, TemplateBusyError
+from pytest_neon.local.emulator.spares import SparePool
 from pytest_neon.redact import register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -142,6 +143,7 @@ class ControlPlane:
         self._meta: Connection | None = None
         self._project: Project | None = None
         self._comment = store.comment_for(project_id)
+        self.spares = SparePool(pg, self._comment)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -162,7 +164,8 @@ class ControlPlane:
         self._project = project
 
     def close(self) -> None:
-        """Release the metadata connection (and with it the project lock)."""
+        """Drop the spares; release the metadata connection (and with it the project lock)."""
+        self.spares.close()
         with self._lock:
             if self._meta is not None:
                 self._meta.close()
@@ -237,6 +240,7 @@ class ControlPlane:
 
     def drop_everything(self) -> None:
         """Drop every real database of the project, its metadata and unused roles."""
+        self.spares.close()
         with self._lock:
             project = self.project
             reals = [db.real_name for b in project.branches.values() for db in b.databases]
@@ -763,6 +767,7 @@ class ControlPlane:
     def _remove(self, branch: Branch) -> list[Operation]:
         """Drop the (in-flight) branch's databases and forget it."""
         try:
+            self.spares.discard_branch(branch.id)
             for db in branch.databases:
                 self.pg.drop_database(db.real_name)
         except BaseException:
@@ -823,16 +828,28 @@ class ControlPlane:
             branch.inflight = True
             source.pins += 1
         try:
+            fresh = []
+            for clone in clones:
+                spare = self.spares.take((clone.template, branch.id, clone.name))
+                if spare is None:
+                    fresh.append(clone)
+                else:
+                    clone.temp = spare
             try:
-                self._clone_all(clones, branch.id)
+                self._clone_all(fresh, branch.id)
             finally:
                 with self._lock:
                     source.pins -= 1
             for clone in clones:
-                self.pg.drop_database(clone.target)  # terminates the branch's sessions
-                self.pg.rename_database(clone.temp, clone.target)
+                if clone.name in current:
+                    # terminates the branch's sessions; the old copy is dropped off the path
+                    self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp))
+                else:
+                    self.pg.rename_database(clone.temp, clone.target)
             for real in leftovers:
                 self.pg.drop_database(real)
+            for clone in clones:
+                self.spares.prepare((clone.template, branch.id, clone.name), clone.owner)
         except BaseException:
             with self._lock:
                 branch.inflight = False

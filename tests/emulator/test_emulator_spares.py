@@ -1,0 +1,77 @@
+"""Restores swap in a pre-cloned spare, and never a stale one."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from pytest_neon.local.emulator import Emulator
+from tests.emulator.emulator_helpers import NeonHttp, sql
+
+
+def _wait_for_spare(emulator: Emulator, branch_id: str) -> None:
+    pool = emulator.control_plane.spares
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with pool._lock:
+            if any(key[1] == branch_id for key in pool._spares) and not pool._jobs:
+                return
+        time.sleep(0.02)
+    pytest.fail("no spare was prepared")
+
+
+def _databases(postgres_url: str) -> set[str]:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_second_restore_uses_the_spare_and_keeps_the_uri(
+    emulator: Emulator, api: NeonHttp, postgres_url: str
+) -> None:
+    main = emulator.default_branch_id
+    sql(api.uri(main), "CREATE TABLE t (v text); INSERT INTO t VALUES ('parent')")
+    branch = api.create_branch(name="spare-user")["branch"]["id"]
+    uri = api.uri(branch)
+    api.restore(branch, main)
+    _wait_for_spare(emulator, branch)
+    spare = next(s.real_name for k, s in emulator.control_plane.spares._spares.items())
+
+    sql(uri, "INSERT INTO t VALUES ('test wrote this'); CREATE TABLE junk (x int)")
+    with psycopg.connect(uri, autocommit=True) as held:
+        api.restore(branch, main)
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("SELECT 1")
+    assert api.uri(branch) == uri
+    assert spare not in _databases(postgres_url)  # it became the branch's database
+    assert sql(uri, "SELECT v FROM t") == [("parent",)]
+    assert sql(uri, "SELECT to_regclass('junk') IS NULL") == [(True,)]
+
+
+def test_a_change_to_the_source_makes_the_spare_stale(emulator: Emulator, api: NeonHttp) -> None:
+    main = emulator.default_branch_id
+    main_uri = api.uri(main)
+    sql(main_uri, "CREATE TABLE t (v text)")
+    branch = api.create_branch(name="stale-spare")["branch"]["id"]
+    uri = api.uri(branch)
+    api.restore(branch, main)
+    _wait_for_spare(emulator, branch)
+
+    sql(main_uri, "INSERT INTO t VALUES ('written to the parent after the spare')")
+    api.restore(branch, main)
+    assert sql(uri, "SELECT v FROM t") == [("written to the parent after the spare",)]
+
+
+def test_delete_and_drop_leave_no_spare_behind(
+    emulator: Emulator, api: NeonHttp, postgres_url: str
+) -> None:
+    before = _databases(postgres_url)
+    branch = api.create_branch(name="spare-then-delete")["branch"]["id"]
+    api.restore(branch, emulator.default_branch_id)
+    _wait_for_spare(emulator, branch)
+    api.delete_branch(branch)
+    deadline = time.monotonic() + 10
+    while _databases(postgres_url) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _databases(postgres_url) - before == set()
