@@ -41,6 +41,7 @@ class RunCounters:
     branches_created: int = 0
     resets_done: int = 0
     resets_skipped: int = 0
+    migration_cache: str = ""  # "", "hit" or "miss"
     phases: dict[str, float] = field(default_factory=dict)
 
     def add_phase(self, name: str, seconds: float) -> None:

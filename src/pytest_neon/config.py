@@ -56,6 +56,10 @@ OPTIONS: tuple[Option, ...] = (
            "neon, local (embedded emulator over a local PostgreSQL) or auto."),
     Option("always_reset", "--neon-always-reset", "NEON_ALWAYS_RESET", "neon_always_reset",
            False, "Reset after every readwrite test, even one that wrote nothing.", "bool"),
+    Option("migration_cache", "--neon-migration-cache", "NEON_MIGRATION_CACHE",
+           "neon_migration_cache", True,
+           "Keep the migrated branch across runs when neon_migration_fingerprint is set.",
+           "bool"),
     Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
            "neon_local_postgres_url", None,
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
@@ -79,6 +83,7 @@ class Settings:
     api_host: str = DEFAULT_API_HOST
     backend: str = "auto"
     always_reset: bool = False
+    migration_cache: bool = True
     local_postgres_url: str | None = field(default=None, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -12,6 +12,7 @@ import pytest
 
 from pytest_neon.branch import NeonBranch
 from pytest_neon.branches import NeonRun
+from pytest_neon.cache import cache_key, find_cached, save_cache
 from pytest_neon.errors import NeonError
 from pytest_neon.schema import schema_fingerprint
 from pytest_neon.state import PluginState, env_var
@@ -62,6 +63,16 @@ def neon_apply_migrations() -> None:
 
 
 @pytest.fixture(scope="session")
+def neon_migration_fingerprint() -> str | None:
+    """Override to return a fingerprint of your migration inputs (e.g. a hash of the files).
+
+    When it returns a string, the migrated branch is cached across runs under that
+    fingerprint, and a run whose migrations did not change runs none.
+    """
+    return None
+
+
+@pytest.fixture(scope="session")
 def _neon_migration_branch(pytestconfig: pytest.Config) -> NeonBranch:
     """The branch migrations run on; the env var points at it while they run."""
     run = _run(pytestconfig)
@@ -87,8 +98,7 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     with gate.hold() as recorded:
         if recorded is None:
             try:
-                request.getfixturevalue("neon_apply_migrations")
-                source = _migrated_source(run)
+                source = _migrate(request, run)
             except BaseException as exc:
                 message = f"pytest-neon: neon_apply_migrations failed: {type(exc).__name__}: {exc}"
                 gate.record(MigrationState(None, error=message))
@@ -109,6 +119,27 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     worker = run.worker_branch
     if worker is not None:
         state.point_env_at(worker.connection_string)
+    return source
+
+
+def _migrate(request: pytest.FixtureRequest, run: NeonRun) -> str:
+    """Run the migrations, or find their result in the migration cache."""
+    fingerprint: str | None = None
+    if run.settings.migration_cache:
+        fingerprint = request.getfixturevalue("neon_migration_fingerprint")
+    key = cache_key(run, fingerprint) if fingerprint else None
+    if key is not None:
+        cached = find_cached(run, key)
+        if cached is not None:
+            run.counters.migration_cache = "hit"
+            return cached
+        run.counters.migration_cache = "miss"
+    with run.phase("migrations"):
+        request.getfixturevalue("neon_apply_migrations")
+    source = _migrated_source(run)
+    if key is not None and source != run.parent_id:
+        source = save_cache(run, key, source)
+        run.drop_migration_branch()
     return source
 
 

@@ -24,6 +24,7 @@ from pytest_neon.fixtures import (
     neon_connection,
     neon_connection_psycopg,
     neon_engine,
+    neon_migration_fingerprint,
 )
 from pytest_neon.redact import redact
 from pytest_neon.startup import begin, start_worker_branch
@@ -45,6 +46,7 @@ __all__ = [
     "neon_connection",
     "neon_connection_psycopg",
     "neon_engine",
+    "neon_migration_fingerprint",
 ]
 
 

@@ -21,6 +21,7 @@ def summary_of(run: NeonRun) -> dict[str, Any]:
         "api_retries": stats.retries,
         "waiting_seconds": stats.waiting_seconds,
         "phases": dict(c.phases),
+        "migration_cache": c.migration_cache,
         "calls": dict(stats.by_call),
     }
 
@@ -32,6 +33,8 @@ def merge_summary(into: dict[str, Any], other: dict[str, Any]) -> None:
     into["waiting_seconds"] = into.get("waiting_seconds", 0.0) + float(
         other.get("waiting_seconds", 0.0)
     )
+    if other.get("migration_cache"):
+        into["migration_cache"] = other["migration_cache"]
     for group in ("phases", "calls"):
         target = into.setdefault(group, {})
         for name, value in (other.get(group) or {}).items():
@@ -48,6 +51,8 @@ def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:
         f"({summary.get('api_retries', 0)} retried), "
         f"waiting on Neon: {summary.get('waiting_seconds', 0.0):.2f}s"
     ]
+    if summary.get("migration_cache"):
+        lines[0] += f", migration cache: {summary['migration_cache']}"
     if verbose:
         for name, seconds in sorted((summary.get("phases") or {}).items()):
             lines.append(f"  {name}: {seconds:.3f}s")

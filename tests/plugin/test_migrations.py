@@ -133,3 +133,53 @@ def test_failing_migration_is_reported_once_and_cleaned_up(neon: NeonProject) ->
     assert result.stdout.str().count("migration 0042 is broken") >= 1
     assert result.ret != 0
     assert neon.branch_names() == before
+
+
+CACHED_CONFTEST = (
+    MIGRATING_CONFTEST
+    + """
+
+@pytest.fixture(scope="session")
+def neon_migration_fingerprint():
+    return os.environ["MIGRATION_VERSION"]
+"""
+)
+
+
+def test_migration_cache_skips_unchanged_migrations(
+    neon: NeonProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "migrations.log"
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    monkeypatch.setenv("MIGRATION_VERSION", "v1")
+    neon.pytester.makeconftest(CACHED_CONFTEST)
+    neon.pytester.makepyfile(test_schema=USES_SCHEMA.format(n=2))
+
+    def caches() -> list[str]:
+        return sorted(n for n in neon.branch_names() if n.startswith("pytest-neon-cache-"))
+
+    cold = neon.run()
+    cold.assert_outcomes(passed=3)
+    cold.stdout.fnmatch_lines(["*migration cache: miss*"])
+    assert len(log.read_text().split()) == 1
+    assert len(caches()) == 1
+
+    warm = neon.run()
+    warm.assert_outcomes(passed=3)
+    warm.stdout.fnmatch_lines(["*branches created: 1,*migration cache: hit*"])
+    assert len(log.read_text().split()) == 1  # no migration ran
+
+    monkeypatch.setenv("NEON_MIGRATION_CACHE", "false")
+    off = neon.run()
+    off.assert_outcomes(passed=3)
+    assert len(log.read_text().split()) == 2
+    assert "migration cache" not in off.stdout.str()
+    monkeypatch.delenv("NEON_MIGRATION_CACHE")
+
+    first = caches()
+    for version in ("v2", "v3"):
+        monkeypatch.setenv("MIGRATION_VERSION", version)
+        neon.run().assert_outcomes(passed=3)
+    # the current cache and the newest older one are kept; v1's is pruned
+    assert len(caches()) == 2
+    assert first[0] not in caches()
