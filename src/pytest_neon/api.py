@@ -107,6 +107,7 @@ class NeonClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.stats = ApiStats()
+        self._op_seconds: dict[str, float] = {}  # how long operations usually take, by kind
         self._session = session or requests.Session()
         self._session.headers.update(
             {
@@ -464,32 +465,50 @@ class NeonClient:
     ) -> None:
         """Wait until every operation is terminal; raise if one failed or time runs out.
 
-        Polls with a growing interval (``poll`` up to ``max_poll``) and only for the
-        operations that are not finished yet.
+        Neon runs a branch's operations in order, so each poll (every ``poll`` seconds,
+        growing to ``max_poll``) reads only the last one still pending: once it has
+        ``finished``, the ones before it have too. Any other end state is looked into.
         """
-        pending = {op.id: op for op in operations}
-        deadline = time.monotonic() + timeout
-        interval = poll
+        pending = list(operations)
+        started = time.monotonic()
+        deadline = started + timeout
+        key = pending[-1].action if pending else ""
+        learned = self._op_seconds.get(key)
+        # With a learned duration, sleep through most of it, then poll finely.
+        interval = poll if learned is None else max(learned * 0.85, 0.02)
+        after_first = poll if learned is None else max(poll / 2, 0.02)
+        first_round = True
         while True:
-            for op_id, op in list(pending.items()):
+            for op in pending:
                 if op.failed:
                     raise _operation_failed(op)
-                if op.done:
-                    del pending[op_id]
+            pending = [op for op in pending if not op.done]
             if not pending:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                ids = ", ".join(f"{op.action} {op.id}" for op in pending.values())
+                ids = ", ".join(f"{op.action} {op.id}" for op in pending)
                 raise NeonTimeoutError(
                     f"Neon operations did not finish within {timeout:.0f}s: {ids}"
                 )
             pause = min(interval, remaining)
             time.sleep(pause)
             self.stats.add_wait(pause)
-            interval = min(max_poll, interval * 2)
-            for op_id in list(pending):
-                pending[op_id] = self.get_operation(project_id, op_id)
+            interval = after_first * 2 if first_round else min(max_poll, interval * 2)
+            first_round = False
+            last = self.get_operation(project_id, pending[-1].id)
+            if last.status == "finished":
+                self._learn(key, time.monotonic() - started)
+                return
+            if last.done:  # failed, skipped or cancelled: find out what happened before it
+                pending = [self.get_operation(project_id, op.id) for op in pending[:-1]]
+                pending.append(last)
+            else:
+                pending[-1] = last
+
+    def _learn(self, action: str, seconds: float) -> None:
+        before = self._op_seconds.get(action)
+        self._op_seconds[action] = seconds if before is None else (before + seconds) / 2
 
     def wait_for_endpoint(
         self,

@@ -73,6 +73,8 @@ class NeonRun:
         self._pending: Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._probe: WriteProbe | None = None
+        #: superuser DSN of a local server with pg_walinspect (local backend only)
+        self.wal_inspector_url: str | None = None
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class NeonRun:
         """The worker branch's WAL position, read on the plugin's own connection."""
         branch = self.start()
         if self._probe is None:
-            self._probe = WriteProbe(branch.connection_string)
+            self._probe = WriteProbe(branch.connection_string, self.wal_inspector_url)
         with self.phase("write check"):
             return self._probe.position()
 
@@ -232,15 +234,22 @@ class NeonRun:
 
         Returns whether a reset was started. An unknown position counts as written.
         """
-        if not force and before is not None and self.write_position() == before:
+        if not force and self._probe is not None and not self._wrote_since(before):
             with self._lock:
                 self.counters.resets_skipped += 1
             return False
         self.mark_dirty()
         return True
 
+    def _wrote_since(self, before: str | None) -> bool:
+        assert self._probe is not None
+        with self.phase("write check"):
+            return self._probe.wrote_since(before)
+
     def _reset_now(self, branch: NeonBranch) -> None:
         self.restore(branch, self.source_id or self.parent_id)
+        if self._probe is not None:
+            self._probe.position()  # reconnect now, off the next test's path
 
     def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
         """Call ``listener(branch)`` after every reset of the worker branch.

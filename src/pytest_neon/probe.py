@@ -1,50 +1,112 @@
-"""Did a test write? Compare the branch's WAL insert position before and after it."""
+"""Did a test write? Compare the WAL insert position before and after it.
+
+On Neon every branch has its own WAL, so an unchanged position means nothing was written.
+On a local PostgreSQL all databases share one WAL (other workers, the emulator's own
+clones); there, when the position moved, ``pg_walinspect`` tells whether any WAL record
+touched the branch's database. Writes to unlogged and temporary tables are not logged and
+so not seen: use the ``neon_reset`` marker for tests that rely on them.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from contextlib import suppress
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
 log = logging.getLogger("pytest_neon.probe")
 
-_QUERY = "SELECT pg_current_wal_insert_lsn()::text"
+_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+_TOUCHED = """
+SELECT count(*) FROM pg_get_wal_records_info(%(before)s::pg_lsn, pg_current_wal_flush_lsn())
+WHERE block_ref ~ (' rel [0-9]+/' || %(oid)s || '/')
+"""
+_OID = "SELECT oid::text FROM pg_database WHERE datname = %s"
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        dsn, autocommit=True, connect_timeout=30, application_name="pytest-neon-probe"
+    )
 
 
 class WriteProbe:
-    """A connection the plugin owns to a branch, used only to read the WAL position.
+    """Reads a branch's WAL position on a connection the plugin owns.
 
-    Every logged change (rows, DDL, sequences) moves the position. Writes to unlogged and
-    temporary tables do not. A reset drops the connection; the probe reconnects.
+    ``inspector_url`` (a superuser DSN of a local server with ``pg_walinspect``) narrows
+    a moved position down to the branch's own database.
     """
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
+    def __init__(self, dsn: str, inspector_url: str | None = None) -> None:
+        self._dsn = inspector_url or dsn
+        self._database = unquote(urlsplit(dsn).path.lstrip("/")) if inspector_url else None
         self._conn: psycopg.Connection[Any] | None = None
 
-    def position(self) -> str | None:
-        """The current WAL insert position, or ``None`` when it cannot be read."""
+    def _run(self, query: str, params: Any = None) -> str | None:
         for _attempt in range(2):
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._conn = psycopg.connect(
-                        self._dsn,
-                        autocommit=True,
-                        connect_timeout=30,
-                        application_name="pytest-neon-probe",
-                    )
-                row = self._conn.execute(_QUERY).fetchone()
-                return str(row[0]) if row else None
+                    self._conn = _connect(self._dsn)
+                row = self._conn.execute(query, params).fetchone()
+                return None if row is None else str(row[0])
             except psycopg.Error as exc:
-                log.debug("write probe: %s", type(exc).__name__)
+                log.debug("write probe: %s: %s", type(exc).__name__, exc)
                 self.close()
         return None
+
+    def position(self) -> str | None:
+        """The current WAL insert position, or ``None`` when it cannot be read."""
+        return self._run(_POSITION)
+
+    def wrote_since(self, before: str | None) -> bool:
+        """Whether the branch may have been written since position ``before``."""
+        if before is None:
+            return True
+        after = self.position()
+        if after is None or after != before:
+            return after is None or self._touched(before)
+        return False
+
+    def _touched(self, before: str) -> bool:
+        if self._database is None:
+            return True
+        try:
+            oid = self._run(_OID, (self._database,))
+            conn = self._conn
+            if oid is None or conn is None:
+                return True
+            # Flush the WAL up to now, so that every record is readable: a commit is only
+            # synchronous when its transaction has an xid and wrote WAL.
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                conn.execute("SELECT pg_current_xact_id()")
+                conn.execute("SELECT pg_logical_emit_message(false, 'pytest-neon', '')")
+            count = self._run(_TOUCHED, {"before": before, "oid": oid})
+        except psycopg.Error as exc:
+            log.debug("write probe inspection: %s", exc)
+            return True
+        return count is None or int(count) > 0
 
     def close(self) -> None:
         """Close the probe's connection (it reopens on the next read)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(psycopg.Error):
+            with suppress(psycopg.Error):
                 conn.close()
+
+
+def wal_inspector_available(superuser_url: str, *, install: bool) -> bool:
+    """Whether ``pg_walinspect`` can be used on this server (installing it if allowed)."""
+    try:
+        with _connect(superuser_url) as conn:
+            if install:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            row = conn.execute(
+                "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"
+            ).fetchone()
+            return row is not None
+    except psycopg.Error as exc:
+        log.debug("pg_walinspect not available: %s", exc)
+        return False

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from pytest_neon.api import NeonClient
 from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
 from pytest_neon.errors import NeonError
+from pytest_neon.redact import register_secret
 from pytest_neon.state import PluginState
 from pytest_neon.xdist import Handoff, new_run_id, read_handoff, worker_id
 
@@ -30,6 +32,9 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
         if handoff.api_host:
             state.backend, state.backend_reason = "local", "from the controller"
             _make_run(state, handoff.api_host, handoff.project_id, handoff.api_key, "local")
+            if state.run is not None and handoff.inspector_url:
+                register_secret(urlsplit(handoff.inspector_url).password)
+                state.run.wal_inspector_url = handoff.inspector_url
         else:
             _choose_neon(state)
         return state
@@ -46,6 +51,7 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
             api_host=local.api_host if local else None,
             project_id=local.project_id if local else None,
             api_key=local.api_key if local else None,
+            inspector_url=local.inspector_url if local else None,
         ).publish()
         if state.backend == "neon" and settings.project_id:
             # One early check, so a refused key or unknown project fails once, here.
@@ -134,6 +140,8 @@ def start_worker_branch(state: PluginState) -> None:
             _make_run(
                 state, state.local.api_host, state.local.project_id, state.local.api_key, "local"
             )
+            assert state.run is not None
+            state.run.wal_inspector_url = state.local.inspector_url
         elif state.backend == "neon":
             _make_run(
                 state,

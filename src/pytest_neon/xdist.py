@@ -33,6 +33,7 @@ class Handoff:
     api_host: str | None = None  # set when the controller runs the local backend
     project_id: str | None = None
     api_key: str | None = None
+    inspector_url: str | None = None  # local backend: superuser DSN for pg_walinspect
 
     def publish(self) -> None:
         """Put the hand-off in this process's environment, for workers to inherit."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from tests.plugin.plugin_helpers import NeonProject
 
 MIXED = """
@@ -24,9 +27,18 @@ def test_mixed(neon_branch_readwrite, n):
 """
 
 
-def test_only_writing_tests_are_reset(neon: NeonProject) -> None:
-    neon.pytester.makepyfile(test_mixed=MIXED)
-    result = neon.run("-v")
+def test_only_writing_tests_are_reset(pytester: pytest.Pytester, postgres_url: str) -> None:
+    # The local backend shares one WAL between databases; pg_walinspect tells them apart.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    pytester.makepyfile(test_mixed=MIXED)
+    result = pytester.runpytest_subprocess(
+        "-v",
+        "-p",
+        "no:cacheprovider",
+        "--neon-backend=local",
+        f"--neon-local-postgres-url={postgres_url}",
+    )
     result.assert_outcomes(passed=6)
     # tests 0, 2, 4 wrote; 1, 3, 5 only read
     result.stdout.fnmatch_lines(["*resets: 3 done / 3 skipped*", "*restore_branch=3*"])

@@ -12,6 +12,7 @@ from pytest_neon.local.postgres import (
     find_pg_bindir,
     start_postgres,
 )
+from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
 
@@ -40,6 +41,7 @@ class LocalBackend:
     emulator: Emulator
     postgres: RunningPostgres | None
     description: str
+    inspector_url: str | None = None
 
     @property
     def api_host(self) -> str:
@@ -75,7 +77,10 @@ class LocalBackend:
             if postgres is not None:
                 postgres.stop()
             raise
-        return cls(emulator=emulator, postgres=postgres, description=description)
+        # pg_walinspect lets the plugin tell which database a WAL record touched; it is
+        # installed on a throwaway cluster and used on a given server if already there.
+        inspector = url if wal_inspector_available(url, install=postgres is not None) else None
+        return cls(emulator, postgres, description, inspector)
 
     def stop(self) -> None:
         """Stop serving; drop the run's databases from a given server, or remove the cluster."""

@@ -1,0 +1,360 @@
+"""Per-test isolation cost: pytest-neon vs a naive reset-every-test plugin vs pytest-postgresql.
+
+Runs the same synthetic suite (10 tables, a few thousand rows; half the tests write, half
+only read) once per strategy, on one throwaway PostgreSQL, in one invocation, and prints
+tables with ratios against pytest-neon. ``make bench`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from pytest_neon.local.emulator import Emulator
+from pytest_neon.local.postgres import start_postgres
+
+API_KEY = "bench-key-0123456789"
+
+SCHEMA = "\n".join(
+    f"CREATE TABLE t{i} (id serial PRIMARY KEY, label text NOT NULL, n int NOT NULL);"
+    f"INSERT INTO t{i} (label, n) SELECT 'row ' || g, g FROM generate_series(1, 400) g;"
+    for i in range(10)
+)
+
+TESTS = """
+import time
+import psycopg
+import pytest
+
+def connect(value):
+    if isinstance(value, psycopg.Connection):
+        return value
+    return psycopg.connect(value.connection_string)
+
+WORK = float({work!r})
+
+@pytest.mark.parametrize("n", range({count}))
+def test_case({fixture}, n):
+    conn = connect({fixture})
+    try:
+        assert conn.execute("SELECT count(*) FROM t0").fetchone() == (400,)
+        if n % 2 == 0:
+            conn.execute("INSERT INTO t0 (label, n) VALUES ('written', %s)", (n,))
+            conn.execute("UPDATE t3 SET n = n + 1 WHERE id < 50")
+            conn.commit()
+    finally:
+        conn.close()
+    time.sleep(WORK)
+"""
+
+RECORDER = """
+import json, os
+
+_PHASES = {}
+
+def pytest_runtest_logreport(report):
+    _PHASES.setdefault(report.nodeid, {})[report.when] = report.duration
+
+def pytest_sessionfinish(session):
+    name = os.environ.get("BENCH_OUT")
+    if name and not hasattr(session.config, "workerinput"):
+        with open(name, "w") as f:
+            json.dump(_PHASES, f)
+"""
+
+OURS_CONFTEST = """
+import psycopg, pytest
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_migration_branch):
+    with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+        conn.execute(open({schema!r}).read())
+
+@pytest.fixture(scope="session")
+def neon_migration_fingerprint():
+    import os
+    return os.environ.get("BENCH_FINGERPRINT")
+"""
+
+NAIVE_CONTEST = """
+import os
+import pytest
+from pytest_neon.api import NeonClient
+from pytest_neon.fixtures import current_run
+
+@pytest.fixture
+def naive(neon_branch_readonly, pytestconfig, _neon_source):
+    # What a plugin without write detection or background work does: the test gets the
+    # branch, and its teardown restores the branch and waits for the restore to finish.
+    run = current_run(pytestconfig)
+    branch = run.worker_branch
+    yield branch
+    client = run.client
+    result = client.restore_branch(run.project_id, branch.branch_id, source_branch_id=_neon_source)
+    client.wait_for_operations(run.project_id, result.operations)
+"""
+
+PG_CONFTEST = """
+import psycopg
+from pytest_postgresql import factories
+
+def load(host, port, user, dbname, password, **kwargs):
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password) as c:
+        c.execute(open({schema!r}).read())
+
+pg_noproc = factories.postgresql_noproc(
+    host={host!r}, port={port!r}, user={user!r}, password={password!r},
+    dbname="bench_pg", load=[load],
+)
+postgresql = factories.postgresql("pg_noproc")
+"""
+
+
+@dataclass
+class Result:
+    """One strategy's run."""
+
+    name: str
+    wall: float
+    write_ms: list[float]
+    read_ms: list[float]
+    api_calls: int | None
+    resets: str
+
+    def stat(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        values = sorted(values)
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def run_suite(
+    name: str,
+    workdir: Path,
+    conftest: str,
+    fixture: str,
+    args: list[str],
+    env: dict[str, str],
+    count: int,
+    work: float,
+) -> Result:
+    """Write the suite into ``workdir`` and run pytest on it in a subprocess."""
+    workdir.mkdir(parents=True)
+    (workdir / "conftest.py").write_text(RECORDER + conftest)
+    (workdir / "test_bench.py").write_text(TESTS.format(work=work, count=count, fixture=fixture))
+    out = workdir / "phases.json"
+    full_env = {**os.environ, **env, "BENCH_OUT": str(out)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
+        raise SystemExit(f"{name}: the benchmark suite failed")
+    phases = json.loads(out.read_text())
+    write_ms: list[float] = []
+    read_ms: list[float] = []
+    for nodeid, p in phases.items():
+        n = int(re.search(r"\[(\d+)\]", nodeid).group(1))  # type: ignore[union-attr]
+        if n == 0:
+            continue  # the first test also pays session setup
+        overhead = (p.get("setup", 0.0) + p.get("teardown", 0.0)) * 1000
+        (write_ms if n % 2 == 0 else read_ms).append(overhead)
+    calls = re.search(r"API calls: (\d+)", proc.stdout)
+    resets = re.search(r"resets: (\d+ done / \d+ skipped)", proc.stdout)
+    return Result(
+        name,
+        wall,
+        write_ms,
+        read_ms,
+        int(calls.group(1)) if calls else None,
+        resets.group(1) if resets else "-",
+    )
+
+
+def neon_args(emu: Emulator) -> list[str]:
+    """Point the plugin at ``emu``."""
+    return [
+        "--neon-backend=neon",
+        f"--neon-api-host={emu.api_host}",
+        f"--neon-project-id={emu.project_id}",
+    ]
+
+
+def table(title: str, results: list[Result], base: Result) -> str:
+    """A Markdown table of ``results`` with ratios against ``base``."""
+    lines = [
+        f"### {title}",
+        "",
+        "| strategy | writing test: median / p95 ms | reading test: median / p95 ms "
+        "| wall s | resets | API calls | per-test overhead vs pytest-neon |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base_mean = statistics.fmean(base.write_ms + base.read_ms)
+    for r in results:
+        mean = statistics.fmean(r.write_ms + r.read_ms)
+        lines.append(
+            f"| {r.name} | {r.stat(r.write_ms, 0.5):.1f} / {r.stat(r.write_ms, 0.95):.1f} "
+            f"| {r.stat(r.read_ms, 0.5):.1f} / {r.stat(r.read_ms, 0.95):.1f} "
+            f"| {r.wall:.2f} | {r.resets} | {r.api_calls if r.api_calls is not None else '-'} "
+            f"| {mean / base_mean:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every strategy and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tests", type=int, default=40, help="tests per local run")
+    parser.add_argument("--work", type=float, default=0.0, help="seconds of work per local test")
+    parser.add_argument("--neon-tests", type=int, default=20, help="tests per latency-model run")
+    parser.add_argument("--neon-work", type=float, default=0.2, help="work per latency test")
+    opts = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="pytest-neon-bench-"))
+    schema = root / "schema.sql"
+    schema.write_text(SCHEMA)
+    env = {"NEON_API_KEY": API_KEY, "PYTHONDONTWRITEBYTECODE": "1"}
+    for name in ("DATABASE_URL", "NEON_PROJECT_ID", "NEON_BACKEND"):
+        os.environ.pop(name, None)
+
+    with start_postgres() as pg:
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(pg.url)
+        print(
+            f"# pytest-neon benchmark — {platform.platform()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, {pg.source}\n"
+        )
+        ours_conftest = OURS_CONFTEST.format(schema=str(schema))
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        local_args = ["--neon-backend=local", f"--neon-local-postgres-url={pg.url}"]
+        if True:
+            local = [
+                run_suite(
+                    "pytest-neon",
+                    root / "ours",
+                    ours_conftest,
+                    "neon_branch_readwrite",
+                    local_args,
+                    env,
+                    opts.tests,
+                    opts.work,
+                ),
+                run_suite(
+                    "naive: restore after every test",
+                    root / "naive",
+                    ours_conftest + NAIVE_CONTEST,
+                    "naive",
+                    local_args,
+                    env,
+                    opts.tests,
+                    opts.work,
+                ),
+                run_suite(
+                    "pytest-postgresql: clone per test",
+                    root / "pgpg",
+                    PG_CONFTEST.format(
+                        schema=str(schema),
+                        host=parts.hostname,
+                        port=parts.port,
+                        user=parts.username,
+                        password=unquote(parts.password or ""),
+                    ),
+                    "postgresql",
+                    ["-p", "no:neon"],
+                    env,
+                    opts.tests,
+                    opts.work,
+                ),
+            ]
+        print(
+            table(
+                f"Local PostgreSQL, {opts.tests} tests, half write, {opts.work}s work",
+                local,
+                local[0],
+            )
+        )
+
+        with Emulator(pg.url, api_key=API_KEY, request_delay=0.05, operation_delay=0.5) as emu:
+            model = [
+                run_suite(
+                    "pytest-neon",
+                    root / "ours-neon",
+                    ours_conftest,
+                    "neon_branch_readwrite",
+                    neon_args(emu),
+                    env,
+                    opts.neon_tests,
+                    opts.neon_work,
+                ),
+                run_suite(
+                    "naive: restore after every test",
+                    root / "naive-neon",
+                    ours_conftest + NAIVE_CONTEST,
+                    "naive",
+                    neon_args(emu),
+                    env,
+                    opts.neon_tests,
+                    opts.neon_work,
+                ),
+            ]
+            print()
+            print(
+                table(
+                    f"Neon latency model (request 50 ms, operation 500 ms), "
+                    f"{opts.neon_tests} tests, half write, {opts.neon_work}s work",
+                    model,
+                    model[0],
+                )
+            )
+            total = [sum(r.write_ms + r.read_ms) for r in model]
+            print(
+                f"\nTotal visible overhead: pytest-neon {total[0] / 1000:.2f}s, naive "
+                f"{total[1] / 1000:.2f}s ({total[0] / total[1]:.0%} of naive)"
+            )
+
+            cache_env = {**env, "BENCH_FINGERPRINT": "bench-v1"}
+            setups = []
+            for label in ("cold", "warm"):
+                r = run_suite(
+                    f"{label} cache",
+                    root / f"cache-{label}",
+                    ours_conftest,
+                    "neon_branch_readwrite",
+                    neon_args(emu),
+                    cache_env,
+                    2,
+                    0.0,
+                )
+                setups.append(r)
+            print("\n### Session setup with the migration cache (latency model)\n")
+            print("| run | wall s | API calls |")
+            print("|---|---|---|")
+            for r in setups:
+                print(f"| {r.name} | {r.wall:.2f} | {r.api_calls} |")
+            emu.stop(drop=True)
+
+
+if __name__ == "__main__":
+    main()
