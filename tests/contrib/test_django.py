@@ -1,0 +1,509 @@
+"""pytest_neon.contrib.django: inner pytest-django runs of a small Django project on the emulator.
+
+Each test writes a Django project (settings that do NOT point at the branch, an app with a
+schema migration and a data migration) and runs pytest in a subprocess against an emulated
+Neon project over the suite's real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.plugin.plugin_helpers import NeonProject, neon
+
+__all__ = ["neon"]
+
+SETTINGS = """
+SECRET_KEY = "inner-project"
+INSTALLED_APPS = ["django.contrib.contenttypes", "shelf"]
+ROOT_URLCONF = "innersite.urls"
+ALLOWED_HOSTS = ["localhost"]
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Nothing here points at the branch: the plugin rewrites these entries.
+_PRODUCTION = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": "production",
+    "HOST": "db.invalid",
+    "PORT": "6543",
+    "USER": "app",
+    "PASSWORD": "not-the-branch",
+    "OPTIONS": {"sslmode": "require", "application_name": "inner-django"},
+}
+DATABASES = {"default": dict(_PRODUCTION), "other": dict(_PRODUCTION)}
+"""
+
+URLS = """
+from django.http import JsonResponse
+from django.urls import path
+
+from shelf.models import Shelf
+
+
+def shelves(request):
+    return JsonResponse({"shelves": sorted(Shelf.objects.values_list("name", flat=True))})
+
+
+urlpatterns = [path("shelves/", shelves)]
+"""
+
+MODELS = """
+from django.db import models
+
+
+class Shelf(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+
+class Book(models.Model):
+    shelf = models.ForeignKey(Shelf, on_delete=models.CASCADE, related_name="books")
+    title = models.CharField(max_length=100)
+"""
+
+INITIAL = """
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Shelf",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=100, unique=True)),
+            ],
+        ),
+        migrations.CreateModel(
+            name="Book",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("title", models.CharField(max_length=100)),
+                ("shelf", models.ForeignKey(
+                    on_delete=models.deletion.CASCADE, related_name="books", to="shelf.shelf"
+                )),
+            ],
+        ),
+    ]
+"""
+
+SEED = """
+import os
+
+from django.db import migrations
+
+
+def seed(apps, schema_editor):
+    with open(os.environ["MIGRATION_LOG"], "a") as log:
+        log.write(schema_editor.connection.settings_dict["NAME"] + "\\n")
+    apps.get_model("shelf", "Shelf").objects.create(name="seeded")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("shelf", "0001_initial")]
+    operations = [migrations.RunPython(seed, migrations.RunPython.noop)]
+"""
+
+INI = """
+[pytest]
+DJANGO_SETTINGS_MODULE = innersite.settings
+pythonpath = .
+addopts = --strict-markers --strict-config {addopts}
+filterwarnings = error
+neon_django_databases = default other
+{extra}
+"""
+
+ENABLE = 'pytest_plugins = ["pytest_neon.contrib.django"]\n'
+
+HELPERS = """
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from pytest_neon.fixtures import current_run
+
+
+def branch(config):
+    return current_run(config).worker_branch
+
+
+def server_test_databases():
+    # the test databases Django would make for the aliases here: test_production, test_nb_...
+    with psycopg.connect(os.environ["SUPERUSER_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database"
+            r" WHERE datname LIKE 'test\\_production%' OR datname LIKE 'test\\_nb\\_%'"
+        )
+        return {r[0] for r in rows}
+
+
+def committed_names(dsn):
+    with psycopg.connect(dsn) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM shelf_shelf"))
+"""
+
+# Tests that use the database in every way pytest-django offers, in one inner run.
+FULL_SUITE = """
+import json
+import urllib.request
+
+import django.test
+import pytest
+from django.conf import settings
+from django.db import connections
+from psycopg.conninfo import conninfo_to_dict
+
+from inner_helpers import branch, committed_names, server_test_databases
+from shelf.models import Book, Shelf
+
+
+def names():
+    return sorted(Shelf.objects.values_list("name", flat=True))
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_databases_point_at_the_branch(request):
+    params = conninfo_to_dict(branch(request.config).connection_string)
+    for alias in ("default", "other"):
+        entry = settings.DATABASES[alias]
+        got = (entry["HOST"], str(entry["PORT"]), entry["NAME"], entry["USER"], entry["PASSWORD"])
+        assert got == (
+            params["host"], str(params["port"]), params["dbname"], params["user"],
+            params["password"],
+        )
+        assert entry["TEST"]["NAME"] == params["dbname"]
+        assert entry["OPTIONS"] == {"application_name": "inner-django"}
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT current_database(), current_setting('application_name')")
+            assert cursor.fetchone() == (params["dbname"], "inner-django")
+
+
+@pytest.mark.django_db
+def test_db_1_writes_inside_its_transaction():
+    shelf = Shelf.objects.create(name="rolled back")
+    Book.objects.create(shelf=shelf, title="Dune")
+    assert names() == ["rolled back", "seeded"]
+
+
+@pytest.mark.django_db
+def test_db_2_sees_only_the_migrated_state():
+    assert names() == ["seeded"]
+    assert Book.objects.count() == 0
+
+
+def test_db_3_fixture(db):
+    Shelf.objects.create(name="via the db fixture")
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_db_4_both_aliases_are_the_branch():
+    Shelf.objects.using("other").create(name="on other")
+    assert Shelf.objects.using("other").filter(name="on other").exists()
+    assert names() == ["seeded"]  # the other alias's transaction is not committed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tx_1_commits(request):
+    Shelf.objects.create(name="committed")
+    assert committed_names(branch(request.config).connection_string) == ["committed", "seeded"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tx_2_commits_are_gone_and_nothing_was_flushed():
+    assert names() == ["seeded"]
+
+
+def test_tx_3_transactional_db_fixture(transactional_db):
+    Shelf.objects.all().delete()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_tx_4_serialized_rollback():
+    assert names() == ["seeded"]
+    Shelf.objects.create(name="serialized")
+
+
+def test_tx_5_live_server_sees_the_branch(live_server):
+    Shelf.objects.create(name="made by the test")
+    with urllib.request.urlopen(live_server.url + "/shelves/", timeout=10) as response:
+        assert json.load(response) == {"shelves": ["made by the test", "seeded"]}
+
+
+class TestDjangoTestCase(django.test.TestCase):
+    def test_a_writes(self):
+        Shelf.objects.create(name="in a TestCase")
+
+    def test_b_rolled_back(self):
+        self.assertEqual(names(), ["seeded"])
+
+
+class TestDjangoTransactionTestCase(django.test.TransactionTestCase):
+    def test_a_commits(self):
+        Shelf.objects.create(name="in a TransactionTestCase")
+
+    def test_b_reset_not_flushed(self):
+        self.assertEqual(names(), ["seeded"])
+
+
+def test_zz_blocker_and_no_test_databases(django_db_setup, django_db_blocker):
+    with pytest.raises(RuntimeError, match="Database access not allowed"):
+        Shelf.objects.count()
+    with django_db_blocker.unblock():
+        assert names() == ["seeded"]
+    assert server_test_databases() == set()
+"""
+
+DB_ONLY = """
+import pytest
+from django.db import connection
+
+from inner_helpers import branch
+from shelf.models import Shelf
+
+
+@pytest.mark.parametrize("n", range(12))
+def test_db(db, request, n):
+    name = branch(request.config).database_name
+    assert connection.settings_dict["TEST"]["NAME"] == connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        real = cursor.fetchone()[0]
+    assert "_gw" not in real and not real.startswith("test_"), real
+    Shelf.objects.create(name=f"shelf {n}")
+    assert Shelf.objects.count() == 2
+"""
+
+
+def _project(
+    neon: NeonProject,
+    *,
+    ini: str = "",
+    conftest: str = ENABLE,
+    addopts: str = "",
+    settings: str = "",
+) -> None:
+    root = neon.pytester.path
+    for package, files in {
+        "innersite": {"settings.py": SETTINGS + settings, "urls.py": URLS},
+        "shelf": {"models.py": MODELS},
+        "shelf/migrations": {"0001_initial.py": INITIAL, "0002_seed.py": SEED},
+    }.items():
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+        for name, text in files.items():
+            (root / package / name).write_text(text.lstrip())
+    (root / "inner_helpers.py").write_text(HELPERS.lstrip())
+    (root / "conftest.py").write_text(conftest)
+    (root / "pytest.ini").write_text(INI.format(extra=ini, addopts=addopts).lstrip())
+
+
+def _resets(result: pytest.RunResult) -> int:
+    match = re.search(r"resets: (\d+) done", result.stdout.str())
+    assert match, result.stdout.str()
+    return int(match.group(1))
+
+
+def _test_databases(postgres_url: str, like: str = "test%") -> set[str]:
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
+        return {r[0] for r in rows}
+
+
+@pytest.fixture
+def migration_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file the inner project's data migration appends the migrated database to."""
+    log = tmp_path / "migrations.log"
+    log.write_text("")
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    return log
+
+
+def test_every_pytest_django_fixture_on_the_branch(
+    neon: NeonProject, migration_log: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(neon)
+    neon.pytester.makepyfile(test_full=FULL_SUITE)
+    monkeypatch.setenv("SUPERUSER_URL", postgres_url)
+    before_branches = neon.branch_names()
+    result = neon.run("-v")
+    result.assert_outcomes(passed=15)
+    result.stdout.fnmatch_lines(
+        ["neon-django: DATABASES default, other on the branch; migrate once per run"]
+    )
+    # migrate ran once, on the migration branch (not on the worker branch the tests used)
+    migrated = migration_log.read_text().split()
+    assert len(migrated) == 1
+    result.stdout.fnmatch_lines(["*branches created: 2,*"])
+    # one reset to adopt the migrated state, then at most one per test with committed data
+    # (5 pytest style, 2 TransactionTestCase): the 7 rolled-back tests spent none
+    assert _resets(result) <= 1 + 7
+    # Django made no test_<name> database (from the settings or from the branch's name)
+    assert not _test_databases(postgres_url, r"test\_production%")
+    assert not _test_databases(postgres_url, r"test\_nb\_%")
+    assert neon.branch_names() == before_branches
+
+
+def test_under_xdist_one_migration_and_one_branch_per_worker(
+    neon: NeonProject, migration_log: Path, postgres_url: str
+) -> None:
+    _project(neon)
+    neon.pytester.makepyfile(test_db_only=DB_ONLY)
+    before = neon.branch_names()
+    result = neon.run("-n", "3")
+    result.assert_outcomes(passed=12)
+    assert len(migration_log.read_text().split()) == 1
+    # three worker branches and the migration branch
+    result.stdout.fnmatch_lines(["*branches created: 4,*"])
+    # at most one reset per worker (adopting the migrated state); 12 writing tests, no more
+    assert _resets(result) <= 3
+    assert not _test_databases(postgres_url, r"test\_%\_gw%")
+    assert neon.branch_names() == before
+
+
+def test_no_migrations_and_an_alias_off_the_branch(
+    neon: NeonProject, migration_log: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # enabled from addopts this time, instead of the conftest line
+    legacy = """
+import os
+import dj_database_url
+
+DATABASES["legacy"] = {**dj_database_url.parse(os.environ["SUPERUSER_URL"]), "NAME": "legacy"}
+"""
+    _project(neon, addopts="-p pytest_neon.contrib.django", conftest="", settings=legacy)
+    monkeypatch.setenv("SUPERUSER_URL", postgres_url)
+    neon.pytester.makepyfile(
+        test_plain="""
+        import pytest
+        from django.db import connections
+
+        from shelf.models import Shelf
+
+        def test_tables_without_the_data_migration(db):
+            assert Shelf.objects.count() == 0
+            Shelf.objects.create(name="x")
+
+        @pytest.mark.django_db(databases=["default", "legacy"])
+        def test_an_alias_off_the_branch_gets_a_usual_test_database():
+            with connections["legacy"].cursor() as cursor:
+                cursor.execute("SELECT current_database()")
+                assert cursor.fetchone() == ("test_legacy",)
+            assert Shelf.objects.using("legacy").count() == 0
+        """
+    )
+    result = neon.run("--no-migrations")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*tables from models once per run (--no-migrations)*"])
+    assert migration_log.read_text() == ""
+    assert "test_legacy" not in _test_databases(postgres_url)
+
+
+def test_a_conftest_override_migrates_the_migration_branch_through_django(
+    neon: NeonProject, migration_log: Path
+) -> None:
+    # The earlier plugin's documented pattern: call_command in the user's own override.
+    override = (
+        ENABLE
+        + """
+import pytest
+from django.core.management import call_command
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_migration_branch):
+    call_command("migrate", "--noinput", verbosity=0)
+"""
+    )
+    _project(neon, conftest=override)
+    neon.pytester.makepyfile(
+        test_plain="""
+        from shelf.models import Shelf
+
+        def test_seeded(db):
+            assert list(Shelf.objects.values_list("name", flat=True)) == ["seeded"]
+        """
+    )
+    before = neon.branch_names()
+    result = neon.run()
+    result.assert_outcomes(passed=1)
+    # the override ran on the migration branch (the database Django migrated is not the
+    # worker's), and the migration branch was then the source of the worker branch
+    assert len(migration_log.read_text().split()) == 1
+    result.stdout.fnmatch_lines(["*branches created: 2,*"])
+    assert neon.branch_names() == before
+
+
+def test_migrate_off_spends_no_migration_branch(neon: NeonProject, migration_log: Path) -> None:
+    _project(neon, ini="neon_django_migrate = false")
+    neon.pytester.makepyfile(
+        test_plain="""
+        import pytest
+        from django.db import ProgrammingError
+
+        from shelf.models import Shelf
+
+        def test_no_tables(db):
+            with pytest.raises(ProgrammingError):
+                Shelf.objects.count()
+        """
+    )
+    result = neon.run()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*; no migrations (neon_django_migrate = false)*", "*branches created: 1,*"]
+    )
+    assert migration_log.read_text() == ""
+
+
+def test_without_pytest_django_a_one_line_error(neon: NeonProject) -> None:
+    _project(neon)
+    neon.pytester.makepyfile(test_plain="def test_x():\n    pass\n")
+    before = neon.branch_names()
+    result = neon.run("-p", "no:django")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest_neon.contrib.django needs Django and pytest-django: "
+            'pip install "pytest-neon[django]"'
+        ]
+    )
+    assert neon.branch_names() == before
+
+
+def test_database_settings_from_a_neon_connection_string() -> None:
+    from pytest_neon.contrib.django import database_settings
+
+    dsn = (
+        "postgresql://neondb_owner:npg_secret@ep-cool-dawn-123456.us-east-2.aws.neon.tech"
+        "/neondb?sslmode=require&channel_binding=require"
+    )
+    current = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "db.sqlite3",
+        "ATOMIC_REQUESTS": True,
+        "OPTIONS": {"service": "prod", "isolation_level": 1},
+        "TEST": {"MIRROR": None},
+    }
+    entry = database_settings(dsn, current)
+    assert entry == {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "neondb",
+        "USER": "neondb_owner",
+        "PASSWORD": "npg_secret",
+        "HOST": "ep-cool-dawn-123456.us-east-2.aws.neon.tech",
+        "PORT": "",
+        "ATOMIC_REQUESTS": True,
+        "OPTIONS": {"isolation_level": 1, "sslmode": "require", "channel_binding": "require"},
+        "TEST": {"MIRROR": None, "NAME": "neondb"},
+        "CONN_HEALTH_CHECKS": True,
+    }
+    assert current["ENGINE"] == "django.db.backends.sqlite3"  # the input is left as it was
+    assert current["OPTIONS"] == {"service": "prod", "isolation_level": 1}
