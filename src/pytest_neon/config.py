@@ -12,6 +12,7 @@ from pytest_neon.redact import register_secret
 
 DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
+PG_SOURCES = ("auto", "system", "pgserver")
 MAX_EXPIRY = 30 * 24 * 3600
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -63,6 +64,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
            "neon_local_postgres_url", None,
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
+    Option("local_postgres_source", "--neon-local-postgres-source",
+           "NEON_LOCAL_POSTGRES_SOURCE", "neon_local_postgres_source", "auto",
+           "Throwaway cluster from: auto (system binaries, else pgserver), system or pgserver."),
 )  # fmt: skip
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -85,6 +89,7 @@ class Settings:
     always_reset: bool = False
     migration_cache: bool = True
     local_postgres_url: str | None = field(default=None, repr=False)
+    local_postgres_source: str = "auto"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -183,6 +188,13 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             f"{where('backend')} must be one of {', '.join(BACKENDS)}, got {values['backend']!r}"
         )
     values["backend"] = backend
+    pg_source = str(values["local_postgres_source"]).lower()
+    if pg_source not in PG_SOURCES:
+        raise NeonConfigError(
+            f"{where('local_postgres_source')} must be one of {', '.join(PG_SOURCES)}, "
+            f"got {values['local_postgres_source']!r}"
+        )
+    values["local_postgres_source"] = pg_source
     env_var = values["env_var"]
     if not _ENV_NAME.match(env_var):
         raise NeonConfigError(

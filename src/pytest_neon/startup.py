@@ -82,7 +82,9 @@ def _choose(state: PluginState) -> None:
     else:
         from pytest_neon.local.backend import local_postgres_available
 
-        ok, why = local_postgres_available(settings.local_postgres_url)
+        ok, why = local_postgres_available(
+            settings.local_postgres_url, settings.local_postgres_source
+        )
         if ok:
             state.backend = "local"
             state.backend_reason = f"auto: no Neon credentials; {why}"
@@ -104,7 +106,8 @@ def _choose_neon(state: PluginState) -> None:
 def _start_local(state: PluginState) -> None:
     from pytest_neon.local.backend import LocalBackend
 
-    state.local = LocalBackend.start(state.settings.local_postgres_url)
+    settings = state.settings
+    state.local = LocalBackend.start(settings.local_postgres_url, settings.local_postgres_source)
     state.backend_reason += f" [{state.local.description}]"
 
 

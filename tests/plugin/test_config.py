@@ -22,6 +22,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "always_reset": ("yes", True),
     "migration_cache": ("false", False),
     "local_postgres_url": ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
+    "local_postgres_source": ("pgserver", "pgserver"),
 }
 
 
@@ -77,6 +78,7 @@ def test_false_and_zero_are_honoured(source: str, raw: str) -> None:
         ({"env_var": "A-B"}, "environment variable name"),
         ({"keep_branches": "maybe"}, "--neon-keep-branches must be true or false"),
         ({"api_host": "console.neon.tech"}, "must be an http(s) URL"),
+        ({"local_postgres_source": "docker"}, "must be one of auto, system, pgserver"),
     ],
 )
 def test_bad_values_name_the_setting(cli: dict[str, str], message: str) -> None:

@@ -16,7 +16,7 @@ from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
 
-def local_postgres_available(postgres_url: str | None) -> tuple[bool, str]:
+def local_postgres_available(postgres_url: str | None, source: str = "auto") -> tuple[bool, str]:
     """Whether the local backend can get a PostgreSQL, and a one-line reason."""
     if postgres_url:
         try:
@@ -24,9 +24,11 @@ def local_postgres_available(postgres_url: str | None) -> tuple[bool, str]:
         except Exception as exc:
             return False, str(exc)
         return True, f"PostgreSQL at {redact(postgres_url)}"
-    bindir = find_pg_bindir()
+    bindir = find_pg_bindir() if source != "pgserver" else None
     if bindir is not None:
         return True, f"PostgreSQL binaries in {bindir}"
+    if source == "system":
+        return False, "no PostgreSQL server binaries found"
     try:
         import pgserver  # noqa: F401
     except ImportError:
@@ -59,14 +61,17 @@ class LocalBackend:
         return self.emulator.api_key or ""
 
     @classmethod
-    def start(cls, postgres_url: str | None = None) -> LocalBackend:
-        """Start the emulator over ``postgres_url``, or over a new throwaway cluster."""
+    def start(cls, postgres_url: str | None = None, source: str = "auto") -> LocalBackend:
+        """Start the emulator over ``postgres_url``, or over a new throwaway cluster.
+
+        ``source`` picks where the throwaway cluster comes from (see ``start_postgres``).
+        """
         postgres: RunningPostgres | None = None
         if postgres_url:
             check_postgres_url(postgres_url)
             url, description = postgres_url, f"PostgreSQL at {redact(postgres_url)}"
         else:
-            postgres = start_postgres()
+            postgres = start_postgres(prefer=source)
             url, description = postgres.url, f"throwaway cluster ({postgres.source})"
         api_key = secrets.token_urlsafe(24)
         register_secret(api_key)
