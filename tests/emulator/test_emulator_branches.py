@@ -223,6 +223,7 @@ def test_branch_limit_answers_branches_limit_exceeded(
 def test_clone_of_a_busy_parent_fails_cleanly(emulator: Emulator, api: NeonHttp) -> None:
     """PostgreSQL cannot copy a database others are connected to: retried, then a 423."""
     emulator.control_plane.clone_wait = 0.3
+    emulator.control_plane.evict_after = None
     main_uri = api.uri(emulator.default_branch_id)
     with psycopg.connect(main_uri, autocommit=True):
         refused = api.post(api.project_path("/branches"), json={"branch": {"name": "blocked"}})
@@ -230,6 +231,18 @@ def test_clone_of_a_busy_parent_fails_cleanly(emulator: Emulator, api: NeonHttp)
     assert "being accessed by other users" in refused.json()["message"]
     assert "blocked" not in api.branch_names()
     api.create_branch(name="blocked")  # works once the parent is free
+
+
+def test_sessions_left_on_a_parent_are_cut_so_it_can_be_copied(
+    emulator: Emulator, api: NeonHttp
+) -> None:
+    emulator.control_plane.evict_after = 0.1
+    main_uri = api.uri(emulator.default_branch_id)
+    with psycopg.connect(main_uri, autocommit=True) as held:
+        api.create_branch(name="copied-anyway")
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("SELECT 1")
+    assert "copied-anyway" in api.branch_names()
 
 
 def test_patch_renames_and_protects(emulator: Emulator, api: NeonHttp) -> None:

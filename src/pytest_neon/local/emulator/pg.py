@@ -174,20 +174,42 @@ class PgServer:
         self._comment(name, comment)
 
     def clone_database(
-        self, template: str, name: str, owner: str, comment: str, wait: float
+        self,
+        template: str,
+        name: str,
+        owner: str,
+        comment: str,
+        wait: float,
+        *,
+        evict_after: float | None = None,
     ) -> None:
-        """Create ``name`` as a copy of ``template``; retry for ``wait`` s while it is in use."""
+        """Create ``name`` as a copy of ``template``; retry for ``wait`` s while it is in use.
+
+        PostgreSQL cannot copy a database that has sessions (Neon can). With
+        ``evict_after``, sessions still on the template after that many seconds are
+        terminated so that the copy can proceed.
+        """
         stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
             sql.Identifier(name), sql.Identifier(template), sql.Identifier(owner)
         )
         if self.server_version >= 150000:
             stmt += sql.SQL(" STRATEGY FILE_COPY")
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
+        deadline = started + wait
         pause = 0.02
         while True:
             # PostgreSQL itself waits 5 s before it refuses a template in use: look first.
             with self.connection() as conn:
                 in_use = conn.execute(_SESSIONS_ON, (template,)).fetchone()
+                overdue = evict_after is not None and time.monotonic() - started >= evict_after
+                if in_use and in_use[0] and overdue:
+                    log.warning(
+                        "terminating %d session(s) on %s so that it can be copied",
+                        in_use[0],
+                        template,
+                    )
+                    self._terminate(conn, template)
+                    evict_after = None
                 if not (in_use and in_use[0]):
                     try:
                         conn.execute(stmt)

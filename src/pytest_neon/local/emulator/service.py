@@ -139,6 +139,8 @@ class ControlPlane:
         self.faults = faults
         self.max_branches = max_branches
         self.clone_wait = 3.0  # seconds to retry a clone whose template is in use
+        # then sessions left on the template are cut (PostgreSQL cannot copy it otherwise)
+        self.evict_after: float | None = 1.0
         self._lock = threading.RLock()
         self._meta: Connection | None = None
         self._project: Project | None = None
@@ -715,7 +717,12 @@ class ControlPlane:
         try:
             for clone in clones:
                 self.pg.clone_database(
-                    clone.template, clone.temp, clone.owner, self._comment, self.clone_wait
+                    clone.template,
+                    clone.temp,
+                    clone.owner,
+                    self._comment,
+                    self.clone_wait,
+                    evict_after=self.evict_after,
                 )
                 made.append(clone.temp)
         except BaseException as exc:
