@@ -28,8 +28,14 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The example service's suite on the embedded default (no Neon account, no running server).
+demo: $(STAMP)
+	cd example_projects/fastapi_app && env -u DATABASE_URL -u NEON_API_KEY -u NEON_PROJECT_ID \
+		../../$(BIN)/pytest -v -p no:cacheprovider --neon-backend=local
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -119,9 +119,14 @@ def _client(settings: Settings, api_host: str, api_key: str, *, local: bool = Fa
 
 
 def _local_settings(settings: Settings, project_id: str) -> Settings:
+    """Settings for the run's own emulated project.
+
+    No migration cache: each local run has a project of its own, so a later run could
+    never find the cache branch.
+    """
     from dataclasses import replace
 
-    return replace(settings, project_id=project_id, parent_branch=None)
+    return replace(settings, project_id=project_id, parent_branch=None, migration_cache=False)
 
 
 def _make_run(
