@@ -1,0 +1,1 @@
+"""taskapp: users and their tasks, over HTTP."""

@@ -1,0 +1,314 @@
+"""SQLAlchemy integration: app engines that survive resets, a session engine, rollback sessions.
+
+Enable it in the top ``conftest.py``::
+
+    pytest_plugins = ["pytest_neon.contrib.sqlalchemy"]
+
+What it adds:
+
+- :func:`register_engine` and the ini key ``neon_sqlalchemy_engines`` (``module:attribute``
+  per line): the application's own engines (usually built from ``DATABASE_URL`` at import)
+  get their pools emptied after every branch reset, so no test meets a connection that the
+  reset cut. ``pool_pre_ping=True`` on the engine is the alternative that needs no plugin.
+- ``neon_session_engine`` (session scope): one pooled engine on this worker's branch.
+- ``neon_session``: a ``Session`` inside an outer transaction, savepoints for the test's own
+  commits, everything rolled back after the test. No branch reset is spent on it.
+- ``neon_async_session``: the same with an ``AsyncSession`` (psycopg async), for async tests
+  run by AnyIO (``@pytest.mark.anyio``); needs ``greenlet`` (``sqlalchemy[asyncio]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, overload
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+
+from pytest_neon.branch import NeonBranch
+from pytest_neon.branches import NeonRun
+from pytest_neon.fixtures import current_run, sqlalchemy_url
+from pytest_neon.state import env_var
+
+__all__ = [
+    "ENGINES_INI",
+    "async_rollback_session",
+    "neon_async_session",
+    "neon_session",
+    "neon_session_engine",
+    "register_engine",
+    "rollback_session",
+]
+
+ENGINES_INI = "neon_sqlalchemy_engines"
+
+# Engines whose pools are emptied after each reset. Weak: an engine a test throws away
+# is not kept alive by the plugin.
+_sync_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_async_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # their sync_engine
+_lock = threading.Lock()
+_GENERATION_KEY = "pytest_neon_generation"
+_generation = 0  # bumped by every reset; async pool entries older than it are replaced
+_listening: weakref.WeakSet[NeonRun] = weakref.WeakSet()
+
+# Tests that already say which branch they want; a test that asks for neon_session_engine
+# without any of them is treated as a readwrite test.
+_BRANCH_FIXTURES = frozenset(
+    {
+        "neon_session",
+        "neon_async_session",
+        "neon_branch_readwrite",
+        "neon_branch_readonly",
+        "neon_branch_shared",
+        "neon_branch",
+    }
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ini key naming the application's engines."""
+    parser.addini(
+        ENGINES_INI,
+        "application SQLAlchemy engines (module:attribute, one per line) whose pools "
+        "pytest-neon empties after every branch reset (pytest_neon.contrib.sqlalchemy)",
+        type="linelist",
+        default=[],
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Listen to this process's resets as early as the run exists."""
+    _listen(_run_or_none(config))
+
+
+@overload
+def register_engine(engine: Engine) -> Engine: ...
+@overload
+def register_engine(engine: AsyncEngine) -> AsyncEngine: ...
+def register_engine(engine: Engine | AsyncEngine) -> Engine | AsyncEngine:
+    """Empty ``engine``'s pool after every branch reset; returns ``engine``.
+
+    For the application's own engines, e.g. in ``conftest.py``::
+
+        from myapp.db import engine
+        register_engine(engine)
+
+    A reset replaces the branch's data and drops its server connections; without this,
+    the first query on a pooled connection fails (``pool_pre_ping=True`` is the other cure,
+    at one round trip per checkout). Works for ``Engine`` and ``AsyncEngine``.
+    """
+    if isinstance(engine, AsyncEngine):
+        sync = engine.sync_engine
+        with _lock:
+            if sync in _async_engines:
+                return engine
+            _async_engines.add(sync)
+        # An async pool cannot be closed from the (synchronous) reset: its connections
+        # belong to an event loop. Each one is replaced at its next checkout instead.
+        event.listen(sync, "connect", _stamp_generation)
+        event.listen(sync, "checkout", _refuse_stale)
+    elif isinstance(engine, Engine):
+        with _lock:
+            _sync_engines.add(engine)
+    else:
+        raise TypeError(
+            f"register_engine() takes a SQLAlchemy Engine or AsyncEngine, not {engine!r}"
+        )
+    return engine
+
+
+def _stamp_generation(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_GENERATION_KEY] = _generation
+
+
+def _refuse_stale(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    if record.info.get(_GENERATION_KEY, 0) < _generation:
+        raise DisconnectionError("pytest-neon: the branch was reset since this connection opened")
+
+
+def _after_reset(branch: NeonBranch) -> None:
+    """Reset listener: drop every registered engine's pooled connections."""
+    global _generation
+    with _lock:
+        _generation += 1
+        engines = list(_sync_engines)
+    for engine in engines:
+        engine.dispose()
+
+
+def _run_or_none(config: pytest.Config) -> NeonRun | None:
+    from pytest_neon.plugin import STATE
+
+    state = config.stash.get(STATE, None)
+    return state.run if state is not None else None
+
+
+def _listen(run: NeonRun | None) -> None:
+    if run is None:
+        return
+    with _lock:
+        if run in _listening:
+            return
+        _listening.add(run)
+    run.add_reset_listener(_after_reset)
+
+
+def _resolve(spec: str) -> Engine | AsyncEngine:
+    __tracebackhide__ = True
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"{spec!r} is not module:attribute (e.g. myapp.db:engine)")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not isinstance(target, Engine | AsyncEngine):
+        raise TypeError(f"{spec} is a {type(target).__name__}, not a SQLAlchemy Engine")
+    return target
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
+    """Register the engines named by the ini key (importing their modules if needed)."""
+    _listen(_run_or_none(pytestconfig))
+    for spec in pytestconfig.getini(ENGINES_INI):
+        try:
+            register_engine(_resolve(spec))
+        except Exception as exc:
+            pytest.fail(
+                f"pytest-neon: {ENGINES_INI} = {spec}: {type(exc).__name__}: {exc}",
+                pytrace=False,
+            )
+
+
+@pytest.fixture(autouse=True)
+def _neon_session_engine_guard(request: pytest.FixtureRequest) -> None:
+    """A test that uses ``neon_session_engine`` alone is a readwrite test (reset after)."""
+    names = request.fixturenames
+    if "neon_session_engine" in names and _BRANCH_FIXTURES.isdisjoint(names):
+        request.getfixturevalue("neon_branch_readwrite")
+
+
+@pytest.fixture(scope="session")
+def neon_session_engine(_neon_source: str, pytestconfig: pytest.Config) -> Iterator[Engine]:
+    """One pooled SQLAlchemy engine on this worker's branch for the whole session.
+
+    Its pool is emptied after every reset. A test that uses it without ``neon_session``
+    or a ``neon_branch_*`` fixture gets ``neon_branch_readwrite`` too (reset after it).
+    """
+    run = current_run(pytestconfig)
+    _listen(run)
+    branch = run.worker_branch
+    if branch is None:  # pragma: no cover - _neon_source always creates it
+        pytest.fail("pytest-neon: this worker has no branch", pytrace=False)
+    engine = register_engine(create_engine(sqlalchemy_url(branch.connection_string)))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def _neon_rollback_branch(_neon_source: str, pytestconfig: pytest.Config) -> Iterator[NeonBranch]:
+    """The worker branch in the migrated state for a test that rolls everything back.
+
+    Never reset after the test: whatever the test commits outside the rollback session
+    (another engine, another connection) leaks into later tests.
+    """
+    run = current_run(pytestconfig)
+    _listen(run)
+    branch = run.checkout()
+    with env_var(run.settings.env_var, branch.connection_string):
+        yield branch
+
+
+@contextmanager
+def rollback_session(bind: Engine | Connection, **options: Any) -> Iterator[Session]:
+    """A ``Session`` in an outer transaction on ``bind``, rolled back at the end.
+
+    The code under test may call ``commit()`` and ``rollback()``: they act on savepoints
+    (``join_transaction_mode="create_savepoint"``). ``options`` go to ``Session``.
+    """
+    connection = bind.connect() if isinstance(bind, Engine) else bind
+    outer = connection.begin() if not connection.in_transaction() else None
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", **options)
+    try:
+        yield session
+    finally:
+        try:
+            session.close()
+        finally:
+            try:
+                if outer is not None and outer.is_active:
+                    outer.rollback()
+            finally:
+                if connection is not bind:
+                    connection.close()
+
+
+@pytest.fixture
+def neon_session(
+    _neon_rollback_branch: NeonBranch, neon_session_engine: Engine
+) -> Iterator[Session]:
+    """A ``Session`` whose work (commits included) is rolled back after the test; no reset.
+
+    It runs in one outer transaction on a pooled connection of ``neon_session_engine``;
+    the test's commits release savepoints. Work done on other connections is not undone.
+    """
+    with rollback_session(neon_session_engine) as session:
+        yield session
+
+
+@asynccontextmanager
+async def async_rollback_session(bind: AsyncEngine, **options: Any) -> AsyncIterator[AsyncSession]:
+    """The ``AsyncSession`` counterpart of :func:`rollback_session`."""
+    async with bind.connect() as connection:
+        outer = await connection.begin()
+        session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint", **options)
+        try:
+            yield session
+        finally:
+            try:
+                await session.close()
+            finally:
+                if outer.is_active:
+                    await outer.rollback()
+
+
+def _require_greenlet() -> None:
+    __tracebackhide__ = True
+    if importlib.util.find_spec("greenlet") is None:
+        pytest.fail(
+            "pytest-neon: SQLAlchemy's asyncio support needs greenlet: "
+            'pip install "sqlalchemy[asyncio]"',
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def _neon_async_engine(_neon_rollback_branch: NeonBranch) -> AsyncEngine:
+    """An unpooled async engine on the branch (no connection outlives the test's loop)."""
+    _require_greenlet()
+    return create_async_engine(
+        sqlalchemy_url(_neon_rollback_branch.connection_string), poolclass=NullPool
+    )
+
+
+@pytest.fixture
+async def neon_async_session(_neon_async_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """An ``AsyncSession`` rolled back after the test, like ``neon_session``; no reset.
+
+    For async tests run by AnyIO (``@pytest.mark.anyio``). The driver is psycopg's async
+    connection; the engine is unpooled, so nothing outlives the test's event loop.
+    """
+    async with async_rollback_session(_neon_async_engine) as session:
+        yield session
+    await _neon_async_engine.dispose()
