@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from pytest_neon.contrib.fastapi import override_db
 from tests.plugin import plugin_helpers
 from tests.plugin.plugin_helpers import NeonProject
 
@@ -183,22 +191,38 @@ def test_api_commits_are_gone_in_the_next_test(neon: NeonProject) -> None:
     result.assert_outcomes(passed=13)
 
 
-def test_override_db_refuses_an_unknown_target(neon: NeonProject) -> None:
-    neon.pytester.makepyfile(
-        test_bad="""
-        import pytest
-        from fastapi import FastAPI
-        from pytest_neon.contrib.fastapi import override_db
+def test_override_db_refuses_an_unknown_target_and_leaves_overrides_alone() -> None:
+    app = FastAPI()
 
-        def get_db():
-            yield None
+    def get_db() -> Iterator[None]:
+        yield None
 
-        def test_bad_target():
-            app = FastAPI()
-            with pytest.raises(TypeError, match="must be a NeonBranch"):
-                with override_db(app, get_db, 42):
-                    pass
-            assert app.dependency_overrides == {}
-        """
-    )
-    neon.run().assert_outcomes(passed=1)
+    def previous() -> Iterator[None]:
+        yield None
+
+    app.dependency_overrides[get_db] = previous
+    not_a_target: Any = 42
+    with (
+        pytest.raises(TypeError, match="must be a NeonBranch"),
+        override_db(app, get_db, not_a_target),
+    ):
+        pass  # pragma: no cover
+    assert app.dependency_overrides == {get_db: previous}
+
+
+def test_override_db_matches_the_dependency_kind_and_cleans_up() -> None:
+    dsn = "postgresql://user:secret@127.0.0.1:1/nowhere"  # engines are made, never connected
+    app = FastAPI()
+
+    def get_db() -> Iterator[None]:
+        yield None
+
+    async def get_async_db() -> AsyncIterator[None]:
+        yield None
+
+    with override_db(app, get_db, dsn), override_db(app, get_async_db, dsn):
+        assert set(app.dependency_overrides) == {get_db, get_async_db}
+        # an async dependency gets an async override (AsyncSession), a sync one a sync one
+        assert inspect.isasyncgenfunction(app.dependency_overrides[get_async_db])
+        assert inspect.isgeneratorfunction(app.dependency_overrides[get_db])
+    assert app.dependency_overrides == {}
