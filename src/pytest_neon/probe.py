@@ -19,9 +19,15 @@ import psycopg
 log = logging.getLogger("pytest_neon.probe")
 
 _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+# Records that change no data a test can see (page pruning, vacuum, visibility map, hint
+# bits) are left out: reads alone cause them.
 _TOUCHED = """
 SELECT count(*) FROM pg_get_wal_records_info(%(before)s::pg_lsn, pg_current_wal_flush_lsn())
 WHERE block_ref ~ (' rel [0-9]+/' || %(oid)s || '/')
+  AND NOT (resource_manager = 'Heap2'
+           AND record_type IN ('PRUNE', 'VACUUM', 'FREEZE_PAGE', 'VISIBLE'))
+  AND NOT (resource_manager = 'Btree' AND record_type IN ('DELETE', 'VACUUM', 'REUSE_PAGE'))
+  AND NOT (resource_manager = 'XLOG' AND record_type = 'FPI_FOR_HINT')
 """
 _OID = "SELECT oid::text FROM pg_database WHERE datname = %s"
 
