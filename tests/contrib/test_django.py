@@ -117,6 +117,7 @@ pythonpath = .
 addopts = --strict-markers --strict-config {addopts}
 filterwarnings = error
 neon_django_databases = default other
+neon_migration_cache = {cache}
 {extra}
 """
 
@@ -289,6 +290,7 @@ def _project(
     conftest: str = ENABLE,
     addopts: str = "",
     settings: str = "",
+    cache: bool = False,
 ) -> None:
     root = neon.pytester.path
     for package, files in {
@@ -302,7 +304,9 @@ def _project(
             (root / package / name).write_text(text.lstrip())
     (root / "inner_helpers.py").write_text(HELPERS.lstrip())
     (root / "conftest.py").write_text(conftest)
-    (root / "pytest.ini").write_text(INI.format(extra=ini, addopts=addopts).lstrip())
+    (root / "pytest.ini").write_text(
+        INI.format(extra=ini, addopts=addopts, cache=str(cache).lower()).lstrip()
+    )
 
 
 def _resets(result: pytest.RunResult) -> int:
@@ -507,3 +511,25 @@ def test_database_settings_from_a_neon_connection_string() -> None:
     }
     assert current["ENGINE"] == "django.db.backends.sqlite3"  # the input is left as it was
     assert current["OPTIONS"] == {"service": "prod", "isolation_level": 1}
+
+
+def test_unchanged_migrations_are_not_run_again(neon: NeonProject, migration_log: Path) -> None:
+    _project(neon, cache=True)
+    neon.pytester.makepyfile(test_db_only=DB_ONLY)
+    cold = neon.run()
+    cold.assert_outcomes(passed=12)
+    cold.stdout.fnmatch_lines(["*migration cache: miss*"])
+    warm = neon.run()
+    warm.assert_outcomes(passed=12)  # the seed row of the data migration is there
+    warm.stdout.fnmatch_lines(["*branches created: 1,*migration cache: hit*"])
+    assert len(migration_log.read_text().split()) == 1
+    (neon.pytester.path / "shelf" / "migrations" / "0003_noop.py").write_text(
+        "from django.db import migrations\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('shelf', '0002_seed')]\n"
+        "    operations = []\n"
+    )
+    changed = neon.run()
+    changed.assert_outcomes(passed=12)
+    changed.stdout.fnmatch_lines(["*migration cache: miss*"])
+    assert len(migration_log.read_text().split()) == 2

@@ -260,6 +260,32 @@ def pytest_fixture_setup(
             _close_connections()
 
 
+def migration_fingerprint() -> str:
+    """A hash of the Django version and every installed app's migration files."""
+    import hashlib
+    import importlib
+    from pathlib import Path
+
+    import django
+    from django.apps import apps
+    from django.db.migrations.loader import MigrationLoader
+
+    digest = hashlib.sha256(repr(django.VERSION).encode())
+    for app in sorted(apps.get_app_configs(), key=lambda a: a.label):
+        module_name, _explicit = MigrationLoader.migrations_module(app.label)
+        if module_name is None:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for directory in getattr(module, "__path__", []):
+            for path in sorted(Path(directory).rglob("*.py")):
+                digest.update(f"{app.label}/{path.relative_to(directory)}".encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _branch_type() -> type[NeonBranch]:
     from pytest_neon.branch import NeonBranch
 
@@ -477,6 +503,14 @@ def _fixtures_plugin() -> ModuleType:
         for alias in state.aliases():
             call_command("migrate", database=alias, run_syncdb=True, interactive=False, verbosity=0)
 
+    @pytest.fixture(scope="session")
+    def neon_migration_fingerprint(request: pytest.FixtureRequest) -> str | None:
+        """A hash of every installed app's migration files: keys the migration cache."""
+        state = _state(request.config)
+        if not state.migrate or not _django_ready() or request.config.getvalue("nomigrations"):
+            return None
+        return migration_fingerprint()
+
     @pytest.fixture(autouse=True, scope="class")
     def _neon_django_unittest_class(request: pytest.FixtureRequest) -> Iterator[None]:
         """Django ``TestCase`` classes: the branch checked out before ``setUpClass``."""
@@ -504,6 +538,7 @@ def _fixtures_plugin() -> ModuleType:
         "_neon_django_checkout": _neon_django_checkout,
         "_django_db_helper": _django_db_helper,
         "neon_apply_migrations": neon_apply_migrations,
+        "neon_migration_fingerprint": neon_migration_fingerprint,
         "_neon_django_unittest_class": _neon_django_unittest_class,
         "_neon_django_unittest": _neon_django_unittest,
     }.items():
