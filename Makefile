@@ -31,7 +31,7 @@ test: lint typecheck unit
 # The example service's suite on the embedded default (no Neon account, no running server).
 demo: $(STAMP)
 	cd example_projects/fastapi_app && env -u DATABASE_URL -u NEON_API_KEY -u NEON_PROJECT_ID \
-		../../$(BIN)/pytest -v -p no:cacheprovider --neon-backend=local
+		../../$(BIN)/pytest -p no:cacheprovider --neon-backend=local
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

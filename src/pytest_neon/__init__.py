@@ -1,5 +1,6 @@
 """pytest-neon: a pristine PostgreSQL for every test, on Neon branches or offline."""
 
+from pytest_neon.branch import NeonBranch
 from pytest_neon.errors import (
     NeonAPIError,
     NeonAuthError,
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NeonAPIError",
     "NeonAuthError",
+    "NeonBranch",
     "NeonConfigError",
     "NeonError",
     "NeonOperationError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.plugin.plugin_helpers import NeonProject
 
 
@@ -174,3 +176,30 @@ def test_env_var_points_at_the_branch_before_conftest_imports(neon: NeonProject)
         """
     )
     neon.run().assert_outcomes(passed=1)
+
+
+def test_xdist_controller_env_var_never_reaches_a_database(
+    neon: NeonProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    neon.pytester.makeconftest(
+        """
+        import os
+        AT_IMPORT = os.environ.get("DATABASE_URL")
+        print("CONFTEST-URL", AT_IMPORT)
+        """
+    )
+    neon.pytester.makepyfile(
+        test_worker="""
+        from conftest import AT_IMPORT
+
+        def test_worker_has_its_branch(neon_branch_readwrite):
+            assert AT_IMPORT == neon_branch_readwrite.connection_string
+        """
+    )
+    monkeypatch.setenv("DATABASE_URL", "postgresql://prod.example.com/live")
+    result = neon.run("-n", "2", "-s")
+    result.assert_outcomes(passed=1)
+    assert "prod.example.com" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*CONFTEST-URL postgresql://pytest-neon-xdist-controller.invalid*"]
+    )
