@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.plugin.plugin_helpers import NeonProject, clean_neon_env
 
 ISOLATION = """
 import os
@@ -27,12 +27,6 @@ def test_b_clean(neon_branch_readwrite):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         assert conn.execute("SELECT to_regclass('local_t') IS NULL").fetchone() == (True,)
 """
-
-
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
 
 
 def _dead_url() -> str:
@@ -65,7 +59,7 @@ def test_auto_with_credentials_picks_neon(
 def test_auto_without_credentials_runs_locally_and_cleans_up(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     before, dirs_before = _postgres_processes(), _cluster_dirs()
     pytester.makepyfile(test_iso=ISOLATION)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
@@ -78,7 +72,7 @@ def test_auto_without_credentials_runs_locally_and_cleans_up(
 def test_auto_with_no_postgres_skips_with_one_message(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     monkeypatch.setenv("NEON_LOCAL_POSTGRES_URL", _dead_url())
     pytester.makepyfile(
         test_x="""
@@ -99,7 +93,7 @@ def test_auto_with_no_postgres_skips_with_one_message(
 def test_local_backend_with_a_dead_server_is_one_clear_error(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     pytester.makepyfile(test_x="def test_db(neon_branch_readwrite): pass")
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--neon-backend=local", f"--neon-local-postgres-url={_dead_url()}"
@@ -113,7 +107,7 @@ def test_local_backend_with_a_dead_server_is_one_clear_error(
 def test_local_backend_on_a_given_server_leaves_nothing_behind(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, postgres_url: str
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
 
     def databases() -> set[str]:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -136,7 +130,7 @@ def test_local_backend_on_pgserver(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("pgserver", reason="the local extra (pgserver) is not installed")
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     pytester.makepyfile(test_iso=ISOLATION)
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--neon-backend=local", "--neon-local-postgres-source=pgserver"
@@ -149,7 +143,7 @@ def test_local_backend_on_pgserver(
 def test_as_root_the_system_cluster_runs_unprivileged(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     pytester.makepyfile(
         test_user="""
         import psycopg
@@ -171,7 +165,7 @@ def test_as_root_the_system_cluster_runs_unprivileged(
 def test_two_runs_at_once_do_not_collide(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     pytester.makepyfile(test_iso=ISOLATION)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     runs = [

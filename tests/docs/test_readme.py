@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shlex
 import signal
@@ -26,6 +25,7 @@ import requests
 
 from pytest_neon.config import OPTIONS
 from pytest_neon.local.emulator import Emulator
+from tests.plugin.plugin_helpers import clean_neon_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -65,12 +65,6 @@ def scenarios() -> dict[str, dict[str, str]]:
     return out
 
 
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
-
-
 def test_every_code_block_is_checked() -> None:
     unchecked = [
         b.body.splitlines()[0] for b in blocks() if not (b.directive or b.kind) and b.lang != "text"
@@ -93,7 +87,7 @@ def test_settings_table_is_the_settings_contract() -> None:
 def test_scenario_runs_offline(
     name: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     for path, text in scenarios()[name].items():
         (pytester.path / path).write_text(text)
     commands = [
@@ -134,7 +128,7 @@ def _make_targets() -> set[str]:
 def test_shell_blocks(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, postgres_url: str
 ) -> None:
-    _clean_env(monkeypatch)
+    clean_neon_env(monkeypatch)
     exports: dict[str, str] = {}
     known_env = {o.env for o in OPTIONS}
     ran_neon = False

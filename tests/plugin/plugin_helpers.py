@@ -58,14 +58,19 @@ class NeonProject:
         return {str(b["name"]) for b in self.branches()}
 
 
+def clean_neon_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every setting and hand-off variable an inner pytest run would pick up."""
+    for name in list(os.environ):
+        if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def neon(
     postgres_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[NeonProject]:
     """A fresh emulated project; NEON_API_KEY is set for inner runs, other NEON_* cleared."""
-    for name in list(os.environ):
-        if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
+    clean_neon_env(monkeypatch)
     monkeypatch.setenv("NEON_API_KEY", API_KEY)
     with Emulator(postgres_url, api_key=API_KEY) as emulator:
         yield NeonProject(emulator, pytester)
