@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,10 +42,6 @@ def _postgres_processes() -> set[str]:
     return {line for line in out.splitlines() if "pytest-neon-pg-" in line}
 
 
-def _cluster_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("pytest-neon-pg-*"))
-
-
 def test_auto_with_credentials_picks_neon(
     neon: NeonProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,13 +57,17 @@ def test_auto_without_credentials_runs_locally_and_cleans_up(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_neon_env(monkeypatch)
-    before, dirs_before = _postgres_processes(), _cluster_dirs()
-    pytester.makepyfile(test_iso=ISOLATION)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*backend local (auto: no Neon credentials; *"])
-    assert _postgres_processes() <= before  # the throwaway cluster is gone
-    assert _cluster_dirs() <= dirs_before  # and so is its data directory
+    private = Path(tempfile.mkdtemp(prefix="pytest-neon-test-"))
+    monkeypatch.setenv("TMPDIR", str(private))  # where the run's throwaway cluster lives
+    try:
+        pytester.makepyfile(test_iso=ISOLATION)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+        result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines(["*backend local (auto: no Neon credentials; *"])
+        assert not [p for p in _postgres_processes() if str(private) in p]  # server stopped
+        assert list(private.glob("pytest-neon-pg-*")) == []  # data directory removed
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_auto_with_no_postgres_skips_with_one_message(
