@@ -464,7 +464,30 @@ class RunningPostgres:
 # --------------------------------------------------------------------------- start
 
 
+_RAM_DIR = Path("/dev/shm")  # noqa: S108 - a RAM-backed directory, checked before use
+_RAM_NEEDED = 1 << 30
+
+
+def default_base_dir() -> Path | None:
+    """Where throwaway clusters live: RAM (``/dev/shm``) when it has room, else the temp dir.
+
+    Cloning a database copies its files; on a RAM disk that takes a few milliseconds, on an
+    ext4 disk it can take hundreds. An explicit ``TMPDIR`` is always respected.
+    """
+    if os.environ.get("TMPDIR"):
+        return None
+    try:
+        stat = os.statvfs(_RAM_DIR)
+    except OSError:
+        return None
+    if stat.f_bavail * stat.f_frsize < _RAM_NEEDED or not os.access(_RAM_DIR, os.W_OK | os.X_OK):
+        return None
+    return _RAM_DIR
+
+
 def _make_root(base_dir: Path | None, run_as: _User | None) -> Path:
+    if base_dir is None:
+        base_dir = default_base_dir()
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=base_dir)).resolve()
@@ -656,10 +679,11 @@ def start_postgres(
     """Start a throwaway, test-tuned PostgreSQL and return it once it accepts connections.
 
     ``prefer``: ``"auto"`` (system binaries, else pgserver), ``"system"`` or ``"pgserver"``.
-    The data lives in a new ``pytest-neon-pg-*`` directory under ``base_dir`` (default: the
-    system temp dir; as root, its ancestors get o+x where the ``postgres`` user could not
-    traverse them). ``bindirs`` replaces the search of :func:`find_pg_bindir`;
-    ``allow_pgserver=False`` never uses pgserver. Raises :class:`PostgresUnavailableError`.
+    The data lives in a new ``pytest-neon-pg-*`` directory under ``base_dir`` (default:
+    :func:`default_base_dir`, RAM or the system temp dir; as root, its ancestors get o+x
+    where the ``postgres`` user could not traverse them). ``bindirs`` replaces the search of
+    :func:`find_pg_bindir`; ``allow_pgserver=False`` never uses pgserver.
+    Raises :class:`PostgresUnavailableError`.
     """
     if prefer not in ("auto", "system", "pgserver"):
         raise NeonConfigError(
