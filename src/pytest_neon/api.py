@@ -19,6 +19,7 @@ import requests
 from pytest_neon.errors import (
     NeonAPIError,
     NeonAuthError,
+    NeonConfigError,
     NeonConflictError,
     NeonError,
     NeonLimitError,
@@ -39,7 +40,36 @@ from pytest_neon.redact import register_secret
 from pytest_neon.retry import RETRY_STATUSES, RetryPolicy, retry_after_seconds
 
 DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
+#: Seconds one HTTP request may wait for an answer; a call retries for up to 3 times that.
+TIMEOUT_ENV = "NEON_API_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
 log = logging.getLogger("pytest_neon.api")
+
+
+def timeout_from_env(environ: Mapping[str, str]) -> float:
+    """``NEON_API_TIMEOUT`` in seconds (default 30); raise NeonConfigError when invalid."""
+    raw = environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise NeonConfigError(
+            f"{TIMEOUT_ENV} must be a number of seconds between 0 and 3600 "
+            f"(default {DEFAULT_TIMEOUT:.0f}), got {raw!r}"
+        )
+    return seconds
+
+
+def client_limits(seconds: float) -> tuple[tuple[float, float], RetryPolicy]:
+    """Request timeouts (connect, read) and the retry policy for a request timeout of ``seconds``.
+
+    A request waits up to ``seconds`` for an answer (at most 10 s to connect); one call,
+    retries and backoff included, gives up after ``3 * seconds``.
+    """
+    return (min(10.0, seconds), seconds), RetryPolicy(max_elapsed=3 * seconds)
 
 
 @dataclass
@@ -137,10 +167,13 @@ class NeonClient:
         """Send one call with retries; ``None`` for a 204, or a 404 when ``ok_missing``.
 
         ``failures`` collects why earlier attempts were retried (e.g. ``ConnectionError``).
+        A 429 does not count as a failed attempt (the API is up, only busy): the time
+        budget alone bounds how long rate limiting is waited out.
         """
         url = self.api_host + path
         started = time.monotonic()
         attempt = 0
+        throttled = 0  # attempts answered 429
         while True:
             attempt += 1
             self.stats.count(name)
@@ -169,11 +202,13 @@ class NeonClient:
                     raise self._error(response, method, path)
                 failure = f"HTTP {status}"
                 if status == 429:
+                    throttled += 1
                     wait = retry_after_seconds(response.headers.get("Retry-After"))
                 last_response = response
             spent = time.monotonic() - started
-            delay = wait if wait is not None else self.retry.backoff(attempt)
-            if attempt >= self.retry.max_attempts or spent + delay > self.retry.max_elapsed:
+            failed = attempt - throttled
+            delay = wait if wait is not None else self.retry.backoff(max(1, failed))
+            if failed >= self.retry.max_attempts or spent + delay > self.retry.max_elapsed:
                 if last_response is not None:
                     err = self._error(last_response, method, path)
                     raise type(err)(
@@ -188,7 +223,8 @@ class NeonClient:
                 raise NeonTimeoutError(
                     f"Neon API unreachable at {self.api_host}: {method} {path} failed with "
                     f"{failure} {attempt} times in {spent:.1f}s; check the network or "
-                    "--neon-api-host / NEON_API_HOST"
+                    f"--neon-api-host / NEON_API_HOST (each attempt waits up to "
+                    f"{self.timeout[1]:g}s: {TIMEOUT_ENV})"
                 )
             if failures is not None:
                 failures.append(failure)
@@ -358,6 +394,15 @@ class NeonClient:
             ok_missing=True,
         )
         return BranchOperations.from_json(data).operations if data else ()
+
+    def set_branch_expiry(self, project_id: str, branch_id: str, expires_at: datetime) -> None:
+        """Move a branch's expiry (``PATCH`` of the branch)."""
+        self._request(
+            "PATCH",
+            self._p("projects", project_id, "branches", branch_id),
+            name="update_branch",
+            body={"branch": {"expires_at": _format_time(expires_at)}},
+        )
 
     def restore_branch(
         self, project_id: str, branch_id: str, *, source_branch_id: str
@@ -573,4 +618,12 @@ def _password_of(uri: str) -> str | None:
     return unquote(password) if password else None
 
 
-__all__ = ["DEFAULT_API_HOST", "ApiStats", "NeonClient"]
+__all__ = [
+    "DEFAULT_API_HOST",
+    "DEFAULT_TIMEOUT",
+    "TIMEOUT_ENV",
+    "ApiStats",
+    "NeonClient",
+    "client_limits",
+    "timeout_from_env",
+]

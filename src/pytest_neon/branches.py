@@ -17,7 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pytest_neon.api import NeonClient
 from pytest_neon.branch import NeonBranch, host_of
 from pytest_neon.config import Settings
-from pytest_neon.errors import NeonConfigError, NeonError, NeonNotFoundError
+from pytest_neon.errors import (
+    NeonBranchGoneError,
+    NeonConfigError,
+    NeonError,
+    NeonLimitError,
+    NeonNotFoundError,
+    api_unavailable,
+)
 from pytest_neon.models import Branch
 from pytest_neon.probe import WriteProbe
 
@@ -27,6 +34,8 @@ BRANCH_PREFIX = "pytest-neon-"
 ANNOTATION_KEY = "created-by"
 ANNOTATION_VALUE = "pytest-neon"
 RUN_ANNOTATION = "pytest-neon-run"
+#: kept on purpose across runs (the migration cache): never swept
+KEPT_PREFIX = BRANCH_PREFIX + "cache-"
 
 
 def branch_name(run_id: str, suffix: str) -> str:
@@ -39,6 +48,7 @@ class RunCounters:
     """What a run did, for the end-of-run summary."""
 
     branches_created: int = 0
+    branches_swept: int = 0
     resets_done: int = 0
     resets_skipped: int = 0
     migration_cache: str = ""  # "", "hit" or "miss"
@@ -75,6 +85,15 @@ class NeonRun:
         self._probe: WriteProbe | None = None
         #: superuser DSN of a local server with pg_walinspect (local backend only)
         self.wal_inspector_url: str | None = None
+        #: for the branch-limit message: processes of the run and modules that use
+        #: neon_branch_shared (``None`` until collected)
+        self.workers = 1
+        self.shared_modules: int | None = None
+        #: the API was found unreachable while cleaning up: stop trying
+        self.api_down = False
+        #: the reset source is this run's migration branch (it expires: keep it alive)
+        self.source_expires = False
+        self._kept_alive = time.monotonic()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -106,6 +125,90 @@ class NeonRun:
         """The annotation every branch of this run carries."""
         return {ANNOTATION_KEY: ANNOTATION_VALUE, RUN_ANNOTATION: self.run_id}
 
+    def prepare(self, *, sweep_after: int) -> None:
+        """Once per run, before any branch: check the project and parent, sweep stale branches.
+
+        One listing serves all three. ``sweep_after``: see :meth:`sweep_stale`.
+        """
+        try:
+            branches = self.client.list_branches(self.project_id)
+        except NeonNotFoundError as exc:
+            raise NeonConfigError(
+                f"Neon project {self.project_id} not found (404) with the API key from "
+                f"{self.client.key_source}: fix {self.settings.describe('project_id')}"
+            ) from exc
+        if self._parent_id is None:
+            default = [b for b in branches if b.default]
+            if default:
+                self._parent_id = default[0].id
+        elif not any(b.id == self._parent_id for b in branches):
+            raise self._parent_not_found()
+        if sweep_after:
+            self.sweep_stale(branches, sweep_after)
+
+    def sweep_stale(self, branches: list[Branch], max_age: int) -> list[str]:
+        """Delete branches left by earlier runs; return their names.
+
+        Only branches this plugin created (``pytest-neon-`` name *and* ``created-by``
+        annotation), never ``pytest-neon-cache-*`` ones: those whose expiry passed, and
+        those without an expiry created more than ``max_age`` seconds ago.
+        """
+        now = datetime.now(UTC)
+        old = now - timedelta(seconds=max_age)
+        stale = [
+            b
+            for b in branches
+            if b.name.startswith(BRANCH_PREFIX)
+            and not b.name.startswith(KEPT_PREFIX)
+            and b.annotations.get(ANNOTATION_KEY) == ANNOTATION_VALUE
+            and b.annotations.get(RUN_ANNOTATION) != self.run_id
+            and not (b.default or b.protected)
+            and (
+                (b.expires_at is not None and b.expires_at <= now)
+                or (b.expires_at is None and b.created_at is not None and b.created_at <= old)
+            )
+        ]
+        # newest first: a child goes before its parent
+        stale.sort(key=lambda b: b.created_at or now, reverse=True)
+        swept: list[str] = []
+        for branch in stale:
+            try:
+                with self.phase("sweep"):
+                    self.client.delete_branch(self.project_id, branch.id)
+            except NeonError as exc:
+                log.warning("could not sweep stale branch %s (%s): %s", branch.name, branch.id, exc)
+                if api_unavailable(exc):
+                    break
+                continue
+            log.info("swept stale branch %s (%s)", branch.name, branch.id)
+            swept.append(branch.name)
+        self.counters.branches_swept += len(swept)
+        return swept
+
+    def _parent_not_found(self) -> NeonConfigError:
+        return NeonConfigError(
+            f"parent branch {self._parent_id} not found in project {self.project_id}: "
+            f"fix {self.settings.describe('parent_branch')}"
+        )
+
+    def limit_message(self, exc: NeonLimitError, name: str) -> str:
+        """The branch-limit error: how many branches the run needs and what to do."""
+        workers = self.workers
+        if self.shared_modules is None:
+            shared = "plus one per module using neon_branch_shared (at most one per worker)"
+            needed = f"{workers + 1}+"
+        else:
+            count = min(workers, self.shared_modules)
+            shared = f"{count} for modules using neon_branch_shared"
+            needed = str(workers + 1 + count)
+        return (
+            f"Neon's branch limit is reached ({exc.neon_message or exc.code}) creating {name}: "
+            f"this run needs up to {needed} branches at once ({workers} for workers, "
+            f"1 for migrations, {shared}); delete branches you no longer need "
+            "(pytest-neon-* ones of crashed runs: --neon-sweep-after), run fewer xdist "
+            "workers, or raise the project's branch limit (Neon plan)"
+        )
+
     # -- branch primitives -----------------------------------------------------------------
 
     def create_branch(self, suffix: str, *, source_id: str | None = None) -> NeonBranch:
@@ -125,11 +228,18 @@ class NeonRun:
                 )
             except NeonNotFoundError as exc:
                 if self.settings.parent_branch:
-                    raise NeonConfigError(
-                        f"parent branch {parent} not found in project {self.project_id}: "
-                        f"fix {self.settings.describe('parent_branch')}"
-                    ) from exc
+                    raise self._parent_not_found() from exc
                 raise
+            except NeonLimitError as exc:
+                raise NeonLimitError(
+                    self.limit_message(exc, name),
+                    status=exc.status,
+                    code=exc.code,
+                    neon_message=exc.neon_message,
+                    request_id=exc.request_id,
+                    method=exc.method,
+                    path=exc.path,
+                ) from exc
             with self._lock:
                 self.created[created.branch.id] = name
                 self.counters.branches_created += 1
@@ -160,18 +270,38 @@ class NeonRun:
                 role_name=self.settings.role,
             )
         except NeonNotFoundError as exc:
+            said = exc.neon_message.lower()
+            database = f"database {self.settings.database!r}"
+            role = f"role {self.settings.role!r}"
+            if "role" in said and "database" not in said:
+                what, fix = role, self.settings.describe("role")
+            elif "database" in said and "role" not in said:
+                what, fix = database, self.settings.describe("database")
+            else:
+                what, fix = f"{database} or {role}", "--neon-database / --neon-role"
+            if fix == "default":
+                fix = "--neon-database" if what == database else "--neon-role"
             raise NeonConfigError(
-                f"database {self.settings.database!r} or role {self.settings.role!r} does not "
-                f"exist on branch {branch_id}: set --neon-database / NEON_DATABASE and "
-                f"--neon-role / NEON_ROLE ({exc.neon_message})"
+                f"{what} does not exist on branch {branch_id} (from parent "
+                f"{self.parent_id}; Neon: {exc.neon_message}): fix {fix}"
             ) from exc
 
     def restore(self, branch: NeonBranch, source_id: str) -> None:
         """Bring ``branch`` to the current state of ``source_id`` (same connection string)."""
         with self.phase("reset"):
-            result = self.client.restore_branch(
-                self.project_id, branch.branch_id, source_branch_id=source_id
-            )
+            try:
+                result = self.client.restore_branch(
+                    self.project_id, branch.branch_id, source_branch_id=source_id
+                )
+            except NeonNotFoundError as exc:
+                name = self.created.get(branch.branch_id, branch.branch_id)
+                raise NeonBranchGoneError(
+                    f"branch {branch.branch_id} ({name}) or the branch it resets from "
+                    f"({source_id}) no longer exists ({exc.neon_message or '404'}): it was "
+                    "deleted outside this run, or it expired (raise --neon-branch-expiry); "
+                    "leave pytest-neon-* branches alone while a run uses them, and rerun",
+                    branch_id=branch.branch_id,
+                ) from exc
             self.client.wait_for_operations(self.project_id, result.operations)
         with self._lock:
             self.counters.resets_done += 1
@@ -191,10 +321,14 @@ class NeonRun:
             self.worker_branch = self.create_branch(self.worker)
         return self.worker_branch
 
-    def adopt_source(self, source_id: str) -> None:
-        """Use ``source_id`` (the migrated state) from now on; bring the worker branch there."""
+    def adopt_source(self, source_id: str, *, expires: bool = False) -> None:
+        """Use ``source_id`` (the migrated state) from now on; bring the worker branch there.
+
+        ``expires``: the source is this run's migration branch, kept alive by this process.
+        """
         if self.source_id is not None:
             return
+        self.source_expires = expires
         branch = self.start()
         if source_id != self.parent_id:
             self.restore(branch, source_id)
@@ -220,6 +354,32 @@ class NeonRun:
             self._dirty = False
             self._after_reset(branch)
         return branch
+
+    def keep_alive(self) -> None:
+        """Every third of the expiry, push back the expiry of the branches still in use.
+
+        The expiry is a safety net for crashed runs; without this, Neon would delete a
+        branch a long run still uses: the migration branch, a module branch, or a worker
+        branch whose tests stopped writing (only a reset restarts its clock).
+        """
+        expiry = self.settings.branch_expiry
+        now = time.monotonic()
+        if not expiry or now - self._kept_alive < expiry / 3:
+            return
+        self._kept_alive = now
+        ids = list(self.created)
+        if self.source_expires and self.source_id:
+            ids.append(self.source_id)
+        if self._pending is not None and self.worker_branch is not None:
+            resetting = self.worker_branch.branch_id  # a reset restarts its clock anyway
+            ids = [b for b in ids if b != resetting]
+        expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        for branch_id in dict.fromkeys(ids):
+            try:
+                with self.phase("keep alive"):
+                    self.client.set_branch_expiry(self.project_id, branch_id, expires_at)
+            except NeonError as exc:
+                log.warning("could not push back the expiry of branch %s: %s", branch_id, exc)
 
     def write_position(self) -> str | None:
         """The worker branch's WAL position, read on the plugin's own connection."""
@@ -309,15 +469,28 @@ class NeonRun:
 
     # -- cleanup ---------------------------------------------------------------------------
 
-    def delete_created(self) -> list[tuple[str, str]]:
-        """Delete every branch this process created; return ``(id, error)`` for failures."""
+    def delete_created(self, *, keep_shared: bool = False) -> list[tuple[str, str]]:
+        """Delete every branch this process created; return ``(id, error)`` for failures.
+
+        ``keep_shared`` (an xdist worker) leaves the migration branch, which other workers
+        may still reset from, to the controller's sweep at the end of the run.
+        """
         self.shutdown()
         failures: list[tuple[str, str]] = []
-        for branch_id in reversed(list(self.created)):
+        shared = self.migration_branch.branch_id if keep_shared and self.migration_branch else ""
+        todo = [b for b in reversed(list(self.created)) if b != shared]
+        for i, branch_id in enumerate(todo):
             try:
                 self.delete(branch_id)
             except NeonError as exc:
                 failures.append((branch_id, str(exc)))
+                if api_unavailable(exc):
+                    # the others would wait as long and fail the same way
+                    self.api_down = True
+                    failures += [
+                        (b, "not tried: the Neon API is unavailable") for b in todo[i + 1 :]
+                    ]
+                    break
         return failures
 
     def branches_of_run(self) -> list[Branch]:
@@ -333,6 +506,8 @@ class NeonRun:
     def delete_run_branches(self) -> list[tuple[str, str]]:
         """Delete every branch of this run, created by any worker (the controller's sweep)."""
         failures = self.delete_created()
+        if self.api_down:
+            return failures
         try:
             leftovers = self.branches_of_run()
         except NeonError as exc:

@@ -49,6 +49,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("branch_expiry", "--neon-branch-expiry", "NEON_BRANCH_EXPIRY",
            "neon_branch_expiry", 600,
            "Seconds after which Neon deletes a branch left behind; 0 = no expiry.", "int"),
+    Option("sweep_after", "--neon-sweep-after", "NEON_SWEEP_AFTER", "neon_sweep_after",
+           86400,
+           "At the start of a run, delete branches of earlier runs whose expiry passed or, "
+           "having none, older than this many seconds; 0 = no sweep.", "int"),
     Option("env_var", "--neon-env-var", "NEON_ENV_VAR", "neon_env_var", "DATABASE_URL",
            "Environment variable that holds the test branch's connection string."),
     Option("api_host", "--neon-api-host", "NEON_API_HOST", "neon_api_host", DEFAULT_API_HOST,
@@ -83,6 +87,7 @@ class Settings:
     role: str = "neondb_owner"
     keep_branches: bool = False
     branch_expiry: int = 600
+    sweep_after: int = 86400
     env_var: str = "DATABASE_URL"
     api_host: str = DEFAULT_API_HOST
     backend: str = "auto"
@@ -129,9 +134,13 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         try:
             value = int(str(raw).strip().strip("'\""))
         except ValueError:
+            hint = (
+                f" (0 = no expiry, at most {MAX_EXPIRY} = 30 days)"
+                if opt.name == "branch_expiry"
+                else " (0 = off)"
+            )
             raise NeonConfigError(
-                f"{_where(opt, source)} must be a whole number of seconds "
-                f"(0 = no expiry, at most {MAX_EXPIRY} = 30 days), got {str(raw)!r}"
+                f"{_where(opt, source)} must be a whole number of seconds{hint}, got {str(raw)!r}"
             ) from None
         return value
     text = str(raw).strip()
@@ -181,6 +190,11 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('branch_expiry')} must be between 0 (no expiry) and {MAX_EXPIRY} "
             f"(30 days, Neon's limit), got {expiry}"
+        )
+    if values["sweep_after"] < 0:
+        raise NeonConfigError(
+            f"{where('sweep_after')} must be 0 (no sweep) or a number of seconds, "
+            f"got {values['sweep_after']}"
         )
     backend = str(values["backend"]).lower()
     if backend not in BACKENDS:

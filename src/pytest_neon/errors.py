@@ -72,3 +72,22 @@ class NeonOperationError(NeonError):
         self.branch_id = branch_id
         self.action = action
         super().__init__(message)
+
+
+class NeonBranchGoneError(NeonError):
+    """A branch the run relies on was deleted outside the run (or expired)."""
+
+    def __init__(self, message: str, *, branch_id: str) -> None:
+        self.branch_id = branch_id
+        super().__init__(message)
+
+
+def api_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Neon API itself is out of reach, not one call or branch.
+
+    True for a call that gave up on timeouts, network errors, 5xx or 429 answers, and for
+    a refused key: every later call would wait as long and fail the same way.
+    """
+    if isinstance(exc, NeonTimeoutError):
+        return True
+    return isinstance(exc, NeonAPIError) and (exc.status in (401, 429) or exc.status >= 500)

@@ -6,14 +6,14 @@ import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from pytest_neon.branch import NeonBranch
 from pytest_neon.branches import NeonRun
 from pytest_neon.cache import cache_key, find_cached, save_cache
-from pytest_neon.errors import NeonError
+from pytest_neon.errors import NeonBranchGoneError, NeonError, api_unavailable
 from pytest_neon.schema import schema_fingerprint
 from pytest_neon.state import PluginState, env_var
 from pytest_neon.xdist import MigrationGate, MigrationState
@@ -53,6 +53,21 @@ def _run(config: pytest.Config) -> NeonRun:
     return state.run
 
 
+def _fail(request: pytest.FixtureRequest, what: str, exc: NeonError) -> NoReturn:
+    """Fail the test that needed ``what``; stop the run when no later test could have it.
+
+    An unavailable API or a branch deleted under the run would fail every later test
+    after the same wait: the run stops after this one, with one error.
+    """
+    __tracebackhide__ = True
+    if api_unavailable(exc):
+        request.session.shouldfail = "pytest-neon: stopping: the Neon API is unavailable"
+    elif isinstance(exc, NeonBranchGoneError):
+        request.session.shouldfail = "pytest-neon: stopping: a branch this run uses is gone"
+    # One line: the NeonError under it says the same, with no more to act on.
+    raise pytest.fail.Exception(f"pytest-neon: {what}: {exc}", pytrace=False) from None
+
+
 @pytest.fixture(scope="session")
 def neon_apply_migrations() -> None:
     """Override to migrate the schema once per run, on ``_neon_migration_branch``.
@@ -73,14 +88,16 @@ def neon_migration_fingerprint() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def _neon_migration_branch(pytestconfig: pytest.Config) -> NeonBranch:
+def _neon_migration_branch(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config
+) -> NeonBranch:
     """The branch migrations run on; the env var points at it while they run."""
     run = _run(pytestconfig)
     try:
         branch = run.create_migration_branch()
         run.migration_fingerprint = schema_fingerprint(branch.connection_string)
     except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not create the migration branch: {exc}", pytrace=False)
+        _fail(request, "could not create the migration branch", exc)
     _state(pytestconfig).point_env_at(branch.connection_string)
     return branch
 
@@ -95,6 +112,7 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     state = _state(pytestconfig)
     run = _run(pytestconfig)
     gate = MigrationGate(run.run_id)
+    expires = False  # the source is the run's migration branch, which expires
     with gate.hold() as recorded:
         if recorded is None:
             try:
@@ -105,17 +123,20 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
                 state.migration_failed = message + " (see the first error of this run)"
                 request.session.shouldstop = "neon_apply_migrations failed"
                 raise
-            gate.record(MigrationState(source))
+            migration = run.migration_branch
+            expires = migration is not None and source == migration.branch_id
+            gate.record(MigrationState(source, expires=expires))
         elif recorded.error:
             state.migration_failed = recorded.error + " (in another worker)"
             request.session.shouldstop = "neon_apply_migrations failed"
             pytest.fail(state.migration_failed, pytrace=False)
         else:
             source = recorded.source_branch_id or run.parent_id
+            expires = recorded.expires
     try:
-        run.adopt_source(source)
+        run.adopt_source(source, expires=expires)
     except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not prepare this worker's branch: {exc}", pytrace=False)
+        _fail(request, "could not prepare this worker's branch", exc)
     worker = run.worker_branch
     if worker is not None:
         state.point_env_at(worker.connection_string)
@@ -174,7 +195,7 @@ def neon_branch_readwrite(
     try:
         branch = run.checkout()
     except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+        _fail(request, "could not reset branch", exc)
     before = run.write_position()
     force = run.settings.always_reset or request.node.get_closest_marker("neon_reset") is not None
     with env_var(run.settings.env_var, branch.connection_string):
@@ -194,7 +215,7 @@ def neon_branch_readonly(
     try:
         branch = run.checkout().as_read_only()
     except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+        _fail(request, "could not reset branch", exc)
     with env_var(run.settings.env_var, branch.connection_string):
         yield branch
 
@@ -223,7 +244,7 @@ def neon_branch_shared(
     try:
         branch = run.create_branch(f"{run.worker}-m{state.module_counter}", source_id=_neon_source)
     except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not create the module branch: {exc}", pytrace=False)
+        _fail(request, "could not create the module branch", exc)
     try:
         with env_var(run.settings.env_var, branch.connection_string):
             yield branch

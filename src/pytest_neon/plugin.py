@@ -103,6 +103,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     namespace = early_config.known_args_namespace
     if getattr(namespace, "help", False) or getattr(namespace, "version", False):
         return
+    # Before anything is created: a SIGTERM during start-up cleans up too.
+    _install_sigterm_handler()
     try:
         settings = _settings(early_config)
     except NeonError as exc:
@@ -123,7 +125,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     except BaseException:
         _finish(state, None)
         raise
-    _install_sigterm_handler()
 
 
 def _install_sigterm_handler() -> None:
@@ -199,13 +200,15 @@ def _finish(state: PluginState, reporter: Any) -> None:
         else:
             try:
                 if state.role == "worker":
-                    failures = run.delete_created()
+                    failures = run.delete_created(keep_shared=True)
                 else:
                     failures = run.delete_run_branches()
             except NeonError as exc:
                 failures = [("(cleanup)", str(exc))]
             for branch_id, error in failures:
                 say(f"pytest-neon: WARNING: could not delete branch {branch_id}: {error}")
+            if failures:
+                say(_left_behind(state.settings))
         run.client.close()
         state.run = None
     if state.local is not None:
@@ -217,6 +220,42 @@ def _finish(state: PluginState, reporter: Any) -> None:
     if state.role != "worker":
         shutil.rmtree(coordination_dir(state.run_id), ignore_errors=True)
     state.restore_env()
+
+
+def _left_behind(settings: Settings) -> str:
+    head = "pytest-neon: branches left behind"
+    if settings.branch_expiry:
+        later = "; the next run sweeps them once expired" if settings.sweep_after else ""
+        return (
+            f"{head} expire {settings.branch_expiry} s after their creation or last reset "
+            f"(--neon-branch-expiry){later}"
+        )
+    if settings.sweep_after:
+        return (
+            f"{head} have no expiry: the next run sweeps them after {settings.sweep_after} s "
+            "(--neon-sweep-after), or delete them in the Neon console"
+        )
+    return f"{head} have no expiry: delete them in the Neon console"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the modules that use ``neon_branch_shared`` (for the branch-limit message)."""
+    state = session.config.stash.get(STATE, None)
+    if state is None or state.run is None:
+        return
+    modules = {
+        item.nodeid.split("::", 1)[0]
+        for item in session.items
+        if "neon_branch_shared" in getattr(item, "fixturenames", ())
+    }
+    state.run.shared_modules = len(modules)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Keep the run's branches from expiring under a long run (a call every third of it)."""
+    state = item.config.stash.get(STATE, None)
+    if state is not None and state.run is not None and state.role != "controller":
+        state.run.keep_alive()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -16,8 +16,8 @@ RETRY_STATUSES = frozenset({423, 429, 502, 503, 504})
 class RetryPolicy:
     """Bounded exponential backoff with full jitter.
 
-    ``max_attempts`` counts the first try; ``max_elapsed`` bounds the total time spent on
-    one call, waits included.
+    ``max_attempts`` counts the first try (answers 429 do not count); ``max_elapsed``
+    bounds the total time spent on one call, waits included.
     """
 
     max_attempts: int = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from pytest_neon.api import NeonClient
+from pytest_neon.api import NeonClient, client_limits, timeout_from_env
 from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
 from pytest_neon.errors import NeonError
@@ -56,8 +56,8 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
         if state.backend == "neon" and settings.project_id:
             # One early check, so a refused key or unknown project fails once, here.
             client = _client(settings, settings.api_host, settings.api_key or "")
-            client.get_project(settings.project_id)
             state.run = NeonRun(client, settings, run_id=state.run_id, worker="controller")
+            state.run.prepare(sweep_after=settings.sweep_after)
         elif state.local is not None:
             client = _client(settings, state.local.api_host, state.local.api_key, local=True)
             state.run = NeonRun(
@@ -115,7 +115,8 @@ def _client(settings: Settings, api_host: str, api_key: str, *, local: bool = Fa
     source = "the local backend" if local else settings.describe("api_key")
     if source == "default":
         source = "NEON_API_KEY"
-    return NeonClient(api_key, api_host=api_host, key_source=source)
+    timeout, retry = client_limits(timeout_from_env(os.environ))
+    return NeonClient(api_key, api_host=api_host, key_source=source, timeout=timeout, retry=retry)
 
 
 def _local_settings(settings: Settings, project_id: str) -> Settings:
@@ -137,6 +138,14 @@ def _make_run(
         settings = _local_settings(settings, project_id or "")
     client = _client(settings, api_host, api_key or "", local=kind == "local")
     state.run = NeonRun(client, settings, run_id=state.run_id, worker=worker_id() or "main")
+    state.run.workers = _worker_count()
+
+
+def _worker_count() -> int:
+    try:
+        return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        return 1
 
 
 def start_worker_branch(state: PluginState) -> None:
@@ -158,6 +167,9 @@ def start_worker_branch(state: PluginState) -> None:
                 state.settings.api_key,
                 "neon",
             )
+            assert state.run is not None
+            if state.role == "standalone":
+                state.run.prepare(sweep_after=state.settings.sweep_after)
         else:
             return
     assert state.run is not None

@@ -6,7 +6,14 @@ from typing import Any
 
 from pytest_neon.branches import NeonRun
 
-_COUNTS = ("branches_created", "resets_done", "resets_skipped", "api_calls", "api_retries")
+_COUNTS = (
+    "branches_created",
+    "branches_swept",
+    "resets_done",
+    "resets_skipped",
+    "api_calls",
+    "api_retries",
+)
 
 
 def summary_of(run: NeonRun) -> dict[str, Any]:
@@ -15,6 +22,7 @@ def summary_of(run: NeonRun) -> dict[str, Any]:
     stats = run.client.stats
     return {
         "branches_created": c.branches_created,
+        "branches_swept": c.branches_swept,
         "resets_done": c.resets_done,
         "resets_skipped": c.resets_skipped,
         "api_calls": stats.calls,
@@ -51,6 +59,8 @@ def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:
         f"({summary.get('api_retries', 0)} retried), "
         f"waiting on Neon: {summary.get('waiting_seconds', 0.0):.2f}s"
     ]
+    if summary.get("branches_swept"):
+        lines[0] += f", stale branches swept: {summary['branches_swept']}"
     if summary.get("migration_cache"):
         lines[0] += f", migration cache: {summary['migration_cache']}"
     if verbose:

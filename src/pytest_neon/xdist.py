@@ -76,6 +76,7 @@ class MigrationState:
 
     source_branch_id: str | None
     error: str | None = None
+    expires: bool = False  # the source is the run's migration branch (it has an expiry)
 
 
 class MigrationGate:
@@ -97,7 +98,9 @@ class MigrationGate:
             data = json.loads(self._state.read_text())
         except (OSError, ValueError):
             return None
-        return MigrationState(data.get("source_branch_id"), data.get("error"))
+        return MigrationState(
+            data.get("source_branch_id"), data.get("error"), bool(data.get("expires"))
+        )
 
     def record(self, state: MigrationState) -> None:
         """Write the outcome (call while holding the lock)."""

@@ -16,6 +16,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "role": ("app_owner", "app_owner"),
     "keep_branches": ("true", True),
     "branch_expiry": ("300", 300),
+    "sweep_after": ("3600", 3600),
     "env_var": ("MY_DB_URL", "MY_DB_URL"),
     "api_host": ("http://127.0.0.1:9/api/v2", "http://127.0.0.1:9/api/v2"),
     "backend": ("local", "local"),

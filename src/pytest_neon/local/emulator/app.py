@@ -25,6 +25,8 @@ class Emulator:
     ``postgres_url`` is a superuser DSN. Branches are real databases cloned by template;
     metadata lives in the schema ``neon_emulator`` of the URL's database, so starting again
     with the same ``project_id`` resumes the project. ``api_key=None`` disables auth.
+    ``fail_operations`` is the probability that a create or restore answers as usual but
+    its operation ends ``failed`` (with an error text) and nothing is done.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Emulator:
         fail_rate: float = 0.0,
         seed: int | None = None,
         max_branches: int = 500,
+        fail_operations: float = 0.0,
     ) -> None:
         if project_id is not None and not ids.PATH_ID.match(project_id):
             raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
@@ -60,6 +63,7 @@ class Emulator:
                 rate_limit=rate_limit,
                 fail_rate=fail_rate,
                 seed=seed,
+                fail_operations=fail_operations,
             )
         )
         self._pg: PgServer | None = None
@@ -167,7 +171,8 @@ class Emulator:
 
     def configure_faults(self, **changes: Any) -> FaultSettings:
         """Change fault settings while serving: ``request_delay``, ``operation_delay``,
-        ``rate_limit``, ``fail_rate`` or ``seed``. Returns the new settings."""
+        ``rate_limit``, ``fail_rate``, ``fail_operations`` or ``seed``. Returns the new
+        settings."""
         return self._faults.configure(**changes)
 
     @property

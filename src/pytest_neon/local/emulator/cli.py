@@ -93,7 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="probability of a random 503/423 on mutating calls",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed of --fail-rate")
+    parser.add_argument(
+        "--fail-operations",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a create or restore operation ends failed, doing nothing",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of --fail-rate and --fail-operations"
+    )
     parser.add_argument("--max-branches", type=int, default=500, help="branch limit (422)")
     parser.add_argument(
         "--log-level",
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             seed=args.seed,
             max_branches=args.max_branches,
+            fail_operations=args.fail_operations,
         )
         emulator.start()
         try:

@@ -1,4 +1,5 @@
-"""Injected latency and faults: request delay, operation delay, rate limit, random failures."""
+"""Injected latency and faults: request delay, operation delay, rate limit, random failures,
+and operations that end ``failed``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class FaultSettings:
     rate_limit: float | None = None
     fail_rate: float = 0.0
     seed: int | None = None
+    fail_operations: float = 0.0
 
     def __post_init__(self) -> None:
         if self.request_delay < 0 or self.operation_delay < 0:
@@ -26,6 +28,8 @@ class FaultSettings:
             raise ValueError("rate_limit must be > 0 (or None for no limit)")
         if not 0.0 <= self.fail_rate <= 1.0:
             raise ValueError("fail_rate must be between 0 and 1")
+        if not 0.0 <= self.fail_operations <= 1.0:
+            raise ValueError("fail_operations must be between 0 and 1")
 
 
 class RateLimiter:
@@ -93,3 +97,9 @@ class Faults:
             if rate <= 0 or self._rng.random() >= rate:
                 return None
             return 503 if self._rng.random() < 0.5 else 423
+
+    def operation_fails(self) -> bool:
+        """For a create or restore: whether its operation ends ``failed`` (doing nothing)."""
+        with self._lock:
+            rate = self._settings.fail_operations
+            return rate > 0 and self._rng.random() < rate

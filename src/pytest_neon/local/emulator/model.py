@@ -101,11 +101,9 @@ class Operation:
     error: str | None = None
 
     def status(self, now: datetime) -> str:
-        """Neon's status of this operation at ``now``."""
-        if self.error is not None:
-            return "failed"
+        """Neon's status of this operation at ``now`` (a failing one fails when it ends)."""
         if now >= self.finish_at:
-            return "finished"
+            return "finished" if self.error is None else "failed"
         return "running" if self.seq == 0 else "scheduling"
 
 

@@ -46,6 +46,7 @@ DEFAULT_BRANCH = "main"
 DEFAULT_DATABASE = "neondb"
 DEFAULT_ROLE = "neondb_owner"
 MAX_EXPIRY = timedelta(days=30)
+FAILED_OPERATION = "operation failed (fault injected by the emulator): nothing was done"
 SORT_FIELDS = ("name", "created_at", "updated_at")
 
 
@@ -635,6 +636,10 @@ class ControlPlane:
             )
             if endpoint_types:
                 branch.endpoints.append(Endpoint(ids.endpoint_id(), branch_id, now, now))
+            if self.faults.operation_fails():
+                self._mark_busy(branch, "init", now)
+                ops = self._failed_operations(branch, [("create_branch", False)], now)
+                return self._created_view(branch, ops, now, roles=False)
             clones = []
             for db in parent.databases:
                 real = ids.real_database_name()
@@ -681,9 +686,23 @@ class ControlPlane:
             raise _bad("annotation_value must map at most 50 keys to strings")
         return {str(k): v for k, v in value.items()}
 
-    def _created_view(self, branch: Branch, ops: list[Operation], now: datetime) -> JSON:
+    def _failed_operations(
+        self, branch: Branch, steps: list[tuple[str, bool]], now: datetime
+    ) -> list[Operation]:
+        """Operations for ``steps``, the last one ending ``failed``; nothing else changes."""
+        ops = self._operations(branch, steps, now)
+        ops[-1].error = FAILED_OPERATION
+        self._persist(lambda conn: store.insert_operations(conn, self.project_id, ops))
+        log.info(
+            "operation %s %s on %s will fail (injected)", ops[-1].action, ops[-1].id, branch.id
+        )
+        return ops
+
+    def _created_view(
+        self, branch: Branch, ops: list[Operation], now: datetime, *, roles: bool = True
+    ) -> JSON:
         with self._lock:
-            roles = list(self.project.roles.values())
+            roles_ = list(self.project.roles.values()) if roles else []
             host = self.pg.endpoint_host
             body: JSON = {
                 "branch": views.branch_view(self.project_id, branch, now),
@@ -692,11 +711,11 @@ class ControlPlane:
                     for ep in branch.endpoints
                 ],
                 "operations": self._op_views(ops, now),
-                "roles": [views.role_view(branch.id, r) for r in roles],
+                "roles": [views.role_view(branch.id, r) for r in roles_],
                 "databases": [views.database_view(branch.id, db) for db in branch.databases],
             }
-            if branch.endpoints and len(roles) == 1 and len(branch.databases) == 1:
-                role, db = roles[0], branch.databases[0]
+            if branch.endpoints and len(roles_) == 1 and len(branch.databases) == 1:
+                role, db = roles_[0], branch.databases[0]
                 body["connection_uris"] = [
                     {
                         "connection_uri": self.pg.dsn(role.name, role.password, db.real_name),
@@ -822,6 +841,14 @@ class ControlPlane:
                 )
             if branch.busy(now) or branch.pins or source.busy(now):
                 raise locked()
+            if self.faults.operation_fails():
+                self._mark_busy(branch, "resetting", now)
+                steps = [("suspend_compute", True), ("create_timeline", False)]
+                ops = self._failed_operations(branch, steps, now)
+                return {
+                    "branch": views.branch_view(self.project_id, branch, now),
+                    "operations": self._op_views(ops, now),
+                }
             current = {db.name: db for db in branch.databases}
             clones = []
             for db in source.databases:

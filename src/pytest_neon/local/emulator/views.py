@@ -154,10 +154,8 @@ def endpoint_view(project_id: str, branch: Branch, ep: Endpoint, host: str, now:
 def operation_view(project_id: str, op: Operation, now: datetime) -> JSON:
     """An ``Operation`` object with its status at ``now``."""
     status = op.status(now)
-    if status == "finished":
+    if status in ("finished", "failed"):
         updated, duration = op.finish_at, op.finish_at - op.created_at
-    elif status == "failed":
-        updated, duration = op.created_at, op.created_at - op.created_at
     else:
         updated, duration = op.created_at, now - op.created_at
     body: JSON = {
