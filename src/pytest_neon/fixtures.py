@@ -118,7 +118,12 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
             try:
                 source = _migrate(request, run)
             except BaseException as exc:
-                message = f"pytest-neon: neon_apply_migrations failed: {type(exc).__name__}: {exc}"
+                what = (
+                    str(exc)
+                    if isinstance(exc, pytest.fail.Exception)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                message = f"pytest-neon: neon_apply_migrations failed: {what}"
                 gate.record(MigrationState(None, error=message))
                 state.migration_failed = message + " (see the first error of this run)"
                 request.session.shouldstop = "neon_apply_migrations failed"
@@ -127,7 +132,9 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
             expires = migration is not None and source == migration.branch_id
             gate.record(MigrationState(source, expires=expires))
         elif recorded.error:
-            state.migration_failed = recorded.error + " (in another worker)"
+            state.migration_failed = (
+                "pytest-neon: neon_apply_migrations failed in another worker; see its error"
+            )
             request.session.shouldstop = "neon_apply_migrations failed"
             pytest.fail(state.migration_failed, pytrace=False)
         else:

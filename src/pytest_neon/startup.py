@@ -13,6 +13,7 @@ from pytest_neon.redact import register_secret
 from pytest_neon.state import PluginState
 from pytest_neon.xdist import Handoff, new_run_id, read_handoff, worker_id
 
+CONTROLLER_PLACEHOLDER = "postgresql://pytest-neon-xdist-controller.invalid/no-database-here"
 NO_CREDENTIALS = (
     "pytest-neon: no Neon credentials: set NEON_API_KEY and NEON_PROJECT_ID "
     "(or --neon-api-key / --neon-project-id)"
@@ -149,8 +150,15 @@ def _worker_count() -> int:
 
 
 def start_worker_branch(state: PluginState) -> None:
-    """Create the branch this process's tests run on and point the env var at it."""
-    if state.role == "controller" or state.unavailable:
+    """Create the branch this process's tests run on and point the env var at it.
+
+    An xdist controller runs no test but imports ``conftest.py``: its env var points at a
+    placeholder that can never reach a database (not at whatever it held before).
+    """
+    if state.unavailable:
+        return
+    if state.role == "controller":
+        state.point_env_at(CONTROLLER_PLACEHOLDER)
         return
     if state.run is None:
         if state.backend == "local" and state.local is not None:

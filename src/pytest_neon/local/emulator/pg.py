@@ -266,18 +266,17 @@ class PgServer:
 
         ``None`` while a session is connected to it (its counters are not final yet).
         """
+        sessions = "d.sessions" if self.server_version >= 140000 else "0"
         with self.connection() as conn:
-            busy = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
-            ).fetchone()
-            if busy is None or busy[0]:
-                return None
-            sessions = "sessions" if self.server_version >= 140000 else "0"
             row = conn.execute(
-                f"SELECT {sessions}, xact_commit, xact_rollback, tup_inserted, tup_updated,"
-                " tup_deleted FROM pg_stat_database WHERE datname = %s",
+                f"SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname),"
+                f" {sessions}, d.xact_commit, d.xact_rollback, d.tup_inserted, d.tup_updated,"
+                " d.tup_deleted FROM pg_stat_database d WHERE d.datname = %s",
                 (name,),
             ).fetchone()
+        if row is None or row[0]:
+            return None
+        row = row[1:]
         return tuple(int(v or 0) for v in row) if row else None
 
     def swap_in(self, target: str, replacement: str) -> str:
