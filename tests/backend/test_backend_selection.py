@@ -152,7 +152,7 @@ def test_as_root_the_system_cluster_runs_unprivileged(
         def test_owner(neon_branch_readwrite):
             with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
                 pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-            uid = open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0]
+                uid = open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0]
             assert uid != "0"
         """
     )

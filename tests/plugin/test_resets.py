@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.plugin.plugin_helpers import clean_neon_env
 
 MIXED = """
 import psycopg
@@ -27,25 +27,40 @@ def test_mixed(neon_branch_readwrite, n):
 """
 
 
-def test_only_writing_tests_are_reset(pytester: pytest.Pytester, postgres_url: str) -> None:
-    # The local backend shares one WAL between databases; pg_walinspect tells them apart.
+def _run_local(pytester: pytest.Pytester, postgres_url: str, *args: str) -> pytest.RunResult:
+    """An inner run on the local backend over the suite's server.
+
+    The server's one WAL is shared by every database (and the emulator's spare clones);
+    pg_walinspect tells the branch's own writes apart, so reset counts are exact.
+    """
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--neon-backend=local",
+        f"--neon-local-postgres-url={postgres_url}", *args,
+    )  # fmt: skip
+
+
+def test_only_writing_tests_are_reset(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
     pytester.makepyfile(test_mixed=MIXED)
-    result = pytester.runpytest_subprocess(
+    result = _run_local(
+        pytester,
+        postgres_url,
         "-v",
-        "-p",
-        "no:cacheprovider",
-        "--neon-backend=local",
-        f"--neon-local-postgres-url={postgres_url}",
     )
     result.assert_outcomes(passed=6)
     # tests 0, 2, 4 wrote; 1, 3, 5 only read
     result.stdout.fnmatch_lines(["*resets: 3 done / 3 skipped*", "*restore_branch=3*"])
 
 
-def test_marker_forces_a_reset(neon: NeonProject) -> None:
-    neon.pytester.makepyfile(
+def test_marker_forces_a_reset(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    pytester.makepyfile(
         test_forced="""
         import pytest
 
@@ -57,14 +72,17 @@ def test_marker_forces_a_reset(neon: NeonProject) -> None:
             pass
         """
     )
-    result = neon.run("--strict-markers")
+    result = _run_local(pytester, postgres_url, "--strict-markers")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*resets: 1 done / 1 skipped*"])
 
 
-def test_always_reset_setting(neon: NeonProject) -> None:
-    neon.pytester.makeini("[pytest]\nneon_always_reset = true\n")
-    neon.pytester.makepyfile(
+def test_always_reset_setting(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    pytester.makeini("[pytest]\nneon_always_reset = true\n")
+    pytester.makepyfile(
         test_plain="""
         def test_a(neon_branch_readwrite):
             pass
@@ -73,6 +91,6 @@ def test_always_reset_setting(neon: NeonProject) -> None:
             pass
         """
     )
-    result = neon.run()
+    result = _run_local(pytester, postgres_url)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*resets: 2 done / 0 skipped*"])
