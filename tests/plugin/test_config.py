@@ -31,12 +31,17 @@ def test_every_option_has_a_sample() -> None:
     assert {o.name for o in OPTIONS} == set(SAMPLES)
 
 
-@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
-@pytest.mark.parametrize("source", ["cli", "env", "ini"])
+SOURCES = [
+    (option, source)
+    for option in OPTIONS
+    for source in ("cli", "env", "ini")
+    if source != "ini" or option.ini is not None  # the API key has no ini key: not in files
+]
+
+
+@pytest.mark.parametrize(("option", "source"), SOURCES, ids=lambda v: getattr(v, "name", v))
 def test_each_setting_from_each_source(option: Option, source: str) -> None:
     raw, expected = SAMPLES[option.name]
-    if source == "ini" and option.ini is None:
-        pytest.skip(f"{option.name} has no ini key (secrets stay out of files)")
     cli = {option.name: raw} if source == "cli" else {}
     env = {option.env: raw} if source == "env" else {}
     ini = {option.name: raw} if source == "ini" else {}
