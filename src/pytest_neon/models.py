@@ -118,10 +118,12 @@ class Operation:
     branch_id: str | None = None
     endpoint_id: str | None = None
     error: str | None = None
+    duration_ms: int | None = None  # total_duration_ms: how long it ran, once it ended
 
     @classmethod
     def from_json(cls, data: JSON) -> Operation:
         """Build from an ``operation`` object."""
+        duration = data.get("total_duration_ms")
         return cls(
             id=_str(data, "id"),
             project_id=_str(data, "project_id"),
@@ -130,6 +132,7 @@ class Operation:
             branch_id=_opt_str(data, "branch_id"),
             endpoint_id=_opt_str(data, "endpoint_id"),
             error=_opt_str(data, "error"),
+            duration_ms=duration if isinstance(duration, int) else None,
         )
 
     @property
