@@ -289,24 +289,21 @@ class PgServer:
         ident = sql.Identifier(target)
         with self.connection() as conn:
             conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
-            wait = ", 2000" if self.server_version >= 140000 else ""
-            for attempt in range(100):
-                conn.execute(
-                    f"SELECT pg_terminate_backend(pid{wait}) FROM pg_stat_activity"
+            # PostgreSQL's own waits (pg_terminate_backend's timeout, RENAME's wait for other
+            # sessions) sleep in 100 ms steps: signal the sessions, then poll every 1 ms.
+            deadline = time.monotonic() + 5
+            while True:
+                row = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE datname = %s AND pid <> pg_backend_pid()",
                     (target,),
-                )
-                try:
-                    conn.execute(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            ident, sql.Identifier(trash)
-                        )
-                    )
+                ).fetchone()
+                if not row or not row[0] or time.monotonic() > deadline:
                     break
-                except errors.ObjectInUse:
-                    if attempt == 99:
-                        raise
-                    time.sleep(0.01)
+                time.sleep(0.001)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident, sql.Identifier(trash))
+            )
             try:
                 conn.execute(
                     sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
