@@ -23,18 +23,26 @@ _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 # bits) are left out: reads alone cause them.
 _TOUCHED = """
 SELECT count(*) FROM pg_get_wal_records_info(%(before)s::pg_lsn, pg_current_wal_flush_lsn())
-WHERE block_ref ~ (' rel [0-9]+/' || %(oid)s || '/')
+WHERE block_ref ~ (' rel [0-9]+/'
+                   || (SELECT oid FROM pg_database WHERE datname = %(database)s) || '/')
   AND NOT (resource_manager = 'Heap2'
            AND record_type IN ('PRUNE', 'VACUUM', 'FREEZE_PAGE', 'VISIBLE'))
   AND NOT (resource_manager = 'Btree' AND record_type IN ('DELETE', 'VACUUM', 'REUSE_PAGE'))
   AND NOT (resource_manager = 'XLOG' AND record_type = 'FPI_FOR_HINT')
 """
-_OID = "SELECT oid::text FROM pg_database WHERE datname = %s"
+# A transactional message gives the statement an xid and WAL of its own, so its commit
+# flushes the WAL up to here (the probe's session commits synchronously): every record the
+# test wrote is then readable.
+_FLUSH = "SELECT pg_logical_emit_message(true, 'pytest-neon', '')"
 
 
-def _connect(dsn: str) -> psycopg.Connection[Any]:
+def _connect(dsn: str, *, synchronous: bool = False) -> psycopg.Connection[Any]:
     return psycopg.connect(
-        dsn, autocommit=True, connect_timeout=30, application_name="pytest-neon-probe"
+        dsn,
+        autocommit=True,
+        connect_timeout=30,
+        application_name="pytest-neon-probe",
+        options="-c synchronous_commit=on" if synchronous else None,
     )
 
 
@@ -54,7 +62,7 @@ class WriteProbe:
         for _attempt in range(2):
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._conn = _connect(self._dsn)
+                    self._conn = _connect(self._dsn, synchronous=self._database is not None)
                 row = self._conn.execute(query, params).fetchone()
                 return None if row is None else str(row[0])
             except psycopg.Error as exc:
@@ -78,21 +86,10 @@ class WriteProbe:
     def _touched(self, before: str) -> bool:
         if self._database is None:
             return True
-        try:
-            oid = self._run(_OID, (self._database,))
-            conn = self._conn
-            if oid is None or conn is None:
-                return True
-            # Flush the WAL up to now, so that every record is readable: a commit is only
-            # synchronous when its transaction has an xid and wrote WAL.
-            with conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit = on")
-                conn.execute("SELECT pg_current_xact_id()")
-                conn.execute("SELECT pg_logical_emit_message(false, 'pytest-neon', '')")
-            count = self._run(_TOUCHED, {"before": before, "oid": oid})
-        except psycopg.Error as exc:
-            log.debug("write probe inspection: %s", exc)
+        flushed = self._run(_FLUSH)
+        if flushed is None:
             return True
+        count = self._run(_TOUCHED, {"before": before, "database": self._database})
         return count is None or int(count) > 0
 
     def close(self) -> None:
