@@ -133,6 +133,7 @@ class Result:
     idle: list[float]  # setup + teardown of a test that wrote nothing, after one that wrote nothing
     api_calls: int | None
     resets: str
+    branches: str = "-"
 
     @staticmethod
     def stat(values: list[float], q: float) -> float:
@@ -190,6 +191,8 @@ def run_suite(
     idle = [cost(n) for n in phases if n % 4 == 3]
     calls = re.search(r"API calls: (\d+)", proc.stdout)
     resets = re.search(r"resets: (\d+ done / \d+ skipped)", proc.stdout)
+    branches = re.search(r"branches created: (\d+)", proc.stdout)
+    cache = re.search(r"migration cache: (\w+)", proc.stdout)
     return Result(
         name,
         wall,
@@ -198,6 +201,7 @@ def run_suite(
         idle,
         int(calls.group(1)) if calls else None,
         resets.group(1) if resets else "-",
+        (branches.group(1) if branches else "-") + (f" (cache {cache.group(1)})" if cache else ""),
     )
 
 
@@ -359,10 +363,10 @@ def main() -> None:
                 )
                 setups.append(r)
             print("\n### Session setup with the migration cache (latency model)\n")
-            print("| run | wall s | API calls |")
-            print("|---|---|---|")
+            print("| run | wall s | branches created | API calls |")
+            print("|---|---|---|---|")
             for r in setups:
-                print(f"| {r.name} | {r.wall:.2f} | {r.api_calls} |")
+                print(f"| {r.name} | {r.wall:.2f} | {r.branches} | {r.api_calls} |")
             emu.stop(drop=True)
 
 
