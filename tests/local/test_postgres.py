@@ -361,3 +361,18 @@ def test_sigint_stops_and_removes_the_cluster(tmp_path: Path) -> None:
 
 def test_suite_postgres_url_fixture_works(postgres_url: str) -> None:
     check_postgres_url(postgres_url)
+
+
+def test_immediate_stop_leaves_no_shared_memory_segments() -> None:
+    shm = Path("/dev/shm")  # noqa: S108 - where POSIX shared memory segments would appear
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm on this system")
+
+    def segments() -> set[str]:
+        return {p.name for p in shm.glob("PostgreSQL.*")}
+
+    before = segments()
+    with start_postgres(prefer="system") as pg, psycopg.connect(pg.url) as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 2")
+        conn.execute("SELECT count(*) FROM generate_series(1, 1000)").fetchone()
+    assert segments() <= before

@@ -68,6 +68,9 @@ _TUNING = {
     "full_page_writes": "off",
     "synchronous_commit": "off",
     "unix_socket_permissions": "0700",
+    # Shared memory segments in the data directory: an immediate stop leaves POSIX ones
+    # behind in /dev/shm, these go with the directory.
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
