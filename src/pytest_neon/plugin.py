@@ -30,7 +30,7 @@ from pytest_neon.redact import redact
 from pytest_neon.startup import begin, start_worker_branch
 from pytest_neon.state import PluginState
 from pytest_neon.summary import merge_summary, summary_lines, summary_of
-from pytest_neon.xdist import coordination_dir
+from pytest_neon.xdist import HANDOFF_ENV, coordination_dir
 
 STATE = pytest.StashKey[PluginState]()
 
@@ -114,6 +114,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     except NeonError as exc:
         raise pytest.UsageError(str(exc)) from None
     early_config.stash[STATE] = state
+    # Runs even when pytest stops before pytest_configure (a bad flag, a broken conftest):
+    # unconfigure hooks would not, and the branch would be left behind.
+    early_config.add_cleanup(lambda: _finish(state, None))
     try:
         start_worker_branch(state)
     except NeonError as exc:
@@ -219,6 +222,7 @@ def _finish(state: PluginState, reporter: Any) -> None:
             say(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
     if state.role != "worker":
         shutil.rmtree(coordination_dir(state.run_id), ignore_errors=True)
+        os.environ.pop(HANDOFF_ENV, None)  # it may hold the local backend's credentials
     state.restore_env()
 
 

@@ -44,30 +44,42 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
     _choose(state)
     if state.backend == "local":
         _start_local(state)
-    if role == "controller":
-        local = state.local
-        Handoff(
-            controller_pid=os.getpid(),
-            run_id=state.run_id,
-            api_host=local.api_host if local else None,
-            project_id=local.project_id if local else None,
-            api_key=local.api_key if local else None,
-            inspector_url=local.inspector_url if local else None,
-        ).publish()
-        if state.backend == "neon" and settings.project_id:
-            # One early check, so a refused key or unknown project fails once, here.
-            client = _client(settings, settings.api_host, settings.api_key or "")
-            state.run = NeonRun(client, settings, run_id=state.run_id, worker="controller")
-            state.run.prepare(sweep_after=settings.sweep_after)
-        elif state.local is not None:
-            client = _client(settings, state.local.api_host, state.local.api_key, local=True)
-            state.run = NeonRun(
-                client,
-                _local_settings(settings, state.local.project_id),
-                run_id=state.run_id,
-                worker="controller",
-            )
+    try:
+        if role == "controller":
+            _start_controller(state)
+    except BaseException:
+        if state.local is not None:  # nothing else was created yet
+            state.local.stop()
+            state.local = None
+        raise
     return state
+
+
+def _start_controller(state: PluginState) -> None:
+    """Hand the run over to the xdist workers; check Neon once before they start."""
+    settings = state.settings
+    local = state.local
+    Handoff(
+        controller_pid=os.getpid(),
+        run_id=state.run_id,
+        api_host=local.api_host if local else None,
+        project_id=local.project_id if local else None,
+        api_key=local.api_key if local else None,
+        inspector_url=local.inspector_url if local else None,
+    ).publish()
+    if state.backend == "neon" and settings.project_id:
+        # One early check, so a refused key or unknown project fails once, here.
+        client = _client(settings, settings.api_host, settings.api_key or "")
+        state.run = NeonRun(client, settings, run_id=state.run_id, worker="controller")
+        state.run.prepare(sweep_after=settings.sweep_after)
+    elif state.local is not None:
+        client = _client(settings, state.local.api_host, state.local.api_key, local=True)
+        state.run = NeonRun(
+            client,
+            _local_settings(settings, state.local.project_id),
+            run_id=state.run_id,
+            worker="controller",
+        )
 
 
 def _choose(state: PluginState) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.plugin.plugin_helpers import NeonProject
 
 
@@ -96,4 +98,16 @@ def test_sixty_tests_on_four_workers_are_isolated(neon: NeonProject) -> None:
     before = neon.branch_names()
     result = neon.run("-n", "4")
     result.assert_outcomes(passed=60)
+    assert neon.branch_names() == before
+
+
+def test_a_run_that_stops_before_configure_leaves_no_branch(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(test_x="def test_x(neon_branch_readwrite): pass")
+    before = neon.branch_names()
+    result = neon.run("--no-such-flag")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert neon.branch_names() == before
+    neon.pytester.makeconftest("import module_that_does_not_exist")
+    result = neon.run()
+    assert result.ret != 0
     assert neon.branch_names() == before

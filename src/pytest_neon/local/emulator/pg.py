@@ -262,7 +262,7 @@ class PgServer:
             )
 
     def activity_snapshot(self, name: str) -> tuple[int, ...] | None:
-        """Counters that move whenever a session uses database ``name``.
+        """The identity of database ``name`` and counters that move whenever it is used.
 
         ``None`` while a session is connected to it (its counters are not final yet).
         """
@@ -270,8 +270,8 @@ class PgServer:
         with self.connection() as conn:
             row = conn.execute(
                 f"SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname),"
-                f" {sessions}, d.xact_commit, d.xact_rollback, d.tup_inserted, d.tup_updated,"
-                " d.tup_deleted FROM pg_stat_database d WHERE d.datname = %s",
+                f" d.datid, {sessions}, d.xact_commit, d.xact_rollback, d.tup_inserted,"
+                " d.tup_updated, d.tup_deleted FROM pg_stat_database d WHERE d.datname = %s",
                 (name,),
             ).fetchone()
         if row is None or row[0]:

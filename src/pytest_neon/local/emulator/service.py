@@ -864,23 +864,32 @@ class ControlPlane:
             source.pins += 1
         try:
             fresh = []
-            for clone in clones:
-                spare = self.spares.take((clone.template, branch.id, clone.name))
-                if spare is None:
-                    fresh.append(clone)
-                else:
-                    clone.temp = spare
+            pending: list[str] = []  # copies made or taken for this restore, not yet in place
             try:
-                self._clone_all(fresh, branch.id)
-            finally:
-                with self._lock:
-                    source.pins -= 1
-            for clone in clones:
-                if clone.name in current:
-                    # terminates the branch's sessions; the old copy is dropped off the path
-                    self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp))
-                else:
-                    self.pg.rename_database(clone.temp, clone.target)
+                for clone in clones:
+                    spare = self.spares.take((clone.template, branch.id, clone.name))
+                    if spare is None:
+                        fresh.append(clone)
+                    else:
+                        clone.temp = spare
+                        pending.append(spare)
+                try:
+                    self._clone_all(fresh, branch.id)
+                    pending.extend(clone.temp for clone in fresh)
+                finally:
+                    with self._lock:
+                        source.pins -= 1
+                for clone in clones:
+                    if clone.name in current:
+                        # cuts the branch's sessions; the old copy is dropped off the path
+                        self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp))
+                    else:
+                        self.pg.rename_database(clone.temp, clone.target)
+                    pending.remove(clone.temp)
+            except BaseException:
+                for name in pending:  # never leave an orphan copy behind
+                    self.spares.drop_later(name)
+                raise
             for real in leftovers:
                 self.pg.drop_database(real)
             for clone in clones:
