@@ -211,14 +211,8 @@ class NeonClient:
             if failed >= self.retry.max_attempts or spent + delay > self.retry.max_elapsed:
                 if last_response is not None:
                     err = self._error(last_response, method, path)
-                    raise type(err)(
-                        f"{err.message} (gave up after {attempt} attempts in {spent:.1f}s)",
-                        status=err.status,
-                        code=err.code,
-                        neon_message=err.neon_message,
-                        request_id=err.request_id,
-                        method=method,
-                        path=path,
+                    raise err.with_message(
+                        f"{err.message} (gave up after {attempt} attempts in {spent:.1f}s)"
                     )
                 raise NeonTimeoutError(
                     f"Neon API unreachable at {self.api_host}: {method} {path} failed with "
@@ -229,8 +223,12 @@ class NeonClient:
             if failures is not None:
                 failures.append(failure)
             log.debug("retrying %s %s in %.2fs after %s", method, path, delay, failure)
-            time.sleep(delay)
-            self.stats.add_wait(delay, retry=True)
+            self._wait(delay, retry=True)
+
+    def _wait(self, seconds: float, *, retry: bool = False) -> None:
+        """Sleep, counting the time as spent waiting on Neon."""
+        time.sleep(seconds)
+        self.stats.add_wait(seconds, retry=retry)
 
     def _json(self, response: requests.Response, method: str, path: str) -> JSON:
         try:
@@ -536,9 +534,7 @@ class NeonClient:
                 raise NeonTimeoutError(
                     f"Neon operations did not finish within {timeout:.0f}s: {ids}"
                 )
-            pause = min(interval, remaining)
-            time.sleep(pause)
-            self.stats.add_wait(pause)
+            self._wait(min(interval, remaining))
             interval = after_first * 2 if first_round else min(max_poll, interval * 2)
             first_round = False
             last = self.get_operation(project_id, pending[-1].id)
@@ -571,7 +567,7 @@ class NeonClient:
         interval = poll
         while True:
             endpoints = self.list_branch_endpoints(project_id, branch_id)
-            ready = [e for e in endpoints if e.current_state in ("active", "idle")]
+            ready = [e for e in endpoints if e.ready]
             if ready:
                 return ready[0]
             remaining = deadline - time.monotonic()
@@ -580,9 +576,7 @@ class NeonClient:
                     f"the endpoint of branch {branch_id} did not become active within "
                     f"{timeout:.0f}s"
                 )
-            pause = min(interval, remaining)
-            time.sleep(pause)
-            self.stats.add_wait(pause)
+            self._wait(min(interval, remaining))
             interval = min(max_poll, interval * 2)
 
     def settle(
@@ -595,7 +589,7 @@ class NeonClient:
         """
         self.wait_for_operations(project_id, created.operations, timeout=timeout)
         started = any(op.action == "start_compute" for op in created.operations)
-        active = [e for e in created.endpoints if e.current_state in ("active", "idle")]
+        active = [e for e in created.endpoints if e.ready]
         if created.endpoints and (started or active):
             return created.endpoints[0]
         return self.wait_for_endpoint(project_id, created.branch.id, timeout=timeout)

@@ -231,15 +231,7 @@ class NeonRun:
                     raise self._parent_not_found() from exc
                 raise
             except NeonLimitError as exc:
-                raise NeonLimitError(
-                    self.limit_message(exc, name),
-                    status=exc.status,
-                    code=exc.code,
-                    neon_message=exc.neon_message,
-                    request_id=exc.request_id,
-                    method=exc.method,
-                    path=exc.path,
-                ) from exc
+                raise exc.with_message(self.limit_message(exc, name)) from exc
             with self._lock:
                 self.created[created.branch.id] = name
                 self.counters.branches_created += 1

@@ -43,6 +43,18 @@ class NeonAPIError(NeonError):
         self.path = path
         super().__init__(message)
 
+    def with_message(self, message: str) -> NeonAPIError:
+        """The same error (type, status, Neon's details) with another message."""
+        return type(self)(
+            message,
+            status=self.status,
+            code=self.code,
+            neon_message=self.neon_message,
+            request_id=self.request_id,
+            method=self.method,
+            path=self.path,
+        )
+
 
 class NeonAuthError(NeonAPIError):
     """The API key was refused (401) or lacks permission (403)."""

@@ -278,26 +278,25 @@ def _driver(module: str, extra: str) -> ModuleType:
         )
 
 
-@pytest.fixture
-def neon_connection_psycopg(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
-    """A psycopg 3 connection to the test's branch; rolled back and closed after the test."""
-    psycopg = _driver("psycopg", "psycopg")
-    conn = psycopg.connect(neon_branch_readwrite.connection_string)
+def _connection(module: str, extra: str, branch: NeonBranch) -> Iterator[Any]:
+    """A DB-API connection to ``branch``; rolled back and closed afterwards."""
+    conn = _driver(module, extra).connect(branch.connection_string)
     try:
         yield conn
     finally:
         _rollback_and_close(conn)
+
+
+@pytest.fixture
+def neon_connection_psycopg(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
+    """A psycopg 3 connection to the test's branch; rolled back and closed after the test."""
+    yield from _connection("psycopg", "psycopg", neon_branch_readwrite)
 
 
 @pytest.fixture
 def neon_connection(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
     """A psycopg2 connection to the test's branch; rolled back and closed after the test."""
-    psycopg2 = _driver("psycopg2", "psycopg2")
-    conn = psycopg2.connect(neon_branch_readwrite.connection_string)
-    try:
-        yield conn
-    finally:
-        _rollback_and_close(conn)
+    yield from _connection("psycopg2", "psycopg2", neon_branch_readwrite)
 
 
 @pytest.fixture

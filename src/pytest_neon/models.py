@@ -95,6 +95,11 @@ class Endpoint:
     type: str
     current_state: str
 
+    @property
+    def ready(self) -> bool:
+        """True once it accepts connections (``idle`` computes start on connect)."""
+        return self.current_state in ("active", "idle")
+
     @classmethod
     def from_json(cls, data: JSON) -> Endpoint:
         """Build from an ``endpoint`` object."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 from types import FrameType
@@ -30,7 +29,7 @@ from pytest_neon.redact import redact
 from pytest_neon.startup import begin, start_worker_branch
 from pytest_neon.state import PluginState
 from pytest_neon.summary import merge_summary, summary_lines, summary_of
-from pytest_neon.xdist import HANDOFF_ENV, coordination_dir
+from pytest_neon.xdist import HANDOFF_ENV, remove_coordination_dir
 
 STATE = pytest.StashKey[PluginState]()
 
@@ -221,7 +220,7 @@ def _finish(state: PluginState, reporter: Any) -> None:
         except Exception as exc:
             say(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
     if state.role != "worker":
-        shutil.rmtree(coordination_dir(state.run_id), ignore_errors=True)
+        remove_coordination_dir(state.run_id)
         os.environ.pop(HANDOFF_ENV, None)  # it may hold the local backend's credentials
     state.restore_env()
 

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 from pytest_neon.api import NeonClient, client_limits, timeout_from_env
 from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
-from pytest_neon.errors import NeonError
 from pytest_neon.redact import register_secret
 from pytest_neon.state import PluginState
 from pytest_neon.xdist import Handoff, new_run_id, read_handoff, worker_id
@@ -32,10 +31,17 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
         state = PluginState(settings=settings, run_id=handoff.run_id, role="worker")
         if handoff.api_host:
             state.backend, state.backend_reason = "local", "from the controller"
-            _make_run(state, handoff.api_host, handoff.project_id, handoff.api_key, "local")
-            if state.run is not None and handoff.inspector_url:
+            if handoff.inspector_url:
                 register_secret(urlsplit(handoff.inspector_url).password)
-                state.run.wal_inspector_url = handoff.inspector_url
+            state.run = _make_run(
+                state,
+                api_host=handoff.api_host,
+                project_id=handoff.project_id or "",
+                api_key=handoff.api_key or "",
+                local=True,
+                inspector_url=handoff.inspector_url,
+                worker=worker_id() or "main",
+            )
         else:
             _choose_neon(state)
         return state
@@ -57,29 +63,25 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
 
 def _start_controller(state: PluginState) -> None:
     """Hand the run over to the xdist workers; check Neon once before they start."""
-    settings = state.settings
     local = state.local
     Handoff(
         controller_pid=os.getpid(),
         run_id=state.run_id,
-        api_host=local.api_host if local else None,
-        project_id=local.project_id if local else None,
-        api_key=local.api_key if local else None,
-        inspector_url=local.inspector_url if local else None,
+        **(
+            {
+                "api_host": local.api_host,
+                "project_id": local.project_id,
+                "api_key": local.api_key,
+                "inspector_url": local.inspector_url,
+            }
+            if local
+            else {}
+        ),
     ).publish()
-    if state.backend == "neon" and settings.project_id:
+    state.run = _own_run(state, "controller")
+    if state.run is not None and state.backend == "neon":
         # One early check, so a refused key or unknown project fails once, here.
-        client = _client(settings, settings.api_host, settings.api_key or "")
-        state.run = NeonRun(client, settings, run_id=state.run_id, worker="controller")
-        state.run.prepare(sweep_after=settings.sweep_after)
-    elif state.local is not None:
-        client = _client(settings, state.local.api_host, state.local.api_key, local=True)
-        state.run = NeonRun(
-            client,
-            _local_settings(settings, state.local.project_id),
-            run_id=state.run_id,
-            worker="controller",
-        )
+        state.run.prepare(sweep_after=state.settings.sweep_after)
 
 
 def _choose(state: PluginState) -> None:
@@ -144,14 +146,46 @@ def _local_settings(settings: Settings, project_id: str) -> Settings:
 
 
 def _make_run(
-    state: PluginState, api_host: str, project_id: str | None, api_key: str | None, kind: str
-) -> None:
+    state: PluginState,
+    *,
+    api_host: str,
+    project_id: str,
+    api_key: str,
+    local: bool,
+    worker: str,
+    inspector_url: str | None = None,
+) -> NeonRun:
+    settings = _local_settings(state.settings, project_id) if local else state.settings
+    client = _client(settings, api_host, api_key, local=local)
+    run = NeonRun(client, settings, run_id=state.run_id, worker=worker)
+    run.workers = _worker_count()
+    run.wal_inspector_url = inspector_url
+    return run
+
+
+def _own_run(state: PluginState, worker: str) -> NeonRun | None:
+    """A run on this process's own backend: the local one it started, or Neon."""
     settings = state.settings
-    if kind == "local":
-        settings = _local_settings(settings, project_id or "")
-    client = _client(settings, api_host, api_key or "", local=kind == "local")
-    state.run = NeonRun(client, settings, run_id=state.run_id, worker=worker_id() or "main")
-    state.run.workers = _worker_count()
+    if state.local is not None:
+        return _make_run(
+            state,
+            api_host=state.local.api_host,
+            project_id=state.local.project_id,
+            api_key=state.local.api_key,
+            local=True,
+            inspector_url=state.local.inspector_url,
+            worker=worker,
+        )
+    if state.backend == "neon" and settings.project_id:
+        return _make_run(
+            state,
+            api_host=settings.api_host,
+            project_id=settings.project_id,
+            api_key=settings.api_key or "",
+            local=False,
+            worker=worker,
+        )
+    return None
 
 
 def _worker_count() -> int:
@@ -173,28 +207,10 @@ def start_worker_branch(state: PluginState) -> None:
         state.point_env_at(CONTROLLER_PLACEHOLDER)
         return
     if state.run is None:
-        if state.backend == "local" and state.local is not None:
-            _make_run(
-                state, state.local.api_host, state.local.project_id, state.local.api_key, "local"
-            )
-            assert state.run is not None
-            state.run.wal_inspector_url = state.local.inspector_url
-        elif state.backend == "neon":
-            _make_run(
-                state,
-                state.settings.api_host,
-                state.settings.project_id,
-                state.settings.api_key,
-                "neon",
-            )
-            assert state.run is not None
-            if state.role == "standalone":
-                state.run.prepare(sweep_after=state.settings.sweep_after)
-        else:
+        state.run = _own_run(state, worker_id() or "main")
+        if state.run is None:
             return
-    assert state.run is not None
-    try:
-        branch = state.run.start()
-    except NeonError:
-        raise
+        if state.backend == "neon" and state.role == "standalone":
+            state.run.prepare(sweep_after=state.settings.sweep_after)
+    branch = state.run.start()
     state.point_env_at(branch.connection_string)

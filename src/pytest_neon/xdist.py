@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,11 +64,20 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+def _coordination_path(run_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"pytest-neon-{run_id}"
+
+
 def coordination_dir(run_id: str) -> Path:
-    """A directory shared by the processes of run ``run_id``."""
-    path = Path(tempfile.gettempdir()) / f"pytest-neon-{run_id}"
+    """A directory shared by the processes of run ``run_id`` (created on first use)."""
+    path = _coordination_path(run_id)
     path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def remove_coordination_dir(run_id: str) -> None:
+    """Remove run ``run_id``'s directory, if it was ever made."""
+    shutil.rmtree(_coordination_path(run_id), ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "example_projects" / "django_app"
-
-
-def _clean_env() -> dict[str, str]:
-    """This process's environment without anything that would steer the inner run."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "NEON_", "DJANGO_")) and k != "DATABASE_URL"
-    }
+from tests.examples.example_runner import run_example
 
 
 def test_django_example_suite_passes_on_the_local_backend() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider"],
-        cwd=EXAMPLE,
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_example("django_app")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "neon: backend local" in output, output
