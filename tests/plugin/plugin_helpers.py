@@ -58,6 +58,16 @@ class NeonProject:
         return {str(b["name"]) for b in self.branches()}
 
 
+def times_reported(result: pytest.RunResult, text: str) -> int:
+    """How often text appears in the run's report, not counting the short test summary.
+
+    The summary repeats each error's message, cut to the terminal width locally but in full
+    when the CI environment variable is set, so counts must leave it out.
+    """
+    report = result.stdout.str().split("short test summary info", 1)[0]
+    return report.count(text)
+
+
 def clean_neon_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove every setting and hand-off variable an inner pytest run would pick up."""
     for name in list(os.environ):

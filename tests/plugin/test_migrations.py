@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.plugin.plugin_helpers import NeonProject, times_reported
 
 MIGRATING_CONFTEST = """
 import os, pathlib
@@ -130,7 +130,8 @@ def test_failing_migration_is_reported_once_and_cleaned_up(neon: NeonProject) ->
     result = neon.run()
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors") == 1
-    assert result.stdout.str().count("migration 0042 is broken") >= 1
+    assert times_reported(result, "RuntimeError: migration 0042 is broken") == 1
+    assert times_reported(result, "ERROR at setup") == 1
     assert result.ret != 0
     assert neon.branch_names() == before
 
