@@ -5,6 +5,7 @@ It never logs or raises with the API key or a password in the text.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -114,6 +115,16 @@ def _format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class NeonClient:
     """Neon API v2 client.
 
@@ -139,6 +150,9 @@ class NeonClient:
         self.stats = ApiStats()
         self._op_seconds: dict[str, float] = {}  # how long operations usually take, by kind
         self._session = session or requests.Session()
+        if session is None and _is_loopback(self.api_host):
+            # a local emulator: never through a proxy, and no per-request proxy lookup
+            self._session.trust_env = False
         self._session.headers.update(
             {
                 "Authorization": f"Bearer {api_key}",

@@ -83,6 +83,7 @@ class NeonRun:
         self._pending: Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._probe: WriteProbe | None = None
+        self._clean_position: str | None = None  # where the next write check may start
         #: superuser DSN of a local server with pg_walinspect (local backend only)
         self.wal_inspector_url: str | None = None
         #: for the branch-limit message: processes of the run and modules that use
@@ -374,10 +375,18 @@ class NeonRun:
                 log.warning("could not push back the expiry of branch %s: %s", branch_id, exc)
 
     def write_position(self) -> str | None:
-        """The worker branch's WAL position, read on the plugin's own connection."""
+        """The worker branch's WAL position, read on the plugin's own connection.
+
+        A position kept from the end of the last check serves when nothing can have been
+        written since (it is never later than the branch's clean state: a check that
+        starts there sees at least every write made after it).
+        """
         branch = self.start()
         if self._probe is None:
             self._probe = WriteProbe(branch.connection_string, self.wal_inspector_url)
+        position, self._clean_position = self._clean_position, None
+        if position is not None:
+            return position
         with self.phase("write check"):
             return self._probe.position()
 
@@ -386,22 +395,26 @@ class NeonRun:
 
         Returns whether a reset was started. An unknown position counts as written.
         """
-        if not force and self._probe is not None and not self._wrote_since(before):
+        wrote, after = True, None
+        if self._probe is not None and not force:
+            with self.phase("write check"):
+                wrote, after = self._probe.check(before)
+        if not wrote:
+            self._clean_position = after
             with self._lock:
                 self.counters.resets_skipped += 1
             return False
+        survives = self._probe is not None and self._probe.position_survives_reset
+        self._clean_position = after if survives else None
         self.mark_dirty()
         return True
 
-    def _wrote_since(self, before: str | None) -> bool:
-        assert self._probe is not None
-        with self.phase("write check"):
-            return self._probe.wrote_since(before)
-
     def _reset_now(self, branch: NeonBranch) -> None:
         self.restore(branch, self.source_id or self.parent_id)
-        if self._probe is not None:
-            self._probe.position()  # reconnect now, off the next test's path
+        if self._probe is not None and not self._probe.position_survives_reset:
+            # the branch's new position, read now (off the next test's path) on a fresh
+            # connection: the reset cut the old one
+            self._clean_position = self._probe.position()
 
     def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
         """Call ``listener(branch)`` after every reset of the worker branch.

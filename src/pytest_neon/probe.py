@@ -15,34 +15,49 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger("pytest_neon.probe")
 
 _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 # Records that change no data a test can see (page pruning, vacuum, visibility map, hint
 # bits) are left out: reads alone cause them.
-_TOUCHED = """
-SELECT count(*) FROM pg_get_wal_records_info(%(before)s::pg_lsn, pg_current_wal_flush_lsn())
-WHERE block_ref ~ (' rel [0-9]+/'
-                   || (SELECT oid FROM pg_database WHERE datname = %(database)s) || '/')
-  AND NOT (resource_manager = 'Heap2'
-           AND record_type IN ('PRUNE', 'VACUUM', 'FREEZE_PAGE', 'VISIBLE'))
+_IGNORED = """
+  NOT (resource_manager = 'Heap2' AND record_type IN ('PRUNE', 'VACUUM', 'FREEZE_PAGE', 'VISIBLE'))
   AND NOT (resource_manager = 'Btree' AND record_type IN ('DELETE', 'VACUUM', 'REUSE_PAGE'))
   AND NOT (resource_manager = 'XLOG' AND record_type = 'FPI_FOR_HINT')
 """
-# A transactional message gives the statement an xid and WAL of its own, so its commit
-# flushes the WAL up to here (the probe's session commits synchronously): every record the
-# test wrote is then readable.
-_FLUSH = "SELECT pg_logical_emit_message(true, 'pytest-neon', '')"
+# One round trip. Only WAL that has been flushed can be read, and the test's commits may
+# have been asynchronous: a transactional message, committed synchronously (the probe's
+# session has synchronous_commit=on), flushes everything written before it. The answer
+# comes back as a notice: a DO block that commits cannot return rows.
+_CHECK = (
+    """
+DECLARE pos pg_lsn := pg_current_wal_insert_lsn(); n bigint := 0;
+BEGIN
+  IF pos <> {before}::pg_lsn THEN
+    PERFORM pg_logical_emit_message(true, 'pytest-neon', '');
+    COMMIT;
+    SELECT count(*) INTO n
+    FROM pg_get_wal_records_info({before}::pg_lsn, pg_current_wal_flush_lsn())
+    WHERE block_ref ~ (' rel [0-9]+/'
+                       || (SELECT oid FROM pg_database WHERE datname = {database}) || '/')
+      AND """
+    + _IGNORED
+    + """;
+  END IF;
+  RAISE NOTICE 'pytest-neon-probe % %', pos, n;
+END"""
+)
 
 
-def _connect(dsn: str, *, synchronous: bool = False) -> psycopg.Connection[Any]:
+def _connect(dsn: str, *, inspector: bool = False) -> psycopg.Connection[Any]:
     return psycopg.connect(
         dsn,
         autocommit=True,
         connect_timeout=30,
         application_name="pytest-neon-probe",
-        options="-c synchronous_commit=on" if synchronous else None,
+        options="-c synchronous_commit=on -c client_min_messages=notice" if inspector else None,
     )
 
 
@@ -57,13 +72,32 @@ class WriteProbe:
         self._dsn = inspector_url or dsn
         self._database = unquote(urlsplit(dsn).path.lstrip("/")) if inspector_url else None
         self._conn: psycopg.Connection[Any] | None = None
+        self._notices: list[str] = []
 
-    def _run(self, query: str, params: Any = None) -> str | None:
+    @property
+    def position_survives_reset(self) -> bool:
+        """Whether a position read before a reset still serves as the start of the next check.
+
+        True with an inspector: it looks only at the branch database's records, and a reset
+        writes none. On Neon a reset moves the branch to a new timeline.
+        """
+        return self._database is not None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = _connect(self._dsn, inspector=self._database is not None)
+            self._conn.add_notice_handler(self._notice)
+        return self._conn
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        message = diag.message_primary or ""
+        if message.startswith("pytest-neon-probe "):
+            self._notices.append(message)
+
+    def _run(self, query: str) -> str | None:
         for _attempt in range(2):
             try:
-                if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._conn = _connect(self._dsn, synchronous=self._database is not None)
-                row = self._conn.execute(query, params).fetchone()
+                row = self._connection().execute(query).fetchone()
                 return None if row is None else str(row[0])
             except psycopg.Error as exc:
                 log.debug("write probe: %s: %s", type(exc).__name__, exc)
@@ -74,23 +108,32 @@ class WriteProbe:
         """The current WAL insert position, or ``None`` when it cannot be read."""
         return self._run(_POSITION)
 
-    def wrote_since(self, before: str | None) -> bool:
-        """Whether the branch may have been written since position ``before``."""
-        if before is None:
-            return True
-        after = self.position()
-        if after is None or after != before:
-            return after is None or self._touched(before)
-        return False
+    def check(self, before: str | None) -> tuple[bool, str | None]:
+        """Whether the branch may have been written since ``before``, and the position now.
 
-    def _touched(self, before: str) -> bool:
+        Unknown (``None``) positions count as written.
+        """
+        if before is None:
+            return True, self.position()
         if self._database is None:
-            return True
-        flushed = self._run(_FLUSH)
-        if flushed is None:
-            return True
-        count = self._run(_TOUCHED, {"before": before, "database": self._database})
-        return count is None or int(count) > 0
+            after = self.position()
+            return after is None or after != before, after
+        body = sql.SQL(_CHECK).format(
+            before=sql.Literal(before), database=sql.Literal(self._database)
+        )
+        for _attempt in range(2):
+            self._notices.clear()
+            try:
+                conn = self._connection()
+                conn.execute(sql.SQL("DO {}").format(sql.Literal(body.as_string(conn))))
+            except psycopg.Error as exc:
+                log.debug("write probe: %s: %s", type(exc).__name__, exc)
+                self.close()
+                continue
+            if self._notices:
+                _, after, count = self._notices[-1].split()
+                return int(count) > 0, after
+        return True, None
 
     def close(self) -> None:
         """Close the probe's connection (it reopens on the next read)."""

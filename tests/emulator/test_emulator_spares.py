@@ -11,13 +11,12 @@ from pytest_neon.local.emulator import Emulator
 from tests.emulator.emulator_helpers import NeonHttp, sql
 
 
-def _wait_for_spare(emulator: Emulator, branch_id: str) -> None:
-    pool = emulator.control_plane.spares
+def _wait_for_spare(emulator: Emulator, branch_id: str) -> list[str]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with pool._lock:
-            if any(key[1] == branch_id for key in pool._spares) and not pool._jobs:
-                return
+        ready = emulator.control_plane.spares.ready(branch_id)
+        if ready:
+            return ready
         time.sleep(0.02)
     pytest.fail("no spare was prepared")
 
@@ -35,8 +34,8 @@ def test_second_restore_uses_the_spare_and_keeps_the_uri(
     branch = api.create_branch(name="spare-user")["branch"]["id"]
     uri = api.uri(branch)
     api.restore(branch, main)
-    _wait_for_spare(emulator, branch)
-    spare = next(s.real_name for k, s in emulator.control_plane.spares._spares.items())
+    spares = _wait_for_spare(emulator, branch)
+    assert len(spares) == 2  # so that back-to-back restores find one ready
 
     sql(uri, "INSERT INTO t VALUES ('test wrote this'); CREATE TABLE junk (x int)")
     with psycopg.connect(uri, autocommit=True) as held:
@@ -44,7 +43,7 @@ def test_second_restore_uses_the_spare_and_keeps_the_uri(
         with pytest.raises(psycopg.OperationalError):
             held.execute("SELECT 1")
     assert api.uri(branch) == uri
-    assert spare not in _databases(postgres_url)  # it became the branch's database
+    assert len(set(spares) - _databases(postgres_url)) == 1  # one became the branch's database
     assert sql(uri, "SELECT v FROM t") == [("parent",)]
     assert sql(uri, "SELECT to_regclass('junk') IS NULL") == [(True,)]
 
@@ -75,3 +74,19 @@ def test_delete_and_drop_leave_no_spare_behind(
     while _databases(postgres_url) - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _databases(postgres_url) - before == set()
+
+
+def test_back_to_back_restores_both_swap_in_a_spare(
+    emulator: Emulator, api: NeonHttp, postgres_url: str
+) -> None:
+    main = emulator.default_branch_id
+    sql(api.uri(main), "CREATE TABLE t (v text); INSERT INTO t VALUES ('parent')")
+    branch = api.create_branch(name="back-to-back")["branch"]["id"]
+    uri = api.uri(branch)
+    api.restore(branch, main)
+    spares = _wait_for_spare(emulator, branch)
+    for n in range(2):
+        sql(uri, f"INSERT INTO t VALUES ('written {n}')")
+        api.restore(branch, main)
+        assert sql(uri, "SELECT v FROM t") == [("parent",)]
+    assert not set(spares) & _databases(postgres_url)  # both were renamed into place

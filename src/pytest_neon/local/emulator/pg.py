@@ -273,6 +273,7 @@ class PgServer:
                 f" d.datid, {sessions}, d.xact_commit, d.xact_rollback, d.tup_inserted,"
                 " d.tup_updated, d.tup_deleted FROM pg_stat_database d WHERE d.datname = %s",
                 (name,),
+                prepare=True,  # planning this query costs more than running it
             ).fetchone()
         if row is None or row[0]:
             return None
@@ -288,6 +289,11 @@ class PgServer:
         trash = "nbtrash_" + replacement.removeprefix("nb_")
         ident = sql.Identifier(target)
         with self.connection() as conn:
+            try:
+                conn.execute(self._quick_swap(conn, target, replacement, trash))
+                return trash
+            except errors.ObjectInUse:
+                pass  # sessions are still on the target: cut them first
             conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
             # PostgreSQL's own waits (pg_terminate_backend's timeout, RENAME's wait for other
             # sessions) sleep in 100 ms steps: signal the sessions, then poll every 1 ms.
@@ -317,6 +323,23 @@ class PgServer:
                 conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
                 raise
         return trash
+
+    @staticmethod
+    def _quick_swap(conn: Connection, target: str, replacement: str, trash: str) -> sql.Composed:
+        """One round trip that swaps when no session is on ``target`` (else ObjectInUse)."""
+        body = sql.SQL(
+            "BEGIN IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {name}) THEN"
+            " RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF;"
+            " ALTER DATABASE {target} RENAME TO {trash};"
+            " ALTER DATABASE {trash} ALLOW_CONNECTIONS false;"
+            " ALTER DATABASE {replacement} RENAME TO {target}; END"
+        ).format(
+            name=sql.Literal(target),
+            target=sql.Identifier(target),
+            trash=sql.Identifier(trash),
+            replacement=sql.Identifier(replacement),
+        )
+        return sql.SQL("DO {}").format(sql.Literal(body.as_string(conn)))
 
     @staticmethod
     def _terminate(conn: Connection, name: str) -> None:

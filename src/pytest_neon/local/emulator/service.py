@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -144,6 +145,9 @@ class ControlPlane:
         self.evict_after: float | None = 1.0
         self._lock = threading.RLock()
         self._meta: Connection | None = None
+        self._meta_lock = threading.Lock()
+        # Every metadata change is written by this one thread, in the order it was made.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="neon-emulator-store")
         self._project: Project | None = None
         self._comment = store.comment_for(project_id)
         self.spares = SparePool(pg, self._comment)
@@ -169,7 +173,8 @@ class ControlPlane:
     def close(self) -> None:
         """Drop the spares; release the metadata connection (and with it the project lock)."""
         self.spares.close()
-        with self._lock:
+        self._writer.shutdown(wait=True)  # changes not yet written are written first
+        with self._meta_lock:
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
@@ -251,6 +256,7 @@ class ControlPlane:
             self.pg.drop_database(real)
         for stray in self.pg.databases_commented(self._comment):
             self.pg.drop_database(stray)
+        self._writer.submit(lambda: None).result()  # after the changes still being written
         with self._lock, self._transaction() as conn:
             store.lock_role_names(conn)
             store.delete_project(conn, self.project_id)
@@ -264,7 +270,7 @@ class ControlPlane:
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         """The metadata connection inside a transaction (reconnects once if it broke)."""
-        with self._lock:
+        with self._meta_lock:
             meta = self._meta
             if meta is None or meta.closed or meta.broken:
                 if meta is not None:
@@ -277,9 +283,24 @@ class ControlPlane:
             with meta.pipeline(), meta.transaction():
                 yield meta
 
-    def _persist(self, change: Callable[[Connection], None]) -> None:
-        with self._transaction() as conn:
-            change(conn)
+    def _persist(self, change: Callable[[Connection], None], *, wait: bool = True) -> None:
+        """Write ``change`` to the metadata store after every change made before it.
+
+        ``wait=False`` returns at once (write-behind): for changes whose loss in a crash
+        costs nothing but timestamps, such as a restore that kept every database's name.
+        """
+        future = self._writer.submit(self._write, change, raising=wait)
+        if wait:
+            future.result()
+
+    def _write(self, change: Callable[[Connection], None], *, raising: bool) -> None:
+        try:
+            with self._transaction() as conn:
+                change(conn)
+        except Exception:
+            if raising:
+                raise
+            log.exception("could not write a change to the metadata store")
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -924,10 +945,11 @@ class ControlPlane:
                 store.update_branch(conn, self.project_id, branch)
                 store.insert_operations(conn, self.project_id, ops)
 
-            try:
-                self._persist(change)
-            finally:
-                branch.inflight = False
+            # When every database kept its real name, only timestamps and operations change:
+            # those are written behind the response.
+            same = not leftovers and all(c.name in current for c in clones)
+            self._persist(change, wait=not same)
+            branch.inflight = False
             log.info("restored branch %s from %s", branch.id, source.id)
             return {
                 "branch": views.branch_view(self.project_id, branch, done),

@@ -1,7 +1,8 @@
 """Pre-cloned spares: a restore becomes a swap (rename) instead of a copy.
 
-After branch B is restored from source S, a spare copy of S for B is cloned in the
-background. The next restore of B from S swaps the spare in, if S has not changed since:
+After branch B is restored from source S, spare copies of S for B are cloned in the
+background (two, so that restores in quick succession find one ready). The next restore of
+B from S swaps a spare in, if S has not changed since:
 no session is connected to S and its activity counters in ``pg_stat_database`` (sessions,
 commits, rollbacks) are the ones recorded before the spare was cloned. A session's counters
 reach ``pg_stat_database`` when it disconnects, so a change made and committed by a
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -32,25 +33,33 @@ class _Spare:
 
 
 class SparePool:
-    """Spare clones per (source database, branch, logical database), made in the background."""
+    """Spare clones per (source database, branch, logical database), made in the background.
 
-    def __init__(self, pg: PgServer, comment: str, *, workers: int = 2) -> None:
+    ``depth`` spares are kept per key, so that back-to-back restores find one ready while
+    the clone replacing the last one taken is still being made.
+    """
+
+    def __init__(self, pg: PgServer, comment: str, *, workers: int = 2, depth: int = 2) -> None:
         self._pg = pg
         self._comment = comment
-        self._spares: dict[Key, _Spare] = {}
-        self._jobs: dict[Key, Future[None]] = {}
-        self._lock = threading.Lock()
+        self._depth = depth
+        self._spares: dict[Key, list[_Spare]] = {}
+        self._cloning: dict[Key, int] = {}  # clones under way per key
+        self._changed = threading.Condition()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="neon-emulator-spare")
         self._closed = False
 
     def take(self, key: Key) -> str | None:
-        """A valid spare's real name for ``key`` (now owned by the caller), else ``None``."""
-        with self._lock:
-            job = self._jobs.get(key)
-        if job is not None:
-            job.result()  # a spare still being cloned is worth waiting for
-        with self._lock:
-            spare = self._spares.pop(key, None)
+        """A valid spare's real name for ``key`` (now owned by the caller), else ``None``.
+
+        With none ready, waits for one still being cloned: that beats a clone from scratch.
+        """
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._spares.get(key) or not self._cloning.get(key), timeout=60
+            )
+            spares = self._spares.get(key)
+            spare = spares.pop(0) if spares else None  # the oldest first
         if spare is None:
             return None
         if self._pg.activity_snapshot(key[0]) == spare.snapshot:
@@ -58,15 +67,27 @@ class SparePool:
         self.drop_later(spare.real_name)
         return None
 
+    def ready(self, branch_id: str) -> list[str] | None:
+        """Real names of ``branch_id``'s ready spares; ``None`` while one is being cloned."""
+        with self._changed:
+            if any(key[1] == branch_id for key in self._cloning):
+                return None
+            return [s.real_name for k, v in self._spares.items() if k[1] == branch_id for s in v]
+
     def prepare(self, key: Key, owner: str) -> None:
-        """Clone a spare of ``key``'s template in the background (replacing an older one)."""
-        with self._lock:
-            if self._closed or key in self._jobs:
+        """Clone spares of ``key``'s template in the background until ``depth`` are kept."""
+        with self._changed:
+            if self._closed:
                 return
-            self._jobs[key] = self._executor.submit(self._make, key, owner)
+            kept = len(self._spares.get(key, [])) + self._cloning.get(key, 0)
+            for _ in range(self._depth - kept):
+                self._cloning[key] = self._cloning.get(key, 0) + 1
+                self._executor.submit(self._make, key, owner)
 
     def _make(self, key: Key, owner: str) -> None:
         template = key[0]
+        name: str | None = None
+        snapshot: tuple[int, ...] | None = None
         try:
             snapshot = self._pg.activity_snapshot(template)
             if snapshot is None:
@@ -75,35 +96,40 @@ class SparePool:
             self._pg.clone_database(template, name, owner, self._comment, wait=0.0)
         except (psycopg.Error, TemplateBusyError) as exc:
             log.debug("no spare of %s: %s", template, exc)
-            return
+            name = None
         finally:
-            with self._lock:
-                self._jobs.pop(key, None)
-        with self._lock:
-            closed = self._closed
-            old = None if closed else self._spares.pop(key, None)
-            if not closed:
-                self._spares[key] = _Spare(name, snapshot)
-        if closed:
-            self._drop_now(name)
-        elif old is not None:
-            self.drop_later(old.real_name)
+            stale: list[_Spare] = []
+            with self._changed:
+                self._cloning[key] -= 1
+                if not self._cloning[key]:
+                    del self._cloning[key]
+                if name is not None and snapshot is not None and not self._closed:
+                    spares = self._spares.setdefault(key, [])
+                    # spares cloned before the template changed are of no use any more
+                    stale = [s for s in spares if s.snapshot != snapshot]
+                    spares[:] = [s for s in spares if s.snapshot == snapshot]
+                    spares.append(_Spare(name, snapshot))
+                    name = None
+                self._changed.notify_all()
+            for old in stale:
+                self.drop_later(old.real_name)
+            if name is not None:  # made after close
+                self._drop_now(name)
 
     def discard_branch(self, branch_id: str) -> None:
         """Drop every spare (and wait for every clone under way) of ``branch_id``."""
-        with self._lock:
-            jobs = [job for key, job in self._jobs.items() if key[1] == branch_id]
-        for job in jobs:
-            job.result()
-        with self._lock:
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not any(key[1] == branch_id for key in self._cloning), timeout=60
+            )
             keys = [key for key in self._spares if key[1] == branch_id]
-            doomed = [self._spares.pop(key).real_name for key in keys]
+            doomed = [spare.real_name for key in keys for spare in self._spares.pop(key)]
         for name in doomed:
             self._drop_now(name)
 
     def drop_later(self, real_name: str) -> None:
         """Drop a database in the background (a swapped-out branch copy or a stale spare)."""
-        with self._lock:
+        with self._changed:
             if not self._closed:
                 self._executor.submit(self._drop_now, real_name)
                 return
@@ -117,11 +143,11 @@ class SparePool:
 
     def close(self) -> None:
         """Finish the background work and drop every spare."""
-        with self._lock:
+        with self._changed:
             self._closed = True
         self._executor.shutdown(wait=True)
-        with self._lock:
-            doomed = [spare.real_name for spare in self._spares.values()]
+        with self._changed:
+            doomed = [spare.real_name for spares in self._spares.values() for spare in spares]
             self._spares.clear()
         for name in doomed:
             self._drop_now(name)
