@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+import requests
+
 from pytest_neon.api import NeonClient, client_limits, timeout_from_env
 from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
@@ -126,12 +128,26 @@ def _start_local(state: PluginState) -> None:
     state.backend_reason += f" [{state.local.description}]"
 
 
-def _client(settings: Settings, api_host: str, api_key: str, *, local: bool = False) -> NeonClient:
+def _client(
+    settings: Settings,
+    api_host: str,
+    api_key: str,
+    *,
+    local: bool = False,
+    session: requests.Session | None = None,
+) -> NeonClient:
     source = "the local backend" if local else settings.describe("api_key")
     if source == "default":
         source = "NEON_API_KEY"
     timeout, retry = client_limits(timeout_from_env(os.environ))
-    return NeonClient(api_key, api_host=api_host, key_source=source, timeout=timeout, retry=retry)
+    return NeonClient(
+        api_key,
+        api_host=api_host,
+        key_source=source,
+        timeout=timeout,
+        retry=retry,
+        session=session,
+    )
 
 
 def _local_settings(settings: Settings, project_id: str) -> Settings:
@@ -154,9 +170,10 @@ def _make_run(
     local: bool,
     worker: str,
     inspector_url: str | None = None,
+    session: requests.Session | None = None,
 ) -> NeonRun:
     settings = _local_settings(state.settings, project_id) if local else state.settings
-    client = _client(settings, api_host, api_key, local=local)
+    client = _client(settings, api_host, api_key, local=local, session=session)
     run = NeonRun(client, settings, run_id=state.run_id, worker=worker)
     run.workers = _worker_count()
     run.wal_inspector_url = inspector_url
@@ -175,6 +192,7 @@ def _own_run(state: PluginState, worker: str) -> NeonRun | None:
             local=True,
             inspector_url=state.local.inspector_url,
             worker=worker,
+            session=state.local.session(),  # this process runs the emulator
         )
     if state.backend == "neon" and settings.project_id:
         return _make_run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+import requests
+
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.postgres import (
     RunningPostgres,
@@ -12,6 +14,7 @@ from pytest_neon.local.postgres import (
     find_pg_bindir,
     start_postgres,
 )
+from pytest_neon.local.transport import in_process_session
 from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
@@ -54,6 +57,10 @@ class LocalBackend:
     def project_id(self) -> str:
         """The emulated project."""
         return self.emulator.project_id
+
+    def session(self) -> requests.Session:
+        """An HTTP session for this process's client that calls the emulator in-process."""
+        return in_process_session(self.api_host, self.emulator.api)
 
     @property
     def api_key(self) -> str:

@@ -193,6 +193,13 @@ class Emulator:
         return self._api_key
 
     @property
+    def api(self) -> Api:
+        """The request handler (for in-process callers; see ``pytest_neon.local.transport``)."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return self._server.api
+
+    @property
     def port(self) -> int:
         """The TCP port the emulator listens on."""
         if self._server is None:

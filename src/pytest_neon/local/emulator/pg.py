@@ -32,6 +32,10 @@ _SESSIONS_ON = (
 )
 
 
+class StaleCopyError(Exception):
+    """A copy was not swapped in: the database it was copied from has changed since."""
+
+
 class TemplateBusyError(Exception):
     """The template database of a clone stayed in use by other sessions."""
 
@@ -261,39 +265,60 @@ class PgServer:
                 )
             )
 
+    @property
+    def _snapshot_query(self) -> str:
+        """One row: sessions on database {} now, then its identity and activity counters."""
+        sessions = "d.sessions" if self.server_version >= 140000 else "0"
+        counters = [
+            "d.datid",
+            sessions,
+            "d.xact_commit",
+            "d.xact_rollback",
+            "d.tup_inserted",
+            "d.tup_updated",
+            "d.tup_deleted",
+        ]
+        columns = ", ".join(f"coalesce({c}, 0)::bigint AS c{i}" for i, c in enumerate(counters, 1))
+        return (
+            "SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS c0,"
+            f" {columns} FROM pg_stat_database d WHERE d.datname = {{}}"
+        )
+
     def activity_snapshot(self, name: str) -> tuple[int, ...] | None:
         """The identity of database ``name`` and counters that move whenever it is used.
 
         ``None`` while a session is connected to it (its counters are not final yet).
         """
-        sessions = "d.sessions" if self.server_version >= 140000 else "0"
+        query = sql.SQL(self._snapshot_query).format(sql.Placeholder())
         with self.connection() as conn:
-            row = conn.execute(
-                f"SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname),"
-                f" d.datid, {sessions}, d.xact_commit, d.xact_rollback, d.tup_inserted,"
-                " d.tup_updated, d.tup_deleted FROM pg_stat_database d WHERE d.datname = %s",
-                (name,),
-                prepare=True,  # planning this query costs more than running it
-            ).fetchone()
+            row = conn.execute(query, (name,), prepare=True).fetchone()
         if row is None or row[0]:
             return None
         row = row[1:]
         return tuple(int(v or 0) for v in row) if row else None
 
-    def swap_in(self, target: str, replacement: str) -> str:
+    def swap_in(
+        self, target: str, replacement: str, *, expect: tuple[str, tuple[int, ...]] | None = None
+    ) -> str:
         """Put ``replacement`` in place of ``target``; return the old copy's new name.
 
         Sessions on ``target`` are cut first (new ones are refused meanwhile); the old copy
-        is left for the caller to drop, off the critical path.
+        is left for the caller to drop, off the critical path. ``expect`` (a database and
+        its :meth:`activity_snapshot`): swap only if that database is still unchanged and
+        unused, else raise :class:`StaleCopyError` (``replacement`` was copied from it).
         """
         trash = "nbtrash_" + replacement.removeprefix("nb_")
         ident = sql.Identifier(target)
         with self.connection() as conn:
             try:
-                conn.execute(self._quick_swap(conn, target, replacement, trash))
+                conn.execute(self._quick_swap(conn, target, replacement, trash, expect))
                 return trash
+            except errors.ObjectNotInPrerequisiteState as exc:
+                raise StaleCopyError(f"{expect[0] if expect else '?'} changed") from exc
             except errors.ObjectInUse:
                 pass  # sessions are still on the target: cut them first
+            if expect is not None and self.activity_snapshot(expect[0]) != expect[1]:
+                raise StaleCopyError(f"{expect[0]} changed")
             conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
             # PostgreSQL's own waits (pg_terminate_backend's timeout, RENAME's wait for other
             # sessions) sleep in 100 ms steps: signal the sessions, then poll every 1 ms.
@@ -324,16 +349,35 @@ class PgServer:
                 raise
         return trash
 
-    @staticmethod
-    def _quick_swap(conn: Connection, target: str, replacement: str, trash: str) -> sql.Composed:
-        """One round trip that swaps when no session is on ``target`` (else ObjectInUse)."""
+    def _quick_swap(
+        self,
+        conn: Connection,
+        target: str,
+        replacement: str,
+        trash: str,
+        expect: tuple[str, tuple[int, ...]] | None,
+    ) -> sql.Composed:
+        """One round trip that swaps when no session is on ``target`` (else ObjectInUse)
+        and ``expect`` still holds (else ObjectNotInPrerequisiteState)."""
+        check: sql.Composable = sql.SQL("")
+        if expect is not None:
+            values = (0, *expect[1])
+            check = sql.SQL(
+                "IF NOT EXISTS (SELECT FROM ({snapshot}) q WHERE ({columns}) = ({values})) THEN"
+                " RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state'; END IF;"
+            ).format(
+                snapshot=sql.SQL(self._snapshot_query).format(sql.Literal(expect[0])),
+                columns=sql.SQL(", ").join(sql.SQL(f"q.c{i}") for i in range(len(values))),
+                values=sql.SQL(", ").join(sql.Literal(v) for v in values),
+            )
         body = sql.SQL(
-            "BEGIN IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {name}) THEN"
-            " RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF;"
+            "BEGIN {check} IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {name})"
+            " THEN RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF;"
             " ALTER DATABASE {target} RENAME TO {trash};"
             " ALTER DATABASE {trash} ALLOW_CONNECTIONS false;"
             " ALTER DATABASE {replacement} RENAME TO {target}; END"
         ).format(
+            check=check,
             name=sql.Literal(target),
             target=sql.Identifier(target),
             trash=sql.Identifier(trash),

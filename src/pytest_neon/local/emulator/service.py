@@ -36,7 +36,12 @@ from pytest_neon.local.emulator.model import (
     parse_rfc3339,
     utcnow,
 )
-from pytest_neon.local.emulator.pg import Connection, PgServer, TemplateBusyError
+from pytest_neon.local.emulator.pg import (
+    Connection,
+    PgServer,
+    StaleCopyError,
+    TemplateBusyError,
+)
 from pytest_neon.local.emulator.spares import SparePool
 from pytest_neon.redact import register_secret
 
@@ -752,6 +757,35 @@ class ControlPlane:
                 ]
             return body
 
+    def _put_in_place(
+        self,
+        clone: _Clone,
+        branch_id: str,
+        current: Mapping[str, Database],
+        expect: tuple[str, tuple[int, ...]] | None,
+        pending: list[str],
+    ) -> None:
+        """Move ``clone.temp`` to ``clone.target``; a stale spare is replaced by a fresh copy.
+
+        The branch's sessions on the old copy are cut; it is dropped off the critical path.
+        """
+        try:
+            if clone.name in current:
+                self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp, expect=expect))
+            else:
+                if expect is not None and self.pg.activity_snapshot(expect[0]) != expect[1]:
+                    raise StaleCopyError(expect[0])
+                self.pg.rename_database(clone.temp, clone.target)
+        except StaleCopyError:
+            pending.remove(clone.temp)
+            self.spares.drop_later(clone.temp)
+            clone.temp = ids.real_database_name()
+            self._clone_all([clone], branch_id)
+            pending.append(clone.temp)
+            self._put_in_place(clone, branch_id, current, None, pending)
+            return
+        pending.remove(clone.temp)
+
     def _clone_all(self, clones: list[_Clone], branch_id: str) -> None:
         """Make every clone (at its ``temp`` name); on failure drop the ones made."""
         made: list[str] = []
@@ -887,26 +921,25 @@ class ControlPlane:
             fresh = []
             pending: list[str] = []  # copies made or taken for this restore, not yet in place
             try:
-                for clone in clones:
-                    spare = self.spares.take((clone.template, branch.id, clone.name))
-                    if spare is None:
-                        fresh.append(clone)
-                    else:
-                        clone.temp = spare
-                        pending.append(spare)
                 try:
+                    expect: dict[str, tuple[str, tuple[int, ...]]] = {}
+                    for clone in clones:
+                        spare = self.spares.take((clone.template, branch.id, clone.name))
+                        if spare is None:
+                            fresh.append(clone)
+                        else:
+                            clone.temp = spare.real_name
+                            expect[clone.name] = (clone.template, spare.snapshot)
+                            pending.append(spare.real_name)
                     self._clone_all(fresh, branch.id)
                     pending.extend(clone.temp for clone in fresh)
+                    for clone in clones:
+                        self._put_in_place(
+                            clone, branch.id, current, expect.get(clone.name), pending
+                        )
                 finally:
                     with self._lock:
                         source.pins -= 1
-                for clone in clones:
-                    if clone.name in current:
-                        # cuts the branch's sessions; the old copy is dropped off the path
-                        self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp))
-                    else:
-                        self.pg.rename_database(clone.temp, clone.target)
-                    pending.remove(clone.temp)
             except BaseException:
                 for name in pending:  # never leave an orphan copy behind
                     self.spares.drop_later(name)

@@ -27,7 +27,9 @@ Key = tuple[str, str, str]  # (template real name, branch id, logical database n
 
 
 @dataclass(frozen=True)
-class _Spare:
+class Spare:
+    """A copy of a source database and the source's activity snapshot when it was made."""
+
     real_name: str
     snapshot: tuple[int, ...]
 
@@ -43,29 +45,25 @@ class SparePool:
         self._pg = pg
         self._comment = comment
         self._depth = depth
-        self._spares: dict[Key, list[_Spare]] = {}
+        self._spares: dict[Key, list[Spare]] = {}
         self._cloning: dict[Key, int] = {}  # clones under way per key
         self._changed = threading.Condition()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="neon-emulator-spare")
         self._closed = False
 
-    def take(self, key: Key) -> str | None:
-        """A valid spare's real name for ``key`` (now owned by the caller), else ``None``.
+    def take(self, key: Key) -> Spare | None:
+        """A spare for ``key``, now owned by the caller, else ``None``.
 
         With none ready, waits for one still being cloned: that beats a clone from scratch.
+        The caller swaps it in only if its source is still as the snapshot says (see
+        ``PgServer.swap_in``), and drops it otherwise.
         """
         with self._changed:
             self._changed.wait_for(
                 lambda: self._spares.get(key) or not self._cloning.get(key), timeout=60
             )
             spares = self._spares.get(key)
-            spare = spares.pop(0) if spares else None  # the oldest first
-        if spare is None:
-            return None
-        if self._pg.activity_snapshot(key[0]) == spare.snapshot:
-            return spare.real_name
-        self.drop_later(spare.real_name)
-        return None
+            return spares.pop(0) if spares else None  # the oldest first
 
     def ready(self, branch_id: str) -> list[str] | None:
         """Real names of ``branch_id``'s ready spares; ``None`` while one is being cloned."""
@@ -98,7 +96,7 @@ class SparePool:
             log.debug("no spare of %s: %s", template, exc)
             name = None
         finally:
-            stale: list[_Spare] = []
+            stale: list[Spare] = []
             with self._changed:
                 self._cloning[key] -= 1
                 if not self._cloning[key]:
@@ -108,7 +106,7 @@ class SparePool:
                     # spares cloned before the template changed are of no use any more
                     stale = [s for s in spares if s.snapshot != snapshot]
                     spares[:] = [s for s in spares if s.snapshot == snapshot]
-                    spares.append(_Spare(name, snapshot))
+                    spares.append(Spare(name, snapshot))
                     name = None
                 self._changed.notify_all()
             for old in stale:
