@@ -9,10 +9,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pytest_neon.api import NeonClient
 from pytest_neon.branch import NeonBranch, host_of
@@ -59,6 +60,22 @@ class RunCounters:
         self.phases[name] = self.phases.get(name, 0.0) + seconds
 
 
+@dataclass
+class _Slot:
+    """One worker branch and what this process knows of its state."""
+
+    branch: NeonBranch | None  # None while it is being created
+    dirty: bool = False
+    pending: Future[bool] | None = None  # background work: True when it reset the branch
+    probe: WriteProbe | None = None
+    clean_position: str | None = None  # where the next write check may start
+
+    @property
+    def ready(self) -> bool:
+        """Usable now: created, clean, no background work on it."""
+        return self.branch is not None and not self.dirty and self.pending is None
+
+
 class NeonRun:
     """The branches one pytest process creates, uses, resets and deletes."""
 
@@ -77,13 +94,11 @@ class NeonRun:
         self.migration_branch: NeonBranch | None = None
         self.migration_fingerprint: str | None = None
         self._parent_id: str | None = settings.parent_branch
-        self._dirty = False
+        self._slots: list[_Slot] = []  # the worker branches, the first is worker_branch
+        self._current: _Slot | None = None  # the one the running (or last) test got
         self._lock = threading.Lock()
         self._reset_listeners: list[Callable[[NeonBranch], None]] = []
-        self._pending: Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._probe: WriteProbe | None = None
-        self._clean_position: str | None = None  # where the next write check may start
         #: superuser DSN of a local server with pg_walinspect (local backend only)
         self.wal_inspector_url: str | None = None
         #: for the branch-limit message: processes of the run and modules that use
@@ -194,7 +209,7 @@ class NeonRun:
 
     def limit_message(self, exc: NeonLimitError, name: str) -> str:
         """The branch-limit error: how many branches the run needs and what to do."""
-        workers = self.workers
+        workers = self.workers * self.settings.worker_branches
         if self.shared_modules is None:
             shared = "plus one per module using neon_branch_shared (at most one per worker)"
             needed = f"{workers + 1}+"
@@ -306,18 +321,21 @@ class NeonRun:
         with self._lock:
             self.created.pop(branch_id, None)
 
-    # -- the worker branch -----------------------------------------------------------------
+    # -- the worker branches ---------------------------------------------------------------
 
     def start(self) -> NeonBranch:
-        """Create this process's worker branch from the parent."""
+        """Create this process's (first) worker branch from the parent."""
         if self.worker_branch is None:
             self.worker_branch = self.create_branch(self.worker)
+            self._slots.append(_Slot(self.worker_branch))
+            self._current = self._slots[0]
         return self.worker_branch
 
     def adopt_source(self, source_id: str, *, expires: bool = False) -> None:
         """Use ``source_id`` (the migrated state) from now on; bring the worker branch there.
 
         ``expires``: the source is this run's migration branch, kept alive by this process.
+        With ``worker_branches`` above 1, the other branches are made in the background.
         """
         if self.source_id is not None:
             return
@@ -327,26 +345,56 @@ class NeonRun:
             self.restore(branch, source_id)
             self._after_reset(branch)
         self.source_id = source_id
-        self._dirty = False
+        for slot in self._slots:
+            slot.dirty = False
+        for n in range(1, self.settings.worker_branches):
+            slot = _Slot(None)
+            slot.pending = self._background(self._make_spare, slot, f"{self.worker}-{n + 1}")
+            self._slots.append(slot)
+
+    def _make_spare(self, slot: _Slot, suffix: str) -> bool:
+        try:
+            slot.branch = self.create_branch(suffix, source_id=self.source_id)
+        except NeonError as exc:
+            log.warning("pytest-neon: worker branch %s not made (%s): one fewer", suffix, exc)
+        return False  # nothing to tell the listeners: nobody has used it yet
 
     def checkout(self) -> NeonBranch:
-        """The worker branch in the migrated state.
+        """A worker branch in the migrated state: the last one used when it is clean.
 
-        Waits for a reset still running in the background (only the remaining part of it),
-        or resets now when the last test wrote and no reset is under way.
+        Otherwise another clean one, else the first whose background reset (or write check)
+        ends: only the part still running is waited for. A dirty branch with no reset under
+        way is reset now.
         """
-        branch = self.start()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            with self.phase("wait for reset"):
-                pending.result()  # a failed reset raises here; the branch stays dirty
-            self._dirty = False
-            self._after_reset(branch)
-        if self._dirty:
-            self._reset_now(branch)
-            self._dirty = False
-            self._after_reset(branch)
-        return branch
+        self.start()
+        assert self._current is not None
+        while True:
+            slot = self._current
+            if not slot.ready:
+                slot = next((s for s in self._slots if s.ready), slot)
+            if not slot.ready:
+                busy = {s.pending: s for s in self._slots if s.pending is not None}
+                if busy:
+                    with self.phase("wait for reset"):
+                        done, _ = wait(busy, return_when=FIRST_COMPLETED)
+                    slot = next(busy[f] for f in busy if f in done)
+            self._settle(slot)  # a failed reset raises here; the branch stays dirty
+            if slot.branch is not None:
+                break
+            self._slots.remove(slot)  # it could not be created
+        if slot.dirty:
+            self._reset_now(slot)
+            slot.dirty = False
+            self._after_reset(slot.branch)
+        self._current = slot
+        return slot.branch
+
+    def _settle(self, slot: _Slot) -> None:
+        """Take the result of ``slot``'s finished background work."""
+        pending, slot.pending = slot.pending, None
+        if pending is not None and pending.result() and slot.branch is not None:
+            slot.dirty = False
+            self._after_reset(slot.branch)
 
     def keep_alive(self) -> None:
         """Every third of the expiry, push back the expiry of the branches still in use.
@@ -363,9 +411,8 @@ class NeonRun:
         ids = list(self.created)
         if self.source_expires and self.source_id:
             ids.append(self.source_id)
-        if self._pending is not None and self.worker_branch is not None:
-            resetting = self.worker_branch.branch_id  # a reset restarts its clock anyway
-            ids = [b for b in ids if b != resetting]
+        resetting = {s.branch.branch_id for s in self._slots if s.pending and s.branch}
+        ids = [b for b in ids if b not in resetting]  # a reset restarts the clock anyway
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
         for branch_id in dict.fromkeys(ids):
             try:
@@ -375,49 +422,63 @@ class NeonRun:
                 log.warning("could not push back the expiry of branch %s: %s", branch_id, exc)
 
     def write_position(self) -> str | None:
-        """The worker branch's WAL position, read on the plugin's own connection.
+        """The checked-out branch's WAL position, read on the plugin's own connection.
 
         A position kept from the end of the last check serves when nothing can have been
         written since (it is never later than the branch's clean state: a check that
         starts there sees at least every write made after it).
         """
-        branch = self.start()
-        if self._probe is None:
-            self._probe = WriteProbe(branch.connection_string, self.wal_inspector_url)
-        position, self._clean_position = self._clean_position, None
+        self.start()
+        slot = self._current
+        assert slot is not None
+        assert slot.branch is not None
+        if slot.probe is None:
+            slot.probe = WriteProbe(slot.branch.connection_string, self.wal_inspector_url)
+        position, slot.clean_position = slot.clean_position, None
         if position is not None:
             return position
         with self.phase("write check"):
-            return self._probe.position()
+            return slot.probe.position()
 
     def finish_test(self, before: str | None, *, force: bool = False) -> bool:
         """After a readwrite test: reset in the background if it wrote (or ``force``).
 
         Returns whether a reset was started. An unknown position counts as written.
         """
+        slot = self._current
         wrote, after = True, None
-        if self._probe is not None and not force:
+        if slot is not None and slot.probe is not None and not force:
             with self.phase("write check"):
-                wrote, after = self._probe.check(before)
+                wrote, after = slot.probe.check(before)
         if not wrote:
-            self._clean_position = after
+            assert slot is not None
+            slot.clean_position = after
             with self._lock:
                 self.counters.resets_skipped += 1
             return False
-        survives = self._probe is not None and self._probe.position_survives_reset
-        self._clean_position = after if survives else None
+        if slot is not None and slot.probe is not None and slot.probe.position_survives_reset:
+            slot.clean_position = after
         self.mark_dirty()
         return True
 
-    def _reset_now(self, branch: NeonBranch) -> None:
-        self.restore(branch, self.source_id or self.parent_id)
-        if self._probe is not None and not self._probe.position_survives_reset:
+    def _reset_now(self, slot: _Slot) -> bool:
+        assert slot.branch is not None
+        self.restore(slot.branch, self.source_id or self.parent_id)
+        if slot.probe is not None and not slot.probe.position_survives_reset:
             # the branch's new position, read now (off the next test's path) on a fresh
             # connection: the reset cut the old one
-            self._clean_position = self._probe.position()
+            slot.clean_position = slot.probe.position()
+        return True
+
+    def _background(self, work: Callable[..., bool], *args: Any) -> Future[bool]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max(1, self.settings.worker_branches), thread_name_prefix="pytest-neon-reset"
+            )
+        return self._executor.submit(work, *args)
 
     def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
-        """Call ``listener(branch)`` after every reset of the worker branch.
+        """Call ``listener(branch)`` after every reset of a worker branch.
 
         Integrations use it to drop pooled connections that the reset cut.
         """
@@ -431,32 +492,33 @@ class NeonRun:
                 log.exception("reset listener %r failed", listener)
 
     def mark_dirty(self) -> None:
-        """The last test may have written: start resetting the worker branch in the background.
+        """The last test may have written: reset its branch in the background.
 
-        The next :meth:`checkout` waits for whatever is left of it.
+        The next :meth:`checkout` waits for whatever is left of it, or takes another branch.
         """
-        self._dirty = True
-        branch = self.worker_branch
-        if branch is None or self._pending is not None:
+        slot = self._current
+        if slot is None or slot.branch is None:
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="pytest-neon-reset")
-        self._pending = self._executor.submit(self._reset_now, branch)
+        slot.dirty = True
+        if slot.pending is None:
+            slot.pending = self._background(self._reset_now, slot)
 
     def shutdown(self) -> None:
-        """Wait for a background reset (its error no longer matters) and close connections."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            try:
-                pending.result()
-            except Exception as exc:
-                log.debug("background reset failed at the end of the run: %s", exc)
+        """Wait for background resets (their errors no longer matter); close connections."""
+        for slot in self._slots:
+            pending, slot.pending = slot.pending, None
+            if pending is not None:
+                try:
+                    pending.result()
+                except Exception as exc:
+                    log.debug("background work failed at the end of the run: %s", exc)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        for slot in self._slots:
+            if slot.probe is not None:
+                slot.probe.close()
+                slot.probe = None
 
     # -- migrations ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
 PG_SOURCES = ("auto", "system", "pgserver")
 MAX_EXPIRY = 30 * 24 * 3600
+MAX_WORKER_BRANCHES = 10  # Neon's free plan allows 10 branches in all
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -61,6 +62,11 @@ OPTIONS: tuple[Option, ...] = (
            "neon, local (embedded emulator over a local PostgreSQL) or auto."),
     Option("always_reset", "--neon-always-reset", "NEON_ALWAYS_RESET", "neon_always_reset",
            False, "Reset after every readwrite test, even one that wrote nothing.", "bool"),
+    Option("worker_branches", "--neon-worker-branches", "NEON_WORKER_BRANCHES",
+           "neon_worker_branches", 1,
+           "Branches each worker takes turns on (1-10). Above 1, a writing test's reset runs "
+           "while the next tests use another branch: the connection string then changes "
+           "between tests.", "int"),
     Option("migration_cache", "--neon-migration-cache", "NEON_MIGRATION_CACHE",
            "neon_migration_cache", True,
            "Keep the migrated branch across runs when neon_migration_fingerprint is set.",
@@ -92,6 +98,7 @@ class Settings:
     api_host: str = DEFAULT_API_HOST
     backend: str = "auto"
     always_reset: bool = False
+    worker_branches: int = 1
     migration_cache: bool = True
     local_postgres_url: str | None = field(default=None, repr=False)
     local_postgres_source: str = "auto"
@@ -134,13 +141,12 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         try:
             value = int(str(raw).strip().strip("'\""))
         except ValueError:
-            hint = (
-                f" (0 = no expiry, at most {MAX_EXPIRY} = 30 days)"
-                if opt.name == "branch_expiry"
-                else " (0 = off)"
-            )
+            hint = {
+                "branch_expiry": f" of seconds (0 = no expiry, at most {MAX_EXPIRY} = 30 days)",
+                "worker_branches": f" from 1 to {MAX_WORKER_BRANCHES}",
+            }.get(opt.name, " of seconds (0 = off)")
             raise NeonConfigError(
-                f"{_where(opt, source)} must be a whole number of seconds{hint}, got {str(raw)!r}"
+                f"{_where(opt, source)} must be a whole number{hint}, got {str(raw)!r}"
             ) from None
         return value
     text = str(raw).strip()
@@ -195,6 +201,11 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('sweep_after')} must be 0 (no sweep) or a number of seconds, "
             f"got {values['sweep_after']}"
+        )
+    if not 1 <= values["worker_branches"] <= MAX_WORKER_BRANCHES:
+        raise NeonConfigError(
+            f"{where('worker_branches')} must be from 1 to {MAX_WORKER_BRANCHES} (branches per "
+            f"worker), got {values['worker_branches']}"
         )
     backend = str(values["backend"]).lower()
     if backend not in BACKENDS:

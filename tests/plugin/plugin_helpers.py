@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 import requests
 
@@ -56,6 +57,20 @@ class NeonProject:
 
     def branch_names(self) -> set[str]:
         return {str(b["name"]) for b in self.branches()}
+
+
+def run_local(pytester: pytest.Pytester, postgres_url: str, *args: str) -> pytest.RunResult:
+    """An inner run on the local backend over the suite's server.
+
+    The server's one WAL is shared by every database (and the emulator's spare clones);
+    pg_walinspect tells the branch's own writes apart, so reset counts are exact.
+    """
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--neon-backend=local",
+        f"--neon-local-postgres-url={postgres_url}", *args,
+    )  # fmt: skip
 
 
 def times_reported(result: pytest.RunResult, text: str) -> int:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
-from tests.plugin.plugin_helpers import clean_neon_env
+from tests.plugin.plugin_helpers import clean_neon_env, run_local
 
 MIXED = """
 import psycopg
@@ -27,26 +26,12 @@ def test_mixed(neon_branch_readwrite, n):
 """
 
 
-def _run_local(pytester: pytest.Pytester, postgres_url: str, *args: str) -> pytest.RunResult:
-    """An inner run on the local backend over the suite's server.
-
-    The server's one WAL is shared by every database (and the emulator's spare clones);
-    pg_walinspect tells the branch's own writes apart, so reset counts are exact.
-    """
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--neon-backend=local",
-        f"--neon-local-postgres-url={postgres_url}", *args,
-    )  # fmt: skip
-
-
 def test_only_writing_tests_are_reset(
     pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_neon_env(monkeypatch)
     pytester.makepyfile(test_mixed=MIXED)
-    result = _run_local(
+    result = run_local(
         pytester,
         postgres_url,
         "-v",
@@ -72,7 +57,7 @@ def test_marker_forces_a_reset(
             pass
         """
     )
-    result = _run_local(pytester, postgres_url, "--strict-markers")
+    result = run_local(pytester, postgres_url, "--strict-markers")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*resets: 1 done / 1 skipped*"])
 
@@ -91,6 +76,6 @@ def test_always_reset_setting(
             pass
         """
     )
-    result = _run_local(pytester, postgres_url)
+    result = run_local(pytester, postgres_url)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*resets: 2 done / 0 skipped*"])

@@ -128,6 +128,12 @@ class _State:
     stale: threading.Event = field(default_factory=threading.Event)  # a reset happened
     listening: bool = False
     ready: bool = False  # django_db_setup is done: the aliases point at the worker branch
+    pointed: str | None = None  # the connection string the aliases point at
+
+    def point(self, dsn: str) -> None:
+        """Point the managed aliases at ``dsn`` (see :func:`point_databases`)."""
+        point_databases(dsn, self.aliases())
+        self.pointed = dsn
 
     def aliases(self) -> tuple[str, ...]:
         """The aliases on the branch: those asked for, plus their test mirrors."""
@@ -239,7 +245,7 @@ def pytest_fixture_setup(
     if name == "_neon_migration_branch":
         branch = yield
         if state.migrating and isinstance(branch, _branch_type()):
-            point_databases(branch.connection_string, state.aliases())
+            state.point(branch.connection_string)
         return branch
     blocker: DjangoDbBlocker = request.getfixturevalue("django_db_blocker")
     state.migrating = True
@@ -247,7 +253,7 @@ def pytest_fixture_setup(
         if "_neon_migration_branch" in fixturedef.argnames:
             # an argument of the override: set up already, before this hook
             branch = request.getfixturevalue("_neon_migration_branch")
-            point_databases(branch.connection_string, state.aliases())
+            state.point(branch.connection_string)
         with blocker.unblock():
             return (yield)
     finally:
@@ -255,7 +261,7 @@ def pytest_fixture_setup(
         run = current_run(request.config)
         worker = run.worker_branch
         if worker is not None:
-            point_databases(worker.connection_string, state.aliases())
+            state.point(worker.connection_string)
         else:
             _close_connections()
 
@@ -329,6 +335,8 @@ def _checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
     if state.stale.is_set():
         state.stale.clear()
         _close_connections()
+    if state.pointed is not None and state.pointed != branch.connection_string:
+        state.point(branch.connection_string)  # another of the worker's branches
     return run, branch
 
 
@@ -429,7 +437,7 @@ def _fixtures_plugin() -> ModuleType:
         run, branch = _checkout(config)
         if config.getvalue("nomigrations"):
             _disable_migrations()
-        point_databases(branch.connection_string, state.aliases())
+        state.point(branch.connection_string)
         if not state.listening:
             run.add_reset_listener(lambda _branch: state.stale.set())
             state.listening = True

@@ -175,10 +175,24 @@ def _resolve(spec: str) -> Engine | AsyncEngine:
     return target
 
 
+def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
+    """Engines made once per session stay on one branch: a worker must have just one."""
+    __tracebackhide__ = True
+    if run is not None and run.settings.worker_branches > 1:
+        pytest.fail(
+            f"pytest-neon: {what} stays on one branch, but each worker takes turns on "
+            f"{run.settings.worker_branches} ({run.settings.describe('worker_branches')}): "
+            "set --neon-worker-branches / NEON_WORKER_BRANCHES / neon_worker_branches to 1, "
+            "or use neon_engine and neon_session (made per test)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
     """Register the engines named by the ini key (importing their modules if needed)."""
-    _listen(_run_or_none(pytestconfig))
+    run = _run_or_none(pytestconfig)
+    _listen(run)
     for spec in pytestconfig.getini(ENGINES_INI):
         try:
             register_engine(_resolve(spec))
@@ -187,6 +201,12 @@ def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
                 f"pytest-neon: {ENGINES_INI} = {spec}: {type(exc).__name__}: {exc}",
                 pytrace=False,
             )
+    with _lock:
+        registered = bool(_sync_engines or _async_engines)
+    if registered:
+        _refuse_several_branches(
+            run, "a registered engine (register_engine, neon_sqlalchemy_engines)"
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -205,6 +225,7 @@ def neon_session_engine(_neon_source: str, pytestconfig: pytest.Config) -> Itera
     or a ``neon_branch_*`` fixture gets ``neon_branch_readwrite`` too (reset after it).
     """
     run = current_run(pytestconfig)
+    _refuse_several_branches(run, "neon_session_engine")
     _listen(run)
     branch = run.worker_branch
     if branch is None:  # pragma: no cover - _neon_source always creates it

@@ -1,0 +1,136 @@
+"""--neon-worker-branches: a worker takes turns on several branches, resets run meanwhile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.plugin.plugin_helpers import NeonProject, clean_neon_env, run_local
+
+ROTATING = """
+import json, os, time
+import psycopg
+import pytest
+
+LOG = {log!r}
+
+def _tables(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'written_%'"
+        ).fetchone()[0]
+
+# 0 reads and gives the second branch time to be made; then write, write, read, read, write
+WRITES = {{1, 2, 5}}
+
+@pytest.mark.parametrize("n", range(6))
+def test_turns(neon_branch_readwrite, n):
+    dsn = neon_branch_readwrite.connection_string
+    assert os.environ["DATABASE_URL"] == dsn
+    assert _tables(dsn) == 0  # whichever branch it is, it is in the migrated state
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM migrated").fetchone() == (1,)
+    if n in WRITES:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f"CREATE TABLE written_{{n}} (x int)")
+    with open(LOG, "a") as f:
+        record = {{"n": n, "dsn": dsn, "branch": neon_branch_readwrite.branch_id}}
+        f.write(json.dumps(record) + "\\n")
+    if n == 0:
+        time.sleep(1.5)
+"""
+
+
+MIGRATION = """
+import psycopg, pytest
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_migration_branch):
+    with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+        conn.execute("CREATE TABLE migrated (x int); INSERT INTO migrated VALUES (1)")
+"""
+
+
+def _turns(log: Path) -> list[str]:
+    return [json.loads(line)["branch"] for line in log.read_text().splitlines()]
+
+
+def test_a_writing_test_hands_over_to_another_branch(neon: NeonProject, tmp_path: Path) -> None:
+    neon.emulator.configure_faults(operation_delay=0.3)  # resets take a while, as on Neon
+    log = tmp_path / "turns.jsonl"
+    neon.pytester.makeconftest(MIGRATION)
+    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    before = neon.branch_names()
+    result = neon.run("--neon-worker-branches=2")
+    result.assert_outcomes(passed=6)
+    branch = _turns(log)
+    assert len(set(branch)) == 2
+    assert branch[2] != branch[1]  # test 1 wrote: test 2 runs elsewhere while it resets
+    assert branch[3] != branch[2]  # likewise after test 2
+    result.stdout.fnmatch_lines(["*branches created: 3, resets: *"])  # 2 + migrations
+    assert neon.branch_names() == before  # both worker branches deleted
+
+
+def test_a_test_that_wrote_nothing_keeps_its_branch(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the local backend: pg_walinspect tells the branch's own writes apart, so a test
+    # that only read is known to have left its branch clean
+    clean_neon_env(monkeypatch)
+    log = pytester.path / "turns.jsonl"
+    pytester.makeconftest(MIGRATION)
+    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    result = run_local(pytester, postgres_url, "--neon-worker-branches=2")
+    result.assert_outcomes(passed=6)
+    branch = _turns(log)
+    assert branch[1] == branch[0]  # test 0 only read
+    assert branch[2] != branch[1]  # the other branch was clean: no wait for the reset
+    # test 3 gets whichever of the two resets ends first
+    assert branch[4] == branch[3]  # test 3 only read
+    assert branch[5] == branch[4]
+    # 3 after the writing tests, 2 that brought the new branches to the migrated state
+    result.stdout.fnmatch_lines(["*resets: 5 done / 3 skipped*"])
+
+
+def test_under_xdist_each_worker_has_its_own_branches(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    log = pytester.path / "turns.jsonl"
+    pytester.makeconftest(MIGRATION)
+    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    result = run_local(pytester, postgres_url, "-n", "2", "--neon-worker-branches=2")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*branches created: 5*"])  # 2 per worker + migrations
+
+
+def test_one_branch_per_worker_is_the_default(neon: NeonProject, tmp_path: Path) -> None:
+    log = tmp_path / "turns.jsonl"
+    neon.pytester.makeconftest(MIGRATION)
+    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    result = neon.run()
+    result.assert_outcomes(passed=6)
+    turns = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len({t["dsn"] for t in turns}) == 1
+
+
+def test_a_session_engine_refuses_several_branches(neon: NeonProject) -> None:
+    neon.pytester.makeconftest('pytest_plugins = ["pytest_neon.contrib.sqlalchemy"]\n')
+    neon.pytester.makepyfile(
+        test_engine="""
+        def test_uses_it(neon_session_engine):
+            pass
+        """
+    )
+    result = neon.run("--neon-worker-branches=3")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-neon: neon_session_engine stays on one branch, but each worker takes "
+            "turns on 3 (--neon-worker-branches): set --neon-worker-branches / "
+            "NEON_WORKER_BRANCHES / neon_worker_branches to 1, or use neon_engine and "
+            "neon_session (made per test)*"
+        ]
+    )
