@@ -314,39 +314,40 @@ def main() -> None:
         with Emulator(pg.url, api_key=API_KEY, request_delay=0.05, operation_delay=0.5) as emu:
             model = [
                 run_suite(
-                    "pytest-neon",
-                    root / "ours-neon",
+                    "pytest-neon" + (f", {n} branches per worker" if n > 1 else ""),
+                    root / f"ours-neon-{n}",
                     ours_conftest,
                     "neon_branch_readwrite",
-                    neon_args(emu),
+                    [*neon_args(emu), f"--neon-worker-branches={n}"],
                     env,
                     opts.neon_tests,
                     opts.neon_work,
-                ),
-                run_suite(
-                    "naive: restore after every test",
-                    root / "naive-neon",
-                    ours_conftest + NAIVE_CONTEST,
-                    "naive",
-                    neon_args(emu),
-                    env,
-                    opts.neon_tests,
-                    opts.neon_work,
-                ),
+                )
+                for n in (1, 2, 3)
             ]
+            naive = run_suite(
+                "naive: restore after every test",
+                root / "naive-neon",
+                ours_conftest + NAIVE_CONTEST,
+                "naive",
+                neon_args(emu),
+                env,
+                opts.neon_tests,
+                opts.neon_work,
+            )
             print()
             print(
                 table(
                     f"Neon latency model (request 50 ms, operation 500 ms), "
                     f"{opts.neon_tests} tests, half write, {opts.neon_work}s work",
-                    model,
+                    [*model, naive],
                 )
             )
-            total = [sum(r.per_test) for r in model]
-            print(
-                f"\nTotal visible overhead: pytest-neon {total[0] / 1000:.2f}s, naive "
-                f"{total[1] / 1000:.2f}s ({total[0] / total[1]:.0%} of naive)"
-            )
+            baseline = sum(naive.per_test)
+            print("\nTotal visible overhead (setup + teardown of every test but the first):")
+            for r in [*model, naive]:
+                total = sum(r.per_test)
+                print(f"- {r.name}: {total / 1000:.2f}s ({total / baseline:.0%} of naive)")
 
             cache_env = {**env, "BENCH_FINGERPRINT": "bench-v1"}
             setups = []

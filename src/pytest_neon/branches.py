@@ -209,7 +209,9 @@ class NeonRun:
 
     def limit_message(self, exc: NeonLimitError, name: str) -> str:
         """The branch-limit error: how many branches the run needs and what to do."""
-        workers = self.workers * self.settings.worker_branches
+        turns = self.settings.worker_branches
+        workers = self.workers * turns
+        per = f", {turns} each: --neon-worker-branches" if turns > 1 else ""
         if self.shared_modules is None:
             shared = "plus one per module using neon_branch_shared (at most one per worker)"
             needed = f"{workers + 1}+"
@@ -219,7 +221,7 @@ class NeonRun:
             needed = str(workers + 1 + count)
         return (
             f"Neon's branch limit is reached ({exc.neon_message or exc.code}) creating {name}: "
-            f"this run needs up to {needed} branches at once ({workers} for workers, "
+            f"this run needs up to {needed} branches at once ({workers} for workers{per}, "
             f"1 for migrations, {shared}); delete branches you no longer need "
             "(pytest-neon-* ones of crashed runs: --neon-sweep-after), run fewer xdist "
             "workers, or raise the project's branch limit (Neon plan)"

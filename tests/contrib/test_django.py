@@ -533,3 +533,41 @@ def test_unchanged_migrations_are_not_run_again(neon: NeonProject, migration_log
     changed.assert_outcomes(passed=12)
     changed.stdout.fnmatch_lines(["*migration cache: miss*"])
     assert len(migration_log.read_text().split()) == 2
+
+
+ROTATING = """
+import os
+
+import pytest
+from django.db import connection
+
+from shelf.models import Shelf
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("n", range(4))
+def test_commits(n):
+    assert sorted(Shelf.objects.values_list("name", flat=True)) == ["seeded"]
+    Shelf.objects.create(name=f"committed {n}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        database = cursor.fetchone()[0]
+    with open(os.environ["ROTATION_LOG"], "a") as log:
+        log.write(database + "\\n")
+"""
+
+
+def test_django_follows_the_worker_branches_in_turn(
+    neon: NeonProject, migration_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    neon.emulator.configure_faults(operation_delay=0.3)  # a reset outlasts the next test
+    rotation = tmp_path / "rotation.log"
+    monkeypatch.setenv("ROTATION_LOG", str(rotation))
+    _project(neon)
+    neon.pytester.makepyfile(test_rotating=ROTATING)
+    before = neon.branch_names()
+    result = neon.run("--neon-worker-branches=2")
+    result.assert_outcomes(passed=4)  # each saw only the migrated state
+    used = rotation.read_text().split()
+    assert len(set(used)) == 2  # Django's connections followed the branch each test got
+    assert neon.branch_names() == before
