@@ -24,7 +24,10 @@ def _client() -> NeonClient:
     )
 
 
-def test_live_readwrite_isolation_and_cleanup(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("worker_branches", [1, 2])
+def test_live_readwrite_isolation_and_cleanup(
+    pytester: pytest.Pytester, worker_branches: int
+) -> None:
     project_id = os.environ["NEON_PROJECT_ID"]
     client = _client()
     before = {b.id for b in client.list_branches(project_id)}
@@ -46,6 +49,11 @@ def test_live_readwrite_isolation_and_cleanup(pytester: pytest.Pytester) -> None
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         """
     )
-    result = pytester.runpytest_subprocess("--neon-backend=neon", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "--neon-backend=neon",
+        "-p",
+        "no:cacheprovider",
+        f"--neon-worker-branches={worker_branches}",
+    )
     result.assert_outcomes(passed=3)
     assert {b.id for b in client.list_branches(project_id)} == before
