@@ -14,6 +14,7 @@ from pytest_neon.local.postgres import (
     find_pg_bindir,
     start_postgres,
 )
+from pytest_neon.local.reaper import Reaper
 from pytest_neon.local.transport import in_process_session
 from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
@@ -47,6 +48,7 @@ class LocalBackend:
     postgres: RunningPostgres | None
     description: str
     inspector_url: str | None = None
+    reaper: Reaper | None = None
 
     @property
     def api_host(self) -> str:
@@ -92,12 +94,28 @@ class LocalBackend:
         # pg_walinspect lets the plugin tell which database a WAL record touched; it is
         # installed on a throwaway cluster and used on a given server if already there.
         inspector = url if wal_inspector_available(url, install=postgres is not None) else None
-        return cls(emulator, postgres, description, inspector)
+        backend = cls(emulator, postgres, description, inspector)
+        # after a kill -9 of this process, a watchdog cleans up what it would have
+        plan = postgres.cleanup_plan() if postgres is not None else None
+        if plan is None:
+            plan = {"kind": "project", "url": url, "project_id": emulator.project_id}
+        try:
+            backend.reaper = Reaper(plan)
+        except OSError:
+            backend.stop()
+            raise
+        return backend
 
     def stop(self) -> None:
         """Stop serving; drop the run's databases from a given server, or remove the cluster."""
         try:
             self.emulator.stop(drop=self.postgres is None)
         finally:
-            if self.postgres is not None:
-                self.postgres.stop()
+            try:
+                if self.postgres is not None:
+                    self.postgres.stop()
+            finally:
+                # only now: if this process dies before, the watchdog still cleans up
+                if self.reaper is not None:
+                    self.reaper.dismiss()
+                    self.reaper = None

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -446,6 +446,19 @@ class RunningPostgres:
         if self._cluster is not None:
             self._cluster.stop()
 
+    def cleanup_plan(self) -> dict[str, Any] | None:
+        """What another process needs to stop this server and remove its files, if ours."""
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        run_as = cluster.run_as
+        return {
+            "kind": "cluster",
+            "root": str(cluster.root),
+            "bindir": str(cluster.bindir),
+            "run_as": [run_as.name, run_as.uid, run_as.gid] if run_as else None,
+        }
+
     def __enter__(self) -> RunningPostgres:
         return self
 
@@ -462,6 +475,15 @@ class RunningPostgres:
             f"RunningPostgres(url={redact(self.url)!r}, source={self.source!r}, "
             f"data_dir={self.data_dir!r})"
         )
+
+
+def remove_cluster(plan: Mapping[str, Any]) -> None:
+    """Stop the server of :meth:`RunningPostgres.cleanup_plan` and delete its directory."""
+    run_as = plan.get("run_as")
+    user = _User(str(run_as[0]), int(run_as[1]), int(run_as[2])) if run_as else None
+    cluster = _Cluster(Path(plan["root"]), Path(plan["bindir"]), user)
+    if cluster.root.exists():
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- start
