@@ -53,6 +53,18 @@ def neon_apply_migrations(_neon_migration_branch):
 """
 
 
+def _rotate_locally(
+    pytester: pytest.Pytester, postgres_url: str, *args: str
+) -> tuple[pytest.RunResult, Path]:
+    """The rotating suite on the local backend with two branches per worker; all pass."""
+    log = pytester.path / "turns.jsonl"
+    pytester.makeconftest(MIGRATION)
+    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    result = run_local(pytester, postgres_url, "--neon-worker-branches=2", *args)
+    result.assert_outcomes(passed=6)
+    return result, log
+
+
 def _turns(log: Path) -> list[str]:
     return [json.loads(line)["branch"] for line in log.read_text().splitlines()]
 
@@ -79,11 +91,7 @@ def test_a_test_that_wrote_nothing_keeps_its_branch(
     # the local backend: pg_walinspect tells the branch's own writes apart, so a test
     # that only read is known to have left its branch clean
     clean_neon_env(monkeypatch)
-    log = pytester.path / "turns.jsonl"
-    pytester.makeconftest(MIGRATION)
-    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
-    result = run_local(pytester, postgres_url, "--neon-worker-branches=2")
-    result.assert_outcomes(passed=6)
+    result, log = _rotate_locally(pytester, postgres_url)
     branch = _turns(log)
     assert branch[1] == branch[0]  # test 0 only read
     assert branch[2] != branch[1]  # the other branch was clean: no wait for the reset
@@ -98,11 +106,7 @@ def test_under_xdist_each_worker_has_its_own_branches(
     pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_neon_env(monkeypatch)
-    log = pytester.path / "turns.jsonl"
-    pytester.makeconftest(MIGRATION)
-    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
-    result = run_local(pytester, postgres_url, "-n", "2", "--neon-worker-branches=2")
-    result.assert_outcomes(passed=6)
+    result, _ = _rotate_locally(pytester, postgres_url, "-n", "2")
     result.stdout.fnmatch_lines(["*branches created: 5*"])  # 2 per worker + migrations
 
 
