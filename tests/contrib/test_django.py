@@ -122,6 +122,10 @@ neon_migration_cache = {cache}
 """
 
 ENABLE = 'pytest_plugins = ["pytest_neon.contrib.django"]\n'
+# docs/django.md shows this line (its other way to enable the integration)
+ENABLE_INI = """
+addopts = -p pytest_neon.contrib.django
+""".strip()
 
 HELPERS = """
 import os
@@ -382,7 +386,7 @@ import dj_database_url
 
 DATABASES["legacy"] = {**dj_database_url.parse(os.environ["SUPERUSER_URL"]), "NAME": "legacy"}
 """
-    _project(neon, addopts="-p pytest_neon.contrib.django", conftest="", settings=legacy)
+    _project(neon, addopts=ENABLE_INI.partition(" = ")[2], conftest="", settings=legacy)
     monkeypatch.setenv("SUPERUSER_URL", postgres_url)
     neon.pytester.makepyfile(
         test_plain="""
@@ -423,21 +427,31 @@ from django.core.management import call_command
 
 @pytest.fixture(scope="session")
 def neon_apply_migrations(_neon_migration_branch):
-    call_command("migrate", "--noinput", verbosity=0)
+    call_command("migrate", "--noinput")
+    call_command("loaddata", "reference_data.json")   # every test starts with it
 """
-    )
+    )  # the lines of docs/django.md
     _project(neon, conftest=override)
+    fixtures = neon.pytester.path / "shelf" / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "reference_data.json").write_text(
+        '[{"model": "shelf.shelf", "pk": 100, "fields": {"name": "reference"}}]'
+    )
     neon.pytester.makepyfile(
         test_plain="""
+        import pytest
         from shelf.models import Shelf
 
-        def test_seeded(db):
-            assert list(Shelf.objects.values_list("name", flat=True)) == ["seeded"]
+        @pytest.mark.parametrize("n", range(2))
+        def test_seeded(transactional_db, n):
+            names = sorted(Shelf.objects.values_list("name", flat=True))
+            assert names == ["reference", "seeded"]
+            Shelf.objects.all().delete()
         """
     )
     before = neon.branch_names()
     result = neon.run()
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     # the override ran on the migration branch (the database Django migrated is not the
     # worker's), and the migration branch was then the source of the worker branch
     assert len(migration_log.read_text().split()) == 1

@@ -1,9 +1,10 @@
-"""Every code block of the README is exercised here.
+"""Every code block of the README and of docs/*.md is exercised here.
 
 Blocks carry a directive in an HTML comment just above them:
 ``scenario=NAME file=PATH`` (a file of a runnable example), ``shell`` (commands, each
-checked or run), ``emulator`` (the emulator command line, run for real). Plain ``text``
-blocks are illustrations; the one after an ``output`` directive is matched against a run.
+checked or run), ``emulator`` (the emulator command line, run for real), ``excerpt
+of=PATH`` (lines that appear as they are in PATH, a file that runs in the test suite or
+the examples). Plain ``text`` blocks are illustrations.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from tests.plugin.plugin_helpers import clean_neon_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 _BLOCK = re.compile(
-    r"(?:<!-- readme-test: (?P<directive>[^>]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)```",
+    r"(?:<!-- readme-test: (?P<directive>[^>]*?) -->\n)?[ ]*```(?P<lang>[a-z]*)\n(?P<body>.*?)```",
     re.S,
 )
 
@@ -43,16 +45,19 @@ class Block:
     body: str
     directive: dict[str, str] = field(default_factory=dict)
     kind: str = ""
+    source: str = "README.md"
 
 
 def blocks() -> list[Block]:
-    """The README's code blocks, in order."""
+    """The code blocks of the README, then of docs/*.md, in order."""
     found = []
-    for match in _BLOCK.finditer(README.read_text()):
-        words = (match.group("directive") or "").split()
-        kind = words[0] if words and "=" not in words[0] else ""
-        pairs = dict(w.split("=", 1) for w in words if "=" in w)
-        found.append(Block(match.group("lang"), match.group("body"), pairs, kind))
+    for doc in DOCS:
+        for match in _BLOCK.finditer(doc.read_text()):
+            words = (match.group("directive") or "").split()
+            kind = words[0] if words and "=" not in words[0] else ""
+            pairs = dict(w.split("=", 1) for w in words if "=" in w)
+            source = str(doc.relative_to(ROOT))
+            found.append(Block(match.group("lang"), match.group("body"), pairs, kind, source))
     return found
 
 
@@ -67,10 +72,23 @@ def scenarios() -> dict[str, dict[str, str]]:
 
 def test_every_code_block_is_checked() -> None:
     unchecked = [
-        b.body.splitlines()[0] for b in blocks() if not (b.directive or b.kind) and b.lang != "text"
+        (b.source, b.body.splitlines()[0])
+        for b in blocks()
+        if not (b.directive or b.kind) and b.lang != "text"
     ]
     assert unchecked == []
-    assert len(blocks()) >= 10
+    assert len(blocks()) >= 20
+
+
+def test_excerpts_are_taken_from_code_that_runs() -> None:
+    excerpts = [b for b in blocks() if b.kind == "excerpt"]
+    assert excerpts
+    for block in excerpts:
+        wanted = [line.strip() for line in block.body.strip().splitlines()]
+        have = [line.strip() for line in (ROOT / block.directive["of"]).read_text().splitlines()]
+        assert any(have[i : i + len(wanted)] == wanted for i in range(len(have))), (
+            f"{block.source}: {wanted} is not in {block.directive['of']}"
+        )
 
 
 def test_settings_table_is_the_settings_contract() -> None:
@@ -136,7 +154,7 @@ def test_shell_blocks(
         if block.kind != "shell" or "scenario" in block.directive:
             continue
         for line in block.body.splitlines():
-            args = shlex.split(line)
+            args = shlex.split(line, comments=True)
             if args[:2] == ["pip", "install"]:
                 for spec in args[2:]:
                     name, _, extra = spec.partition("[")
