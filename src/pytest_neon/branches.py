@@ -31,6 +31,11 @@ from pytest_neon.probe import WriteProbe
 
 log = logging.getLogger("pytest_neon.branches")
 
+_PHASE_LOCK = threading.Lock()
+
+#: seconds a WAL position from the end of a check may serve as the start of the next one
+POSITION_MAX_AGE = 1.0
+
 BRANCH_PREFIX = "pytest-neon-"
 ANNOTATION_KEY = "created-by"
 ANNOTATION_VALUE = "pytest-neon"
@@ -56,8 +61,9 @@ class RunCounters:
     phases: dict[str, float] = field(default_factory=dict)
 
     def add_phase(self, name: str, seconds: float) -> None:
-        """Accumulate time spent in phase ``name``."""
-        self.phases[name] = self.phases.get(name, 0.0) + seconds
+        """Accumulate time spent in phase ``name`` (from any thread)."""
+        with _PHASE_LOCK:
+            self.phases[name] = self.phases.get(name, 0.0) + seconds
 
 
 @dataclass
@@ -69,6 +75,18 @@ class _Slot:
     pending: Future[bool] | None = None  # background work: True when it reset the branch
     probe: WriteProbe | None = None
     clean_position: str | None = None  # where the next write check may start
+    clean_at: float = 0.0  # when clean_position was read (monotonic)
+
+    def keep_position(self, position: str | None) -> None:
+        """Remember ``position`` as a start for the next write check."""
+        self.clean_position, self.clean_at = position, time.monotonic()
+
+    def take_position(self) -> str | None:
+        """The kept position if it is recent (a check from an old one reads much WAL)."""
+        position, self.clean_position = self.clean_position, None
+        if position is not None and time.monotonic() - self.clean_at > POSITION_MAX_AGE:
+            return None
+        return position
 
     @property
     def ready(self) -> bool:
@@ -370,6 +388,9 @@ class NeonRun:
         """
         self.start()
         assert self._current is not None
+        for other in self._slots:  # a branch whose background reset failed: try again
+            if other is not self._current and other.dirty and other.pending is None:
+                other.pending = self._background(self._reset_now, other)
         while True:
             slot = self._current
             if not slot.ready:
@@ -413,7 +434,11 @@ class NeonRun:
         ids = list(self.created)
         if self.source_expires and self.source_id:
             ids.append(self.source_id)
-        resetting = {s.branch.branch_id for s in self._slots if s.pending and s.branch}
+        resetting = {
+            s.branch.branch_id
+            for s in self._slots
+            if s.branch is not None and s.pending is not None and not s.pending.done()
+        }
         ids = [b for b in ids if b not in resetting]  # a reset restarts the clock anyway
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
         for branch_id in dict.fromkeys(ids):
@@ -436,7 +461,7 @@ class NeonRun:
         assert slot.branch is not None
         if slot.probe is None:
             slot.probe = WriteProbe(slot.branch.connection_string, self.wal_inspector_url)
-        position, slot.clean_position = slot.clean_position, None
+        position = slot.take_position()
         if position is not None:
             return position
         with self.phase("write check"):
@@ -454,22 +479,24 @@ class NeonRun:
                 wrote, after = slot.probe.check(before)
         if not wrote:
             assert slot is not None
-            slot.clean_position = after
+            slot.keep_position(after)
             with self._lock:
                 self.counters.resets_skipped += 1
             return False
         if slot is not None and slot.probe is not None and slot.probe.position_survives_reset:
-            slot.clean_position = after
+            slot.keep_position(after)
         self.mark_dirty()
         return True
 
     def _reset_now(self, slot: _Slot) -> bool:
         assert slot.branch is not None
+        moves = slot.probe is not None and not slot.probe.position_survives_reset
+        if moves and slot.probe is not None:
+            slot.probe.close()  # it is connected to the branch: the reset would cut it
         self.restore(slot.branch, self.source_id or self.parent_id)
-        if slot.probe is not None and not slot.probe.position_survives_reset:
-            # the branch's new position, read now (off the next test's path) on a fresh
-            # connection: the reset cut the old one
-            slot.clean_position = slot.probe.position()
+        if moves and slot.probe is not None:
+            # the branch's new position, read now, off the next test's path
+            slot.keep_position(slot.probe.position())
         return True
 
     def _background(self, work: Callable[..., bool], *args: Any) -> Future[bool]:

@@ -134,7 +134,35 @@ def test_a_session_engine_refuses_several_branches(neon: NeonProject) -> None:
         [
             "*pytest-neon: neon_session_engine stays on one branch, but each worker takes "
             "turns on 3 (--neon-worker-branches): set --neon-worker-branches / "
-            "NEON_WORKER_BRANCHES / neon_worker_branches to 1, or use neon_engine and "
-            "neon_session (made per test)*"
+            "NEON_WORKER_BRANCHES / neon_worker_branches to 1, or use neon_engine or "
+            "neon_session (they follow the test's branch)*"
         ]
     )
+
+
+SESSIONS = """
+import os, time
+from urllib.parse import urlsplit
+import psycopg
+from sqlalchemy import text
+
+def test_0_waits_for_the_second_branch(neon_branch_readwrite):
+    time.sleep(1.5)
+
+def test_1_writes(neon_branch_readwrite):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        conn.execute("CREATE TABLE written (x int)")
+
+def test_2_session_on_the_test_branch(neon_session):
+    database = neon_session.execute(text("SELECT current_database()")).scalar_one()
+    assert database == urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
+    assert neon_session.execute(text("SELECT to_regclass('written')")).scalar_one() is None
+"""
+
+
+def test_neon_session_follows_the_test_branch(neon: NeonProject) -> None:
+    neon.emulator.configure_faults(operation_delay=0.3)
+    neon.pytester.makeconftest('pytest_plugins = ["pytest_neon.contrib.sqlalchemy"]\n')
+    neon.pytester.makepyfile(test_sessions=SESSIONS)
+    result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)

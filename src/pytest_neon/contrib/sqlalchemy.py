@@ -183,7 +183,7 @@ def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
             f"pytest-neon: {what} stays on one branch, but each worker takes turns on "
             f"{run.settings.worker_branches} ({run.settings.describe('worker_branches')}): "
             "set --neon-worker-branches / NEON_WORKER_BRANCHES / neon_worker_branches to 1, "
-            "or use neon_engine and neon_session (made per test)",
+            "or use neon_engine or neon_session (they follow the test's branch)",
             pytrace=False,
         )
 
@@ -217,8 +217,52 @@ def _neon_session_engine_guard(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("neon_branch_readwrite")
 
 
+class _BranchEngines:
+    """One pooled engine per branch of this worker, made on first use; each one's pool is
+    emptied after its branch is reset."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, branch: NeonBranch) -> Engine:
+        with self._lock:
+            engine = self._engines.get(branch.connection_string)
+            if engine is None:
+                engine = create_engine(sqlalchemy_url(branch.connection_string))
+                self._engines[branch.connection_string] = engine
+            return engine
+
+    def after_reset(self, branch: NeonBranch) -> None:
+        with self._lock:
+            engine = self._engines.get(branch.connection_string)
+        if engine is not None:
+            engine.dispose()
+
+    def dispose(self) -> None:
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.dispose()
+
+
 @pytest.fixture(scope="session")
-def neon_session_engine(_neon_source: str, pytestconfig: pytest.Config) -> Iterator[Engine]:
+def _neon_branch_engines(
+    _neon_source: str, pytestconfig: pytest.Config
+) -> Iterator[_BranchEngines]:
+    run = current_run(pytestconfig)
+    engines = _BranchEngines()
+    run.add_reset_listener(engines.after_reset)
+    try:
+        yield engines
+    finally:
+        engines.dispose()
+
+
+@pytest.fixture(scope="session")
+def neon_session_engine(
+    _neon_branch_engines: _BranchEngines, pytestconfig: pytest.Config
+) -> Engine:
     """One pooled SQLAlchemy engine on this worker's branch for the whole session.
 
     Its pool is emptied after every reset. A test that uses it without ``neon_session``
@@ -226,15 +270,10 @@ def neon_session_engine(_neon_source: str, pytestconfig: pytest.Config) -> Itera
     """
     run = current_run(pytestconfig)
     _refuse_several_branches(run, "neon_session_engine")
-    _listen(run)
     branch = run.worker_branch
     if branch is None:  # pragma: no cover - _neon_source always creates it
         pytest.fail("pytest-neon: this worker has no branch", pytrace=False)
-    engine = register_engine(create_engine(sqlalchemy_url(branch.connection_string)))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    return _neon_branch_engines.get(branch)
 
 
 @pytest.fixture
@@ -277,14 +316,15 @@ def rollback_session(bind: Engine | Connection, **options: Any) -> Iterator[Sess
 
 @pytest.fixture
 def neon_session(
-    _neon_rollback_branch: NeonBranch, neon_session_engine: Engine
+    _neon_rollback_branch: NeonBranch, _neon_branch_engines: _BranchEngines
 ) -> Iterator[Session]:
     """A ``Session`` whose work (commits included) is rolled back after the test; no reset.
 
-    It runs in one outer transaction on a pooled connection of ``neon_session_engine``;
-    the test's commits release savepoints. Work done on other connections is not undone.
+    It runs in one outer transaction on a pooled connection of the engine kept for the
+    test's branch (``neon_session_engine``, with one branch per worker); the test's commits
+    release savepoints. Work done on other connections is not undone.
     """
-    with rollback_session(neon_session_engine) as session:
+    with rollback_session(_neon_branch_engines.get(_neon_rollback_branch)) as session:
         yield session
 
 

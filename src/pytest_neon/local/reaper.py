@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -22,21 +23,33 @@ from typing import Any
 POLL_SECONDS = 0.5
 
 
+READY = b"R"  # what the watchdog writes once it has its plan
+READY_TIMEOUT = 30.0
+
+
 class Reaper:
-    """The owner's handle on its watchdog process."""
+    """The owner's handle on its watchdog process (started and ready on return)."""
 
     def __init__(self, plan: dict[str, Any]) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_neon.local.reaper"],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(plan).encode())
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({**plan, "owner": os.getpid()}).encode())
         self._proc.stdin.close()
+        ready = select.select([self._proc.stdout], [], [], READY_TIMEOUT)[0]
+        if not ready or self._proc.stdout.read(1) != READY:
+            self._proc.kill()
+            raise OSError(f"the cleanup watchdog did not start (exit status {self._proc.poll()})")
+        self._proc.stdout.close()
 
     @property
     def pid(self) -> int:
@@ -51,7 +64,7 @@ class Reaper:
             self._proc.wait(timeout=5)
 
 
-def clean_up(plan: dict[str, Any]) -> None:
+def clean_up(plan: dict[str, Any], *, patience: float = 30.0) -> None:
     """Do what ``plan`` says: stop a cluster and remove its files, or drop a project."""
     if plan["kind"] == "cluster":
         from pytest_neon.local.postgres import remove_cluster
@@ -60,17 +73,28 @@ def clean_up(plan: dict[str, Any]) -> None:
     elif plan["kind"] == "project":
         from pytest_neon.local.emulator import Emulator
 
-        emulator = Emulator(plan["url"], project_id=plan["project_id"], port=0)
-        emulator.start()
-        emulator.stop(drop=True)
+        deadline = time.monotonic() + patience
+        while True:
+            emulator = Emulator(plan["url"], project_id=plan["project_id"], port=0)
+            try:
+                # the dead run's session may still hold the project's lock for a moment
+                emulator.start()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            emulator.stop(drop=True)
+            return
 
 
 def main() -> int:
-    """The watchdog: read the plan, wait for the parent to go, then clean up."""
+    """The watchdog: read the plan, wait for the owner to go, then clean up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     plan = json.loads(sys.stdin.read())
-    owner = os.getppid()
-    while os.getppid() == owner:  # a dead parent's children are adopted by another
+    sys.stdout.buffer.write(READY)
+    sys.stdout.buffer.flush()
+    while os.getppid() == plan["owner"]:  # a dead owner's children are adopted by another
         time.sleep(POLL_SECONDS)
     clean_up(plan)
     return 0

@@ -5,8 +5,9 @@ background (two, so that restores in quick succession find one ready). The next 
 B from S swaps a spare in, if S has not changed since:
 no session is connected to S and its activity counters in ``pg_stat_database`` (sessions,
 commits, rollbacks) are the ones recorded before the spare was cloned. A session's counters
-reach ``pg_stat_database`` when it disconnects, so a change made and committed by a
-session that has gone is always seen; otherwise the restore clones S afresh.
+reach ``pg_stat_database`` when it disconnects (PostgreSQL 15+, where statistics live in
+shared memory; older servers get no spares), so a change made and committed by a session
+that has gone is always seen; otherwise the restore clones S afresh.
 """
 
 from __future__ import annotations
@@ -72,10 +73,16 @@ class SparePool:
                 return None
             return [s.real_name for k, v in self._spares.items() if k[1] == branch_id for s in v]
 
+    @property
+    def enabled(self) -> bool:
+        """Spares need PostgreSQL 15+: before it, activity counters arrive late (through the
+        statistics collector) and a change to the source could go unseen."""
+        return self._pg.server_version >= 150000
+
     def prepare(self, key: Key, owner: str) -> None:
         """Clone spares of ``key``'s template in the background until ``depth`` are kept."""
         with self._changed:
-            if self._closed:
+            if self._closed or not self.enabled:
                 return
             kept = len(self._spares.get(key, [])) + self._cloning.get(key, 0)
             for _ in range(self._depth - kept):
