@@ -174,15 +174,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    summary = state.summary
-    if state.run is not None:
-        state.run.shutdown()
-        merge_summary(summary, summary_of(state.run))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    _finish(state, reporter)  # the summary counts the cleanup's calls too
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
-        workeroutput["pytest_neon"] = summary
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    _finish(state, reporter)
+        workeroutput["pytest_neon"] = state.summary
 
 
 def _finish(state: PluginState, reporter: Any) -> None:
@@ -211,6 +207,7 @@ def _finish(state: PluginState, reporter: Any) -> None:
                 say(f"pytest-neon: WARNING: could not delete branch {branch_id}: {error}")
             if failures:
                 say(_left_behind(state.settings))
+        merge_summary(state.summary, summary_of(run))
         run.client.close()
         state.run = None
     if state.local is not None:

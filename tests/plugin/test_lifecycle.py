@@ -111,3 +111,22 @@ def test_a_run_that_stops_before_configure_leaves_no_branch(neon: NeonProject) -
     result = neon.run()
     assert result.ret != 0
     assert neon.branch_names() == before
+
+
+def test_the_summary_counts_the_cleanup_calls(neon: NeonProject) -> None:
+    neon.pytester.makepyfile(
+        test_two="""
+        def test_a(neon_branch_readwrite):
+            pass
+
+        def test_b(neon_branch_readwrite):
+            pass
+        """
+    )
+    result = neon.run("-n", "2", "-v")
+    result.assert_outcomes(passed=2)
+    # each worker deletes its own branch; the controller lists what the run left
+    result.stdout.fnmatch_lines(["*branches created: 2,*", "  calls: *delete_branch=2*"])
+    calls = next(line for line in result.stdout.lines if line.startswith("  calls: "))
+    listed = int(calls.split("list_branches=")[1].split(",")[0])
+    assert listed >= 3  # a parent lookup per worker, and the controller's sweep
