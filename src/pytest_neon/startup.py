@@ -12,7 +12,14 @@ from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
 from pytest_neon.redact import register_secret
 from pytest_neon.state import PluginState
-from pytest_neon.xdist import Handoff, new_run_id, read_handoff, worker_id
+from pytest_neon.xdist import (
+    Handoff,
+    coordination_path,
+    new_run_id,
+    read_handoff,
+    sweep_coordination_dirs,
+    worker_id,
+)
 
 CONTROLLER_PLACEHOLDER = "postgresql://pytest-neon-xdist-controller.invalid/no-database-here"
 NO_CREDENTIALS = (
@@ -49,6 +56,7 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
         return state
     role = "controller" if xdist_controller else "standalone"
     state = PluginState(settings=settings, run_id=new_run_id(), role=role)
+    sweep_coordination_dirs()  # those of runs killed long ago
     _choose(state)
     if state.backend == "local":
         _start_local(state)
@@ -124,7 +132,11 @@ def _start_local(state: PluginState) -> None:
     from pytest_neon.local.backend import LocalBackend
 
     settings = state.settings
-    state.local = LocalBackend.start(settings.local_postgres_url, settings.local_postgres_source)
+    state.local = LocalBackend.start(
+        settings.local_postgres_url,
+        settings.local_postgres_source,
+        leftovers=[coordination_path(state.run_id)],
+    )
     state.backend_reason += f" [{state.local.description}]"
 
 

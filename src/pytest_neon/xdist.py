@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -64,20 +67,45 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
-def _coordination_path(run_id: str) -> Path:
+_RUN_DIR = re.compile(r"^pytest-neon-[0-9a-f]{8}$")
+STALE_RUN_DIR_SECONDS = 86400.0
+
+
+def coordination_path(run_id: str) -> Path:
+    """Where run ``run_id``'s shared directory is (it may not exist)."""
     return Path(tempfile.gettempdir()) / f"pytest-neon-{run_id}"
+
+
+def sweep_coordination_dirs(max_age: float = STALE_RUN_DIR_SECONDS) -> list[Path]:
+    """Remove run directories of killed runs: this user's, untouched for ``max_age`` s."""
+    removed = []
+    now = time.time()
+    for path in Path(tempfile.gettempdir()).glob("pytest-neon-*"):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if (
+            _RUN_DIR.match(path.name)
+            and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == os.geteuid()
+            and now - info.st_mtime > max_age
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def coordination_dir(run_id: str) -> Path:
     """A directory shared by the processes of run ``run_id`` (created on first use)."""
-    path = _coordination_path(run_id)
+    path = coordination_path(run_id)
     path.mkdir(mode=0o700, exist_ok=True)
     return path
 
 
 def remove_coordination_dir(run_id: str) -> None:
     """Remove run ``run_id``'s directory, if it was ever made."""
-    shutil.rmtree(_coordination_path(run_id), ignore_errors=True)
+    shutil.rmtree(coordination_path(run_id), ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.emulator.store import comment_for
+from pytest_neon.xdist import coordination_path
 from tests.plugin.plugin_helpers import clean_neon_env
 from tests.reliability.reliability_helpers import start_pytest, wait_for_file
 
@@ -24,8 +27,11 @@ def test_waits_for_the_kill(neon_branch_readwrite, request):
     local = request.config.stash[STATE].local
     data_dir = local.postgres.data_dir if local.postgres else None
     pid = int((data_dir / "postmaster.pid").read_text().split()[0]) if data_dir else None
+    from pytest_neon.xdist import coordination_path
+    run_dir = coordination_path(request.config.stash[STATE].run_id)
+    assert run_dir.is_dir()  # the migration gate's files are there
     report = {"data_dir": str(data_dir) if data_dir else None, "postmaster": pid,
-              "project_id": local.project_id}
+              "project_id": local.project_id, "run_dir": str(run_dir)}
     pathlib.Path(os.environ["RELIABILITY_MARKER"]).write_text(json.dumps(report))
     time.sleep(60)
 """
@@ -38,7 +44,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+MIGRATION = """
+import psycopg, pytest
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_migration_branch):
+    with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+        conn.execute("CREATE TABLE migrated (x int)")
+"""
+
+
 def _kill_mid_test(pytester: pytest.Pytester, *args: str) -> dict[str, object]:
+    pytester.makeconftest(MIGRATION)
     pytester.makepyfile(test_killed=KILLED)
     marker = pytester.path / "arrived.json"
     env = {**os.environ, "RELIABILITY_MARKER": str(marker)}
@@ -69,6 +86,8 @@ def test_a_killed_runs_throwaway_cluster_is_stopped_and_removed(
     assert data_dir.exists()
     _eventually(lambda: not _alive(postmaster), "the killed run's PostgreSQL still runs")
     _eventually(lambda: not data_dir.parent.exists(), "the killed run's cluster files remain")
+    run_dir = Path(str(report["run_dir"]))
+    _eventually(lambda: not run_dir.exists(), "the killed run's coordination directory remains")
 
 
 def test_a_killed_runs_databases_are_dropped_from_a_given_server(
@@ -109,3 +128,24 @@ def test_a_run_that_ends_normally_dismisses_its_watchdog(
     result.assert_outcomes(passed=1)
     watchdog = int(report.read_text())
     _eventually(lambda: not _alive(watchdog), "the watchdog outlived a normal run", timeout=10)
+
+
+def test_run_directories_of_runs_killed_long_ago_are_swept(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    old, recent = (coordination_path(secrets.token_hex(4)) for _ in range(2))
+    for path in (old, recent):
+        path.mkdir()
+        (path / "migrations.json").write_text("{}")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    try:
+        pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--neon-backend=local")
+        result.assert_outcomes(passed=1)
+        assert not old.exists()
+        assert recent.exists()  # maybe a run still going
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(recent, ignore_errors=True)

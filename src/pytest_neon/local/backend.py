@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 
@@ -73,10 +75,17 @@ class LocalBackend:
         return self.emulator.api_key or ""
 
     @classmethod
-    def start(cls, postgres_url: str | None = None, source: str = "auto") -> LocalBackend:
+    def start(
+        cls,
+        postgres_url: str | None = None,
+        source: str = "auto",
+        *,
+        leftovers: Sequence[Path] = (),
+    ) -> LocalBackend:
         """Start the emulator over ``postgres_url``, or over a new throwaway cluster.
 
         ``source`` picks where the throwaway cluster comes from (see ``start_postgres``).
+        ``leftovers``: more paths the watchdog removes if this process is killed.
         """
         postgres: RunningPostgres | None = None
         if postgres_url:
@@ -102,6 +111,7 @@ class LocalBackend:
         plan = postgres.cleanup_plan() if postgres is not None else None
         if plan is None:
             plan = {"kind": "project", "url": url, "project_id": emulator.project_id}
+        plan["leftovers"] = [str(path) for path in leftovers]
         try:
             backend.reaper = Reaper(plan)
         except OSError as exc:  # a safety net only: the run itself still cleans up

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,7 +66,16 @@ class Reaper:
 
 
 def clean_up(plan: dict[str, Any], *, patience: float = 30.0) -> None:
-    """Do what ``plan`` says: stop a cluster and remove its files, or drop a project."""
+    """Do what ``plan`` says: stop a cluster and remove its files, or drop a project;
+    then remove the other paths it names (the run's coordination directory)."""
+    try:
+        _clean_backend(plan, patience)
+    finally:
+        for path in plan.get("leftovers", []):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _clean_backend(plan: dict[str, Any], patience: float) -> None:
     if plan["kind"] == "cluster":
         from pytest_neon.local.postgres import remove_cluster
 
