@@ -33,6 +33,9 @@ log = logging.getLogger("pytest_neon.branches")
 
 _PHASE_LOCK = threading.Lock()
 
+#: background resets of a worker branch that may fail in a row before it is given up
+MAX_RESET_FAILURES = 3
+
 #: seconds a WAL position from the end of a check may serve as the start of the next one
 POSITION_MAX_AGE = 1.0
 
@@ -76,6 +79,7 @@ class _Slot:
     probe: WriteProbe | None = None
     clean_position: str | None = None  # where the next write check may start
     clean_at: float = 0.0  # when clean_position was read (monotonic)
+    failures: int = 0  # background resets failed in a row
 
     def keep_position(self, position: str | None) -> None:
         """Remember ``position`` as a start for the next write check."""
@@ -400,7 +404,13 @@ class NeonRun:
                 if busy:
                     with self.phase("wait for reset"):
                         done, _ = wait(busy, return_when=FIRST_COMPLETED)
-                    slot = next(busy[f] for f in busy if f in done)
+                    finished = [busy[f] for f in busy if f in done]
+                    good = [s for s in finished if s.pending and s.pending.exception() is None]
+                    if not good and len(finished) < len(busy):
+                        for failed in finished:  # others may still end well: wait for them
+                            self._set_aside(failed)
+                        continue
+                    slot = (good or finished)[0]  # a failure reaches the test only as a last resort
             self._settle(slot)  # a failed reset raises here; the branch stays dirty
             if slot.branch is not None:
                 break
@@ -417,7 +427,23 @@ class NeonRun:
         pending, slot.pending = slot.pending, None
         if pending is not None and pending.result() and slot.branch is not None:
             slot.dirty = False
+            slot.failures = 0
             self._after_reset(slot.branch)
+
+    def _set_aside(self, slot: _Slot) -> None:
+        """``slot``'s background reset failed while other branches may do: note it; it is
+        retried at a later checkout, and after three failures in a row it is given up."""
+        pending, slot.pending = slot.pending, None
+        error = pending.exception() if pending is not None else None
+        slot.failures += 1
+        name = slot.branch.branch_id if slot.branch else "?"
+        if slot.failures >= MAX_RESET_FAILURES and len(self._slots) > 1:
+            log.warning("pytest-neon: giving up worker branch %s: %s", name, error)
+            self._slots.remove(slot)
+            if self._current is slot:
+                self._current = self._slots[0]
+        else:
+            log.warning("pytest-neon: reset of worker branch %s failed: %s", name, error)
 
     def keep_alive(self) -> None:
         """Every third of the expiry, push back the expiry of the branches still in use.

@@ -175,10 +175,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    _finish(state, reporter)  # the summary counts the cleanup's calls too
-    workeroutput = getattr(config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput["pytest_neon"] = state.summary
+    try:
+        _finish(state, reporter)  # the summary counts the cleanup's calls too
+    finally:
+        workeroutput = getattr(config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["pytest_neon"] = state.summary
 
 
 def _finish(state: PluginState, reporter: Any) -> None:

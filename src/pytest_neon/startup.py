@@ -14,9 +14,11 @@ from pytest_neon.redact import register_secret
 from pytest_neon.state import PluginState
 from pytest_neon.xdist import (
     Handoff,
+    claim_coordination_dir,
     coordination_path,
     new_run_id,
     read_handoff,
+    remove_coordination_dir,
     sweep_coordination_dirs,
     worker_id,
 )
@@ -57,16 +59,18 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
     role = "controller" if xdist_controller else "standalone"
     state = PluginState(settings=settings, run_id=new_run_id(), role=role)
     sweep_coordination_dirs()  # those of runs killed long ago
-    _choose(state)
-    if state.backend == "local":
-        _start_local(state)
+    claim_coordination_dir(state.run_id)  # so that no later run takes this one for dead
     try:
+        _choose(state)
+        if state.backend == "local":
+            _start_local(state)
         if role == "controller":
             _start_controller(state)
     except BaseException:
         if state.local is not None:  # nothing else was created yet
             state.local.stop()
             state.local = None
+        remove_coordination_dir(state.run_id)
         raise
     return state
 

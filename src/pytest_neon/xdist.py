@@ -9,6 +9,7 @@ are coordinated through a file lock and a state file that hold branch ids, never
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+log = logging.getLogger("pytest_neon.xdist")
 
 HANDOFF_ENV = "PYTEST_NEON_HANDOFF"
 WORKER_ENV = "PYTEST_XDIST_WORKER"
@@ -69,6 +72,7 @@ def new_run_id() -> str:
 
 _RUN_DIR = re.compile(r"^pytest-neon-[0-9a-f]{8}$")
 STALE_RUN_DIR_SECONDS = 86400.0
+_OWNER = "owner.pid"  # the pid of the run's controller (or only) process
 
 
 def coordination_path(run_id: str) -> Path:
@@ -76,23 +80,46 @@ def coordination_path(run_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"pytest-neon-{run_id}"
 
 
+def claim_coordination_dir(run_id: str) -> None:
+    """Make run ``run_id``'s directory now and record this process as its owner."""
+    (coordination_dir(run_id) / _OWNER).write_text(str(os.getpid()))
+
+
+def _owner_alive(path: Path) -> bool:
+    try:
+        pid = int((path / _OWNER).read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
 def sweep_coordination_dirs(max_age: float = STALE_RUN_DIR_SECONDS) -> list[Path]:
-    """Remove run directories of killed runs: this user's, untouched for ``max_age`` s."""
-    removed = []
-    now = time.time()
-    for path in Path(tempfile.gettempdir()).glob("pytest-neon-*"):
-        try:
-            info = path.lstat()
-        except OSError:
-            continue
-        if (
-            _RUN_DIR.match(path.name)
-            and stat.S_ISDIR(info.st_mode)
-            and info.st_uid == os.geteuid()
-            and now - info.st_mtime > max_age
-        ):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    """Remove the directories of killed runs: this user's, untouched for ``max_age`` s,
+    whose owner process is gone. Never fails: it is housekeeping."""
+    removed: list[Path] = []
+    uid = getattr(os, "geteuid", lambda: None)()
+    try:
+        now = time.time()
+        for path in Path(tempfile.gettempdir()).glob("pytest-neon-*"):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if not (_RUN_DIR.match(path.name) and stat.S_ISDIR(info.st_mode)):
+                continue
+            if uid is not None and info.st_uid != uid:
+                continue
+            if now - info.st_mtime > max_age and not _owner_alive(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    except Exception as exc:  # pragma: no cover - an odd temp dir must not stop a run
+        log.debug("could not sweep old run directories: %s", exc)
     return removed
 
 

@@ -166,3 +166,42 @@ def test_neon_session_follows_the_test_branch(neon: NeonProject) -> None:
     neon.pytester.makepyfile(test_sessions=SESSIONS)
     result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+LOSING_ONE = """
+import os, time
+import psycopg, pytest, requests
+
+def _delete(request, branch_id):
+    host = request.config.getoption("neon_api_host")
+    project = request.config.getoption("neon_project_id")
+    response = requests.delete(
+        f"{host}/projects/{project}/branches/{branch_id}",
+        headers={"Authorization": "Bearer " + os.environ["NEON_API_KEY"]},
+        timeout=30,
+    )
+    assert response.status_code == 200
+
+def test_0_waits_for_the_second_branch(neon_branch_readwrite):
+    time.sleep(1.5)
+
+def test_1_writes_then_its_branch_is_deleted(neon_branch_readwrite, request):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        conn.execute("CREATE TABLE written (x int)")
+    _delete(request, neon_branch_readwrite.branch_id)  # its reset will fail
+
+@pytest.mark.parametrize("n", range(4))
+def test_2_the_other_branch_carries_on(neon_branch_readwrite, n):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        assert conn.execute("SELECT to_regclass('written')").fetchone() == (None,)
+        conn.execute("CREATE TABLE written (x int)")
+"""
+
+
+def test_a_branch_whose_reset_fails_is_set_aside(neon: NeonProject) -> None:
+    neon.emulator.configure_faults(operation_delay=0.3)
+    neon.pytester.makepyfile(test_losing=LOSING_ONE)
+    before = neon.branch_names()
+    result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)  # no test pays for the lost branch
+    assert neon.branch_names() == before

@@ -134,18 +134,21 @@ def test_run_directories_of_runs_killed_long_ago_are_swept(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_neon_env(monkeypatch)
-    old, recent = (coordination_path(secrets.token_hex(4)) for _ in range(2))
-    for path in (old, recent):
+    old, recent, long_running = (coordination_path(secrets.token_hex(4)) for _ in range(3))
+    for path in (old, recent, long_running):
         path.mkdir()
         (path / "migrations.json").write_text("{}")
+    (long_running / "owner.pid").write_text(str(os.getpid()))  # a live process owns it
     two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
+    for path in (old, long_running):
+        os.utime(path, (two_days_ago, two_days_ago))
     try:
         pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--neon-backend=local")
         result.assert_outcomes(passed=1)
         assert not old.exists()
-        assert recent.exists()  # maybe a run still going
+        assert recent.exists()  # maybe a run just starting
+        assert long_running.exists()
     finally:
-        shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(recent, ignore_errors=True)
+        for path in (old, recent, long_running):
+            shutil.rmtree(path, ignore_errors=True)

@@ -49,6 +49,8 @@ class Reaper:
         ready = select.select([self._proc.stdout], [], [], READY_TIMEOUT)[0]
         if not ready or self._proc.stdout.read(1) != READY:
             self._proc.kill()
+            with suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
             raise OSError(f"the cleanup watchdog did not start (exit status {self._proc.poll()})")
         self._proc.stdout.close()
 
