@@ -138,15 +138,16 @@ class NeonClient:
         *,
         api_host: str = DEFAULT_API_HOST,
         key_source: str = "NEON_API_KEY",
-        timeout: tuple[float, float] = (10.0, 30.0),
+        timeout: tuple[float, float] | None = None,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
     ) -> None:
         register_secret(api_key)
         self.api_host = api_host.rstrip("/")
         self.key_source = key_source
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        default_timeout, default_retry = client_limits(DEFAULT_TIMEOUT)
+        self.timeout = default_timeout if timeout is None else timeout
+        self.retry = retry or default_retry
         self.stats = ApiStats()
         self._op_seconds: dict[str, float] = {}  # how long operations usually take, by kind
         self._session = session or requests.Session()
@@ -177,8 +178,8 @@ class NeonClient:
         body: JSON | None = None,
         ok_missing: bool = False,
         failures: list[str] | None = None,
-    ) -> JSON | None:
-        """Send one call with retries; ``None`` for a 204, or a 404 when ``ok_missing``.
+    ) -> JSON:
+        """Send one call with retries; ``{}`` for a 204, or a 404 when ``ok_missing``.
 
         ``failures`` collects why earlier attempts were retried (e.g. ``ConnectionError``).
         A 429 does not count as a failed attempt (the API is up, only busy): the time
@@ -208,10 +209,10 @@ class NeonClient:
                 log.debug("%s %s -> %d in %.0f ms", method, path, status, elapsed_ms)
                 if status < 400:
                     if status == 204 or not response.content:
-                        return None
+                        return {}
                     return self._json(response, method, path)
                 if status == 404 and ok_missing:
-                    return None
+                    return {}
                 if status not in RETRY_STATUSES:
                     raise self._error(response, method, path)
                 failure = f"HTTP {status}"
@@ -305,7 +306,7 @@ class NeonClient:
     def get_project(self, project_id: str) -> Project:
         """``GET /projects/{project_id}``."""
         data = self._request("GET", self._p("projects", project_id), name="get_project")
-        return Project.from_json((data or {}).get("project") or {})
+        return Project.from_json(data.get("project") or {})
 
     def list_branches(self, project_id: str, *, search: str | None = None) -> list[Branch]:
         """All branches of a project (every page), optionally filtered by name ``search``."""
@@ -318,14 +319,11 @@ class NeonClient:
                 params["search"] = search
             if cursor:
                 params["cursor"] = cursor
-            data = (
-                self._request(
-                    "GET",
-                    self._p("projects", project_id, "branches"),
-                    name="list_branches",
-                    params=params,
-                )
-                or {}
+            data = self._request(
+                "GET",
+                self._p("projects", project_id, "branches"),
+                name="list_branches",
+                params=params,
             )
             annotations = data.get("annotations") or {}
             page = [b for b in data.get("branches") or [] if isinstance(b, dict)]
@@ -343,11 +341,8 @@ class NeonClient:
 
     def get_branch(self, project_id: str, branch_id: str) -> Branch:
         """``GET /projects/{project_id}/branches/{branch_id}`` with its annotation."""
-        data = (
-            self._request(
-                "GET", self._p("projects", project_id, "branches", branch_id), name="get_branch"
-            )
-            or {}
+        data = self._request(
+            "GET", self._p("projects", project_id, "branches", branch_id), name="get_branch"
         )
         return Branch.from_json(data.get("branch") or {}, data.get("annotation"))
 
@@ -375,10 +370,7 @@ class NeonClient:
         path = self._p("projects", project_id, "branches")
         failures: list[str] = []
         try:
-            data = (
-                self._request("POST", path, name="create_branch", body=body, failures=failures)
-                or {}
-            )
+            data = self._request("POST", path, name="create_branch", body=body, failures=failures)
         except NeonConflictError as exc:
             # A create retried after its answer was lost finds the branch it made.
             lost = any(not f.startswith("HTTP") for f in failures)
@@ -392,8 +384,6 @@ class NeonClient:
                 branch=found,
                 endpoints=tuple(self.list_branch_endpoints(project_id, found.id)),
                 operations=(),
-                roles=(),
-                databases=(),
             )
         return CreatedBranch.from_json(data)
 
@@ -420,26 +410,20 @@ class NeonClient:
         self, project_id: str, branch_id: str, *, source_branch_id: str
     ) -> BranchOperations:
         """Reset ``branch_id`` to the head of ``source_branch_id``, keeping its endpoint."""
-        data = (
-            self._request(
-                "POST",
-                self._p("projects", project_id, "branches", branch_id, "restore"),
-                name="restore_branch",
-                body={"source_branch_id": source_branch_id},
-            )
-            or {}
+        data = self._request(
+            "POST",
+            self._p("projects", project_id, "branches", branch_id, "restore"),
+            name="restore_branch",
+            body={"source_branch_id": source_branch_id},
         )
         return BranchOperations.from_json(data)
 
     def list_branch_endpoints(self, project_id: str, branch_id: str) -> list[Endpoint]:
         """The compute endpoints of a branch."""
-        data = (
-            self._request(
-                "GET",
-                self._p("projects", project_id, "branches", branch_id, "endpoints"),
-                name="list_branch_endpoints",
-            )
-            or {}
+        data = self._request(
+            "GET",
+            self._p("projects", project_id, "branches", branch_id, "endpoints"),
+            name="list_branch_endpoints",
         )
         return [Endpoint.from_json(e) for e in data.get("endpoints") or [] if isinstance(e, dict)]
 
@@ -462,14 +446,11 @@ class NeonClient:
         }
         if endpoint_id:
             params["endpoint_id"] = endpoint_id
-        data = (
-            self._request(
-                "GET",
-                self._p("projects", project_id, "connection_uri"),
-                name="connection_uri",
-                params=params,
-            )
-            or {}
+        data = self._request(
+            "GET",
+            self._p("projects", project_id, "connection_uri"),
+            name="connection_uri",
+            params=params,
         )
         uri = str(data.get("uri", ""))
         register_secret(_password_of(uri))
@@ -477,21 +458,18 @@ class NeonClient:
 
     def reveal_password(self, project_id: str, branch_id: str, role_name: str) -> str:
         """A role's password (registered as a secret before it is returned)."""
-        data = (
-            self._request(
-                "GET",
-                self._p(
-                    "projects",
-                    project_id,
-                    "branches",
-                    branch_id,
-                    "roles",
-                    role_name,
-                    "reveal_password",
-                ),
-                name="reveal_password",
-            )
-            or {}
+        data = self._request(
+            "GET",
+            self._p(
+                "projects",
+                project_id,
+                "branches",
+                branch_id,
+                "roles",
+                role_name,
+                "reveal_password",
+            ),
+            name="reveal_password",
         )
         password = str(data.get("password", ""))
         register_secret(password)
@@ -499,13 +477,10 @@ class NeonClient:
 
     def get_operation(self, project_id: str, operation_id: str) -> Operation:
         """``GET /projects/{project_id}/operations/{operation_id}``."""
-        data = (
-            self._request(
-                "GET",
-                self._p("projects", project_id, "operations", operation_id),
-                name="get_operation",
-            )
-            or {}
+        data = self._request(
+            "GET",
+            self._p("projects", project_id, "operations", operation_id),
+            name="get_operation",
         )
         return Operation.from_json(data.get("operation") or {})
 

@@ -47,6 +47,11 @@ RUN_ANNOTATION = "pytest-neon-run"
 KEPT_PREFIX = BRANCH_PREFIX + "cache-"
 
 
+def made_by_us(branch: Branch) -> bool:
+    """Whether ``branch`` carries pytest-neon's annotation."""
+    return branch.annotations.get(ANNOTATION_KEY) == ANNOTATION_VALUE
+
+
 def branch_name(run_id: str, suffix: str) -> str:
     """The name of an ephemeral branch of run ``run_id``."""
     return f"{BRANCH_PREFIX}{run_id}-{suffix}"
@@ -198,7 +203,7 @@ class NeonRun:
             for b in branches
             if b.name.startswith(BRANCH_PREFIX)
             and not b.name.startswith(KEPT_PREFIX)
-            and b.annotations.get(ANNOTATION_KEY) == ANNOTATION_VALUE
+            and made_by_us(b)
             and b.annotations.get(RUN_ANNOTATION) != self.run_id
             and not (b.default or b.protected)
             and (
@@ -597,7 +602,6 @@ class NeonRun:
         ``keep_shared`` (an xdist worker) leaves the migration branch, which other workers
         may still reset from, to the controller's sweep at the end of the run.
         """
-        self.shutdown()
         failures: list[tuple[str, str]] = []
         shared = self.migration_branch.branch_id if keep_shared and self.migration_branch else ""
         todo = [b for b in reversed(list(self.created)) if b != shared]

@@ -11,13 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from pytest_neon.branches import ANNOTATION_KEY, ANNOTATION_VALUE, NeonRun
+from pytest_neon.branches import (
+    ANNOTATION_KEY,
+    ANNOTATION_VALUE,
+    KEPT_PREFIX,
+    NeonRun,
+    made_by_us,
+)
 from pytest_neon.errors import NeonError
 from pytest_neon.models import Branch
 
 log = logging.getLogger("pytest_neon.cache")
 
-CACHE_PREFIX = "pytest-neon-cache-"
+CACHE_PREFIX = KEPT_PREFIX  # never swept by other runs
 CACHE_ANNOTATION = "pytest-neon-cache"
 KEEP_OTHERS = 1
 
@@ -32,7 +38,7 @@ def _cache_branches(run: NeonRun) -> list[Branch]:
     return [
         b
         for b in run.client.list_branches(run.project_id, search=CACHE_PREFIX)
-        if b.name.startswith(CACHE_PREFIX) and b.annotations.get(ANNOTATION_KEY) == ANNOTATION_VALUE
+        if b.name.startswith(CACHE_PREFIX) and made_by_us(b)
     ]
 
 

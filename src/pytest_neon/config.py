@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_neon.api import DEFAULT_API_HOST
 from pytest_neon.errors import NeonConfigError
 from pytest_neon.redact import register_secret
 
-DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
 PG_SOURCES = ("auto", "system", "pgserver")
 MAX_EXPIRY = 30 * 24 * 3600
@@ -31,6 +31,8 @@ class Option:
     default: Any
     help: str
     kind: str = "str"  # str | bool | int | secret
+    int_hint: str = " of seconds (0 = off)"  # what a whole number means, for int errors
+    keep_empty: bool = False  # an empty string is a value, not "not set"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -49,13 +51,15 @@ OPTIONS: tuple[Option, ...] = (
            "neon_keep_branches", False, "Keep the branches after the run.", "bool"),
     Option("branch_expiry", "--neon-branch-expiry", "NEON_BRANCH_EXPIRY",
            "neon_branch_expiry", 600,
-           "Seconds after which Neon deletes a branch left behind; 0 = no expiry.", "int"),
+           "Seconds after which Neon deletes a branch left behind; 0 = no expiry.", "int",
+           int_hint=f" of seconds (0 = no expiry, at most {MAX_EXPIRY} = 30 days)"),
     Option("sweep_after", "--neon-sweep-after", "NEON_SWEEP_AFTER", "neon_sweep_after",
            86400,
            "At the start of a run, delete branches of earlier runs whose expiry passed or, "
            "having none, older than this many seconds; 0 = no sweep.", "int"),
     Option("env_var", "--neon-env-var", "NEON_ENV_VAR", "neon_env_var", "DATABASE_URL",
-           "Environment variable that holds the test branch's connection string."),
+           "Environment variable that holds the test branch's connection string.",
+           keep_empty=True),
     Option("api_host", "--neon-api-host", "NEON_API_HOST", "neon_api_host", DEFAULT_API_HOST,
            "Neon API base URL."),
     Option("backend", "--neon-backend", "NEON_BACKEND", "neon_backend", "auto",
@@ -66,7 +70,7 @@ OPTIONS: tuple[Option, ...] = (
            "neon_worker_branches", 1,
            "Branches each worker takes turns on (1-10). Above 1, a writing test's reset runs "
            "while the next tests use another branch: the connection string then changes "
-           "between tests.", "int"),
+           "between tests.", "int", int_hint=f" from 1 to {MAX_WORKER_BRANCHES}"),
     Option("migration_cache", "--neon-migration-cache", "NEON_MIGRATION_CACHE",
            "neon_migration_cache", True,
            "Keep the migrated branch across runs when neon_migration_fingerprint is set.",
@@ -141,16 +145,12 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         try:
             value = int(str(raw).strip().strip("'\""))
         except ValueError:
-            hint = {
-                "branch_expiry": f" of seconds (0 = no expiry, at most {MAX_EXPIRY} = 30 days)",
-                "worker_branches": f" from 1 to {MAX_WORKER_BRANCHES}",
-            }.get(opt.name, " of seconds (0 = off)")
             raise NeonConfigError(
-                f"{_where(opt, source)} must be a whole number{hint}, got {str(raw)!r}"
+                f"{_where(opt, source)} must be a whole number{opt.int_hint}, got {str(raw)!r}"
             ) from None
         return value
     text = str(raw).strip()
-    return text if text or opt.name == "env_var" else None
+    return text if text or opt.keep_empty else None
 
 
 def resolve(

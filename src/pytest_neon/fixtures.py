@@ -192,17 +192,23 @@ def _refuse_with_shared(request: pytest.FixtureRequest, name: str) -> None:
         )
 
 
-@pytest.fixture
-def neon_branch_readwrite(
-    request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
-) -> Iterator[NeonBranch]:
-    """This worker's branch in the migrated state; reset before the next test that needs it."""
-    _refuse_with_shared(request, "neon_branch_readwrite")
-    run = _run(pytestconfig)
+def _checkout(request: pytest.FixtureRequest, name: str) -> tuple[NeonRun, NeonBranch]:
+    """The run and a worker branch in the migrated state, for fixture ``name``."""
+    __tracebackhide__ = True
+    _refuse_with_shared(request, name)
+    run = _run(request.config)
     try:
-        branch = run.checkout()
+        return run, run.checkout()
     except NeonError as exc:
         _fail(request, "could not reset branch", exc)
+
+
+@pytest.fixture
+def neon_branch_readwrite(
+    request: pytest.FixtureRequest, _neon_source: str
+) -> Iterator[NeonBranch]:
+    """This worker's branch in the migrated state; reset before the next test that needs it."""
+    run, branch = _checkout(request, "neon_branch_readwrite")
     before = run.write_position()
     force = run.settings.always_reset or request.node.get_closest_marker("neon_reset") is not None
     with env_var(run.settings.env_var, branch.connection_string):
@@ -213,16 +219,10 @@ def neon_branch_readwrite(
 
 
 @pytest.fixture
-def neon_branch_readonly(
-    request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
-) -> Iterator[NeonBranch]:
+def neon_branch_readonly(request: pytest.FixtureRequest, _neon_source: str) -> Iterator[NeonBranch]:
     """This worker's branch in the migrated state, with read-only sessions; never reset."""
-    _refuse_with_shared(request, "neon_branch_readonly")
-    run = _run(pytestconfig)
-    try:
-        branch = run.checkout().as_read_only()
-    except NeonError as exc:
-        _fail(request, "could not reset branch", exc)
+    run, branch = _checkout(request, "neon_branch_readonly")
+    branch = branch.as_read_only()
     with env_var(run.settings.env_var, branch.connection_string):
         yield branch
 

@@ -151,37 +151,6 @@ class Operation:
         return self.status in TERMINAL_FAILED
 
 
-@dataclass(frozen=True)
-class Role:
-    """A Postgres role on a branch."""
-
-    name: str
-    branch_id: str
-
-    @classmethod
-    def from_json(cls, data: JSON) -> Role:
-        """Build from a ``role`` object."""
-        return cls(name=_str(data, "name"), branch_id=_str(data, "branch_id"))
-
-
-@dataclass(frozen=True)
-class Database:
-    """A database on a branch."""
-
-    name: str
-    owner_name: str
-    branch_id: str
-
-    @classmethod
-    def from_json(cls, data: JSON) -> Database:
-        """Build from a ``database`` object."""
-        return cls(
-            name=_str(data, "name"),
-            owner_name=_str(data, "owner_name"),
-            branch_id=_str(data, "branch_id"),
-        )
-
-
 def _objects(data: JSON, key: str) -> list[JSON]:
     items = data.get(key)
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
@@ -210,8 +179,6 @@ class CreatedBranch:
     branch: Branch
     endpoints: tuple[Endpoint, ...]
     operations: tuple[Operation, ...]
-    roles: tuple[Role, ...]
-    databases: tuple[Database, ...]
 
     @classmethod
     def from_json(cls, data: JSON) -> CreatedBranch:
@@ -220,6 +187,4 @@ class CreatedBranch:
             branch=Branch.from_json(data.get("branch") or {}),
             endpoints=tuple(Endpoint.from_json(e) for e in _objects(data, "endpoints")),
             operations=tuple(Operation.from_json(o) for o in _objects(data, "operations")),
-            roles=tuple(Role.from_json(r) for r in _objects(data, "roles")),
-            databases=tuple(Database.from_json(d) for d in _objects(data, "databases")),
         )

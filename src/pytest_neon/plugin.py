@@ -106,9 +106,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     _install_sigterm_handler()
     try:
         settings = _settings(early_config)
-    except NeonError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    try:
         state = begin(settings, xdist_controller=_is_xdist_controller(early_config))
     except NeonError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -256,7 +253,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Keep the run's branches from expiring under a long run (a call every third of it)."""
     state = item.config.stash.get(STATE, None)
-    if state is not None and state.run is not None and state.role != "controller":
+    if state is not None and state.run is not None:  # (a controller runs no test)
         state.run.keep_alive()
 
 

@@ -10,14 +10,17 @@ so not seen: use the ``neon_reset`` marker for tests that rely on them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import sql
 
 log = logging.getLogger("pytest_neon.probe")
+
+T = TypeVar("T")
 
 _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 # Records that change no data a test can see (page pruning, vacuum, visibility map, hint
@@ -97,15 +100,19 @@ class WriteProbe:
         if message.startswith("pytest-neon-probe "):
             self._notices.append(message)
 
-    def _run(self, query: str) -> str | None:
+    def _attempt(self, work: Callable[[psycopg.Connection[Any]], T]) -> T | None:
+        """``work`` on the probe's connection, reconnecting once; ``None`` if it fails."""
         for _attempt in range(2):
             try:
-                row = self._connection().execute(query).fetchone()
-                return None if row is None else str(row[0])
+                return work(self._connection())
             except psycopg.Error as exc:
                 log.debug("write probe: %s: %s", type(exc).__name__, exc)
                 self.close()
         return None
+
+    def _run(self, query: str) -> str | None:
+        row = self._attempt(lambda conn: conn.execute(query).fetchone())
+        return None if row is None else str(row[0])
 
     def position(self) -> str | None:
         """The current WAL insert position, or ``None`` when it cannot be read."""
@@ -124,19 +131,17 @@ class WriteProbe:
         body = sql.SQL(_CHECK).format(
             before=sql.Literal(before), database=sql.Literal(self._database)
         )
-        for _attempt in range(2):
+
+        def inspect(conn: psycopg.Connection[Any]) -> list[str]:
             self._notices.clear()
-            try:
-                conn = self._connection()
-                conn.execute(sql.SQL("DO {}").format(sql.Literal(body.as_string(conn))))
-            except psycopg.Error as exc:
-                log.debug("write probe: %s: %s", type(exc).__name__, exc)
-                self.close()
-                continue
-            if self._notices:
-                _, after, count = self._notices[-1].split()
-                return int(count) > 0, after
-        return True, None
+            conn.execute(sql.SQL("DO {}").format(sql.Literal(body.as_string(conn))))
+            return self._notices[-1:]
+
+        answer = self._attempt(inspect)
+        if not answer:
+            return True, None
+        _, after, count = answer[0].split()
+        return int(count) > 0, after
 
     def close(self) -> None:
         """Close the probe's connection (it reopens on the next read)."""

@@ -125,8 +125,7 @@ def _choose(state: PluginState) -> None:
 def _choose_neon(state: PluginState) -> None:
     settings = state.settings
     state.backend = "neon"
-    if not state.backend_reason:
-        state.backend_reason = f"{settings.describe('backend')} is neon"
+    state.backend_reason = f"{settings.describe('backend')} is neon"
     if not settings.has_credentials:
         state.unavailable = NO_CREDENTIALS
         state.backend = "none"

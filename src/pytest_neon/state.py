@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
 
 if TYPE_CHECKING:
     from pytest_neon.local.backend import LocalBackend
-
-_UNSET = object()
 
 
 @dataclass
@@ -32,37 +31,21 @@ class PluginState:
     local: LocalBackend | None = None
     migration_failed: str | None = None
     module_counter: int = 0
-    saved_env: object = _UNSET
     summary: dict[str, Any] = field(default_factory=dict)
+    _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)
 
     def point_env_at(self, value: str) -> None:
         """Set the configured env var, remembering the value it had before the run."""
-        name = self.settings.env_var
-        if self.saved_env is _UNSET:
-            self.saved_env = os.environ.get(name)
-        os.environ[name] = value
+        self._env.setenv(self.settings.env_var, value)
 
     def restore_env(self) -> None:
         """Put the configured env var back as it was before the run."""
-        if self.saved_env is _UNSET:
-            return
-        name = self.settings.env_var
-        if self.saved_env is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = str(self.saved_env)
-        self.saved_env = _UNSET
+        self._env.undo()
 
 
 @contextmanager
 def env_var(name: str, value: str) -> Iterator[None]:
     """Set ``name`` to ``value`` for the duration of the block, then restore it."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(name, value)
         yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before

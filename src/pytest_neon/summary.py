@@ -2,51 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from pytest_neon.branches import NeonRun
 
-_COUNTS = (
-    "branches_created",
-    "branches_swept",
-    "resets_done",
-    "resets_skipped",
-    "api_calls",
-    "api_retries",
-)
-
 
 def summary_of(run: NeonRun) -> dict[str, Any]:
     """The counters of one process's run, as plain JSON-able data."""
-    c = run.counters
     stats = run.client.stats
     return {
-        "branches_created": c.branches_created,
-        "branches_swept": c.branches_swept,
-        "resets_done": c.resets_done,
-        "resets_skipped": c.resets_skipped,
+        **asdict(run.counters),
         "api_calls": stats.calls,
         "api_retries": stats.retries,
         "waiting_seconds": stats.waiting_seconds,
-        "phases": dict(c.phases),
-        "migration_cache": c.migration_cache,
         "calls": dict(stats.by_call),
     }
 
 
 def merge_summary(into: dict[str, Any], other: dict[str, Any]) -> None:
-    """Add ``other``'s counters to ``into``."""
-    for key in _COUNTS:
-        into[key] = into.get(key, 0) + int(other.get(key, 0))
-    into["waiting_seconds"] = into.get("waiting_seconds", 0.0) + float(
-        other.get("waiting_seconds", 0.0)
-    )
-    if other.get("migration_cache"):
-        into["migration_cache"] = other["migration_cache"]
-    for group in ("phases", "calls"):
-        target = into.setdefault(group, {})
-        for name, value in (other.get(group) or {}).items():
-            target[name] = target.get(name, 0) + value
+    """Add ``other``'s counters to ``into`` (numbers and per-name numbers add up)."""
+    for key, value in other.items():
+        if isinstance(value, dict):
+            target = into.setdefault(key, {})
+            for name, amount in value.items():
+                target[name] = target.get(name, 0) + amount
+        elif isinstance(value, str):
+            if value:
+                into[key] = value
+        else:
+            into[key] = into.get(key, 0) + value
 
 
 def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:

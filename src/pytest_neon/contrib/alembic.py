@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from pytest_neon.branch import NeonBranch
+from pytest_neon.contrib._hashing import hash_files
 from pytest_neon.fixtures import sqlalchemy_url
 from pytest_neon.redact import redact
 
@@ -99,12 +100,13 @@ def fingerprint(ini_path: str | Path, revision: str = "head") -> str:
         scripts = Path(ScriptDirectory.from_config(Config(str(ini))).dir).resolve()
     digest = hashlib.sha256(f"alembic\0{revision}\0".encode())
     digest.update(ini.read_bytes())
-    for path in sorted(scripts.rglob("*")):
-        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
-            continue
-        digest.update(f"\0{path.relative_to(scripts).as_posix()}\0".encode())
-        digest.update(path.read_bytes())
+    hash_files(digest, scripts, "*", lambda relative: f"\0{relative.as_posix()}\0", _is_script)
     return digest.hexdigest()
+
+
+def _is_script(path: Path) -> bool:
+    """A file of the script directory that the fingerprint covers (no bytecode)."""
+    return path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
 
 
 @pytest.fixture(scope="session")

@@ -25,23 +25,24 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from pytest_neon.branch import NeonBranch
+from pytest_neon.contrib._hashing import hash_files
 from pytest_neon.errors import NeonError
 from pytest_neon.fixtures import current_run
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
 
-    from pytest_neon.branch import NeonBranch
     from pytest_neon.branches import NeonRun
 
 __all__ = ["database_settings", "point_databases"]
@@ -125,8 +126,6 @@ class _State:
     managed: tuple[str, ...] | None = None  # resolved once Django's settings are loaded
     migrating: bool = False
     wrote: bool = False  # a TransactionTestCase teardown ran on a managed alias
-    stale: threading.Event = field(default_factory=threading.Event)  # a reset happened
-    listening: bool = False
     ready: bool = False  # django_db_setup is done: the aliases point at the worker branch
     pointed: str | None = None  # the connection string the aliases point at
 
@@ -244,7 +243,7 @@ def pytest_fixture_setup(
     state = _state(request.config)
     if name == "_neon_migration_branch":
         branch = yield
-        if state.migrating and isinstance(branch, _branch_type()):
+        if state.migrating and isinstance(branch, NeonBranch):
             state.point(branch.connection_string)
         return branch
     blocker: DjangoDbBlocker = request.getfixturevalue("django_db_blocker")
@@ -262,7 +261,7 @@ def pytest_fixture_setup(
         worker = run.worker_branch
         if worker is not None:
             state.point(worker.connection_string)
-        else:
+        else:  # a process taken for an xdist controller that runs tests (--dist without -n)
             _close_connections()
 
 
@@ -270,7 +269,6 @@ def migration_fingerprint() -> str:
     """A hash of the Django version and every installed app's migration files."""
     import hashlib
     import importlib
-    from pathlib import Path
 
     import django
     from django.apps import apps
@@ -286,16 +284,13 @@ def migration_fingerprint() -> str:
         except ImportError:
             continue
         for directory in getattr(module, "__path__", []):
-            for path in sorted(Path(directory).rglob("*.py")):
-                digest.update(f"{app.label}/{path.relative_to(directory)}".encode())
-                digest.update(path.read_bytes())
+            hash_files(digest, Path(directory), "*.py", _in_app(app.label))
     return digest.hexdigest()
 
 
-def _branch_type() -> type[NeonBranch]:
-    from pytest_neon.branch import NeonBranch
-
-    return NeonBranch
+def _in_app(label: str) -> Callable[[PurePath], str]:
+    """How :func:`migration_fingerprint` names a migration file: ``label/relative path``."""
+    return lambda relative: f"{label}/{relative}"
 
 
 def _close_connections() -> None:
@@ -332,9 +327,6 @@ def _checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
     except NeonError as exc:
         pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
     state = _state(config)
-    if state.stale.is_set():
-        state.stale.clear()
-        _close_connections()
     if state.pointed is not None and state.pointed != branch.connection_string:
         state.point(branch.connection_string)  # another of the worker's branches
     return run, branch
@@ -438,9 +430,9 @@ def _fixtures_plugin() -> ModuleType:
         if config.getvalue("nomigrations"):
             _disable_migrations()
         state.point(branch.connection_string)
-        if not state.listening:
-            run.add_reset_listener(lambda _branch: state.stale.set())
-            state.listening = True
+        # Listeners run inside run.checkout(), on this thread: the connections a reset cut
+        # are closed before the checkout returns. Once: this fixture is session scoped.
+        run.add_reset_listener(lambda _branch: _close_connections())
         patch = pytest.MonkeyPatch()
         patch.setattr(
             TransactionTestCase,

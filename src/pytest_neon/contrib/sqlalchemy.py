@@ -86,7 +86,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Listen to this process's resets as early as the run exists."""
+    """Listen to this process's resets.
+
+    The run exists by now: pytest-neon makes it in ``pytest_load_initial_conftests`` and
+    never later (a plugin registered later, e.g. from a conftest's ``pytest_plugins``, has
+    this hook replayed at registration).
+    """
     _listen(_run_or_none(config))
 
 
@@ -153,6 +158,7 @@ def _run_or_none(config: pytest.Config) -> NeonRun | None:
 
 
 def _listen(run: NeonRun | None) -> None:
+    """Add the reset listener to ``run``, once."""
     if run is None:
         return
     with _lock:
@@ -192,7 +198,6 @@ def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
 def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
     """Register the engines named by the ini key (importing their modules if needed)."""
     run = _run_or_none(pytestconfig)
-    _listen(run)
     for spec in pytestconfig.getini(ENGINES_INI):
         try:
             register_engine(_resolve(spec))
@@ -219,10 +224,11 @@ def _neon_session_engine_guard(request: pytest.FixtureRequest) -> None:
 
 class _BranchEngines:
     """One pooled engine per branch of this worker, made on first use; each one's pool is
-    emptied after its branch is reset."""
+    emptied after its branch is reset. Also one unpooled async engine per branch."""
 
     def __init__(self) -> None:
         self._engines: dict[str, Engine] = {}
+        self._async: dict[str, AsyncEngine] = {}
         self._lock = threading.Lock()
 
     def get(self, branch: NeonBranch) -> Engine:
@@ -231,6 +237,18 @@ class _BranchEngines:
             if engine is None:
                 engine = create_engine(sqlalchemy_url(branch.connection_string))
                 self._engines[branch.connection_string] = engine
+            return engine
+
+    def get_async(self, branch: NeonBranch) -> AsyncEngine:
+        """The branch's async engine: unpooled, so no connection outlives a test's loop
+        (and a reset leaves it nothing to empty)."""
+        with self._lock:
+            engine = self._async.get(branch.connection_string)
+            if engine is None:
+                engine = create_async_engine(
+                    sqlalchemy_url(branch.connection_string), poolclass=NullPool
+                )
+                self._async[branch.connection_string] = engine
             return engine
 
     def after_reset(self, branch: NeonBranch) -> None:
@@ -242,8 +260,12 @@ class _BranchEngines:
     def dispose(self) -> None:
         with self._lock:
             engines, self._engines = list(self._engines.values()), {}
+            unpooled, self._async = list(self._async.values()), {}
         for engine in engines:
             engine.dispose()
+        for async_engine in unpooled:
+            # NullPool holds no connection: disposing needs no event loop
+            async_engine.sync_engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -284,7 +306,6 @@ def _neon_rollback_branch(_neon_source: str, pytestconfig: pytest.Config) -> Ite
     (another engine, another connection) leaks into later tests.
     """
     run = current_run(pytestconfig)
-    _listen(run)
     branch = run.checkout()
     with env_var(run.settings.env_var, branch.connection_string):
         yield branch
@@ -355,12 +376,12 @@ def _require_greenlet() -> None:
 
 
 @pytest.fixture
-def _neon_async_engine(_neon_rollback_branch: NeonBranch) -> AsyncEngine:
-    """An unpooled async engine on the branch (no connection outlives the test's loop)."""
+def _neon_async_engine(
+    _neon_rollback_branch: NeonBranch, _neon_branch_engines: _BranchEngines
+) -> AsyncEngine:
+    """The branch's unpooled async engine (no connection outlives the test's loop)."""
     _require_greenlet()
-    return create_async_engine(
-        sqlalchemy_url(_neon_rollback_branch.connection_string), poolclass=NullPool
-    )
+    return _neon_branch_engines.get_async(_neon_rollback_branch)
 
 
 @pytest.fixture
@@ -372,4 +393,3 @@ async def neon_async_session(_neon_async_engine: AsyncEngine) -> AsyncIterator[A
     """
     async with async_rollback_session(_neon_async_engine) as session:
         yield session
-    await _neon_async_engine.dispose()

@@ -13,6 +13,7 @@ import requests
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.postgres import (
     RunningPostgres,
+    _import_pgserver,
     check_postgres_url,
     find_pg_bindir,
     start_postgres,
@@ -38,9 +39,7 @@ def local_postgres_available(postgres_url: str | None, source: str = "auto") -> 
         return True, f"PostgreSQL binaries in {bindir}"
     if source == "system":
         return False, "no PostgreSQL server binaries found"
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
+    if _import_pgserver() is None:
         return False, "no PostgreSQL server binaries and pgserver is not installed"
     return True, "pgserver"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import glob
 import importlib.metadata
 import os
@@ -97,8 +98,9 @@ def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
 
 
-def _default_bindir_candidates() -> Iterator[Path]:
-    pg_config = shutil.which("pg_config")
+def _default_bindir_candidates(path: str | None) -> Iterator[Path]:
+    """Candidates of the default search under the ``PATH`` value ``path``."""
+    pg_config = shutil.which("pg_config", path=path)
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
@@ -110,7 +112,7 @@ def _default_bindir_candidates() -> Iterator[Path]:
             ).stdout.strip()
             if out:
                 yield Path(out)
-    for entry in os.environ.get("PATH", "").split(os.pathsep):
+    for entry in (path or "").split(os.pathsep):
         if not entry:
             continue
         initdb = Path(entry) / "initdb"
@@ -130,24 +132,39 @@ def find_pg_bindir(search: Iterable[str | Path] | None = None) -> Path | None:
     Looks at ``pg_config --bindir``, then ``PATH``, then ``/usr/lib/postgresql/*/bin``
     (newest first). ``search`` replaces that list with the given directories.
     """
-    candidates = _default_bindir_candidates() if search is None else (Path(s) for s in search)
+    if search is None:
+        return _default_pg_bindir(os.environ.get("PATH"))
+    return _first_bindir(Path(s) for s in search)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_pg_bindir(path: str | None) -> Path | None:
+    """The default search, done once per ``PATH`` value (it runs ``pg_config``)."""
+    return _first_bindir(_default_bindir_candidates(path))
+
+
+def _first_bindir(candidates: Iterable[Path]) -> Path | None:
     for candidate in candidates:
         if _has_server_binaries(candidate):
             return candidate
     return None
 
 
-def _unprivileged_user() -> _User | None:
-    """The user to run PostgreSQL as when we are root (``None`` if there is none)."""
+def _user_named(name: str) -> _User:
+    """The user ``name`` (``KeyError`` if there is none)."""
     import pwd
 
+    entry = pwd.getpwnam(name)
+    return _User(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _unprivileged_user() -> _User | None:
+    """The user to run PostgreSQL as when we are root (``None`` if there is none)."""
     try:
-        entry = pwd.getpwnam(_RUN_AS_USER)
+        user = _user_named(_RUN_AS_USER)
     except KeyError:
         return None
-    if entry.pw_uid == 0:
-        return None
-    return _User(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    return None if user.uid == 0 else user
 
 
 def _is_root() -> bool:
@@ -223,6 +240,11 @@ def _free_port() -> int:
 
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _redacted_tail(text: str) -> str:
+    """The last lines of ``text`` (at most ``_LOG_TAIL_LINES``), secrets masked."""
+    return redact("\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:]))
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -303,8 +325,7 @@ class _Cluster:
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             return "(no server log)"
-        lines = text.strip().splitlines()[-_LOG_TAIL_LINES:]
-        return redact("\n".join(lines)) if lines else "(server log is empty)"
+        return _redacted_tail(text) if text.strip() else "(server log is empty)"
 
     def log_size(self) -> int:
         try:
@@ -584,7 +605,7 @@ def _start_system(
         finally:
             pwfile.unlink(missing_ok=True)
         if proc.returncode != 0:
-            output = redact("\n".join(proc.stdout.strip().splitlines()[-_LOG_TAIL_LINES:]))
+            output = _redacted_tail(proc.stdout)
             raise PostgresUnavailableError(
                 f"initdb ({cluster.source}) failed with exit status {proc.returncode}:\n{output}"
             )
@@ -644,10 +665,7 @@ def _start_pgserver(pgserver: Any, base_dir: Path | None, timeout: float) -> Run
         cluster.pgserver_handle = server
         system_user = getattr(server, "system_user", None)
         if system_user:
-            import pwd
-
-            entry = pwd.getpwnam(system_user)
-            cluster.run_as = _User(entry.pw_name, entry.pw_uid, entry.pw_gid)
+            cluster.run_as = _user_named(system_user)
             cluster.source += f" (run as user {system_user})"
         cluster.source += f", PostgreSQL {_postgres_major(cluster.data_dir)}"
 

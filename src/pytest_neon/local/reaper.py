@@ -19,7 +19,11 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_neon.local.emulator.pg import PgServer
+    from pytest_neon.local.emulator.service import ControlPlane
 
 POLL_SECONDS = 0.5
 
@@ -83,21 +87,45 @@ def _clean_backend(plan: dict[str, Any], patience: float) -> None:
 
         remove_cluster(plan)
     elif plan["kind"] == "project":
-        from pytest_neon.local.emulator import Emulator
+        _drop_project(plan["url"], plan["project_id"], patience)
 
-        deadline = time.monotonic() + patience
-        while True:
-            emulator = Emulator(plan["url"], project_id=plan["project_id"], port=0)
-            try:
-                # the dead run's session may still hold the project's lock for a moment
-                emulator.start()
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-                continue
-            emulator.stop(drop=True)
-            return
+
+def _drop_project(url: str, project_id: str, patience: float) -> None:
+    """Drop the project's databases and metadata (as ``Emulator.stop(drop=True)`` does)."""
+    from pytest_neon.local.emulator import ids
+    from pytest_neon.local.emulator.faults import Faults, FaultSettings
+    from pytest_neon.local.emulator.pg import PgServer
+    from pytest_neon.local.emulator.service import ControlPlane
+
+    if not ids.PATH_ID.match(project_id):
+        raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
+    deadline = time.monotonic() + patience
+    while True:
+        pg: PgServer | None = None
+        plane: ControlPlane | None = None
+        try:
+            pg = PgServer(url)
+            plane = ControlPlane(pg, project_id, faults=Faults(FaultSettings()))
+            # the dead run's session may still hold the project's lock for a moment
+            plane.open()
+        except BaseException as exc:
+            _close(pg, plane)
+            if not isinstance(exc, Exception) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        try:
+            plane.drop_everything()
+        finally:
+            _close(pg, plane)
+        return
+
+
+def _close(pg: PgServer | None, plane: ControlPlane | None) -> None:
+    if plane is not None:
+        plane.close()
+    if pg is not None:
+        pg.close()
 
 
 def main() -> int:

@@ -7,7 +7,6 @@ xdist workers are other processes: they still talk HTTP to the controller's emul
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,10 +47,9 @@ class InProcessAdapter(BaseAdapter):
         response = requests.Response()
         response.status_code = answer.status
         response.reason = _REASONS.get(answer.status, "")
-        response._content = b"" if answer.body is None else json.dumps(answer.body).encode()
+        response._content, content_headers = answer.encode()
         response.headers = CaseInsensitiveDict(answer.headers)
-        if answer.body is not None:
-            response.headers["Content-Type"] = "application/json"
+        response.headers.update(content_headers)
         response.encoding = "utf-8"
         response.url = request.url or ""
         response.request = request

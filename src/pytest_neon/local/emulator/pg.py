@@ -41,7 +41,6 @@ class TemplateBusyError(Exception):
 
     def __init__(self, template: str) -> None:
         super().__init__(f"source database {template} is being accessed by other users")
-        self.template = template
 
 
 def build_dsn(
@@ -66,6 +65,25 @@ def build_dsn(
     return f"{uri}?{urlencode(query)}" if query else uri
 
 
+def _snapshot_query_for(server_version: int) -> str:
+    """One row: sessions on database {} now, then its identity and activity counters."""
+    sessions = "d.sessions" if server_version >= 140000 else "0"
+    counters = [
+        "d.datid",
+        sessions,
+        "d.xact_commit",
+        "d.xact_rollback",
+        "d.tup_inserted",
+        "d.tup_updated",
+        "d.tup_deleted",
+    ]
+    columns = ", ".join(f"coalesce({c}, 0)::bigint AS c{i}" for i, c in enumerate(counters, 1))
+    return (
+        "SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS c0,"
+        f" {columns} FROM pg_stat_database d WHERE d.datname = {{}}"
+    )
+
+
 class PgServer:
     """The PostgreSQL server behind the emulator, reached with a superuser DSN."""
 
@@ -84,6 +102,7 @@ class PgServer:
         self._closed = False
         with self.connection() as conn:
             self.server_version: int = conn.info.server_version
+        self._snapshot_query = _snapshot_query_for(self.server_version)
 
     @property
     def endpoint_host(self) -> str:
@@ -264,25 +283,6 @@ class PgServer:
                     sql.Identifier(old), sql.Identifier(new)
                 )
             )
-
-    @property
-    def _snapshot_query(self) -> str:
-        """One row: sessions on database {} now, then its identity and activity counters."""
-        sessions = "d.sessions" if self.server_version >= 140000 else "0"
-        counters = [
-            "d.datid",
-            sessions,
-            "d.xact_commit",
-            "d.xact_rollback",
-            "d.tup_inserted",
-            "d.tup_updated",
-            "d.tup_deleted",
-        ]
-        columns = ", ".join(f"coalesce({c}, 0)::bigint AS c{i}" for i, c in enumerate(counters, 1))
-        return (
-            "SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS c0,"
-            f" {columns} FROM pg_stat_database d WHERE d.datname = {{}}"
-        )
 
     def activity_snapshot(self, name: str) -> tuple[int, ...] | None:
         """The identity of database ``name`` and counters that move whenever it is used.

@@ -39,6 +39,12 @@ class Response:
     body: JSON | None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        """The body as sent (JSON, UTF-8) and the headers describing it (``Content-Type``)."""
+        if self.body is None:
+            return b"", {}
+        return json.dumps(self.body).encode(), {"Content-Type": "application/json"}
+
 
 @dataclass(frozen=True)
 class _Route:
@@ -338,10 +344,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = self.server.api.handle(method, self.path, headers, body)
         if response.status == 503 and self.server.api.stopping:
             self.close_connection = True
-        data = b"" if response.body is None else json.dumps(response.body).encode()
+        data, content_headers = response.encode()
         self.send_response(response.status)
-        if response.body is not None:
-            self.send_header("Content-Type", "application/json")
+        for name, value in content_headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         for name, value in response.headers.items():
             self.send_header(name, value)

@@ -196,11 +196,12 @@ class ControlPlane:
         project = Project(id=self.project_id, created_at=now, updated_at=now)
         with self._transaction() as conn:
             store.lock_role_names(conn)
-            password = store.shared_role_password(conn, DEFAULT_ROLE) or ids.password()
+            shared = store.shared_role_password(conn, DEFAULT_ROLE)
+            password = shared or ids.password()
             register_secret(password)
             if self.pg.ensure_role(DEFAULT_ROLE, password):
                 store.remember_created_role(conn, DEFAULT_ROLE)
-            elif store.shared_role_password(conn, DEFAULT_ROLE) != password:
+            elif shared != password:
                 log.warning("role %s already existed: its password was reset", DEFAULT_ROLE)
             project.roles[DEFAULT_ROLE] = Role(DEFAULT_ROLE, password, now)
             store.insert_project(conn, project)
@@ -1061,14 +1062,5 @@ class ControlPlane:
         return len(due)
 
     def sweep_if_due(self) -> None:
-        """Run :meth:`sweep` now when some branch has expired (called on each request)."""
-        with self._lock:
-            if self._project is None:
-                return
-            now = utcnow()
-            due = any(
-                b.expires_at is not None and b.expires_at <= now and b.visible
-                for b in self.project.branches.values()
-            )
-        if due:
-            self.sweep()
+        """Run :meth:`sweep` (called on each request: cheap when no branch has expired)."""
+        self.sweep()

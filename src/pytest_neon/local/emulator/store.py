@@ -7,7 +7,6 @@ every row keyed by project id, so several emulators (different projects) share o
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -98,6 +97,27 @@ _BRANCH_COLUMNS = (
     "id, name, parent_id, is_default, protected, created_at, updated_at, busy_since,"
     " busy_until, busy_state, expires_at, ttl_seconds, last_reset_at, annotation,"
     " annotation_created_at, annotation_updated_at"
+)
+_INSERT_BRANCH = (
+    f"INSERT INTO {SCHEMA}.branches (project_id, {_BRANCH_COLUMNS})"
+    f" VALUES ({', '.join(['%s'] * 17)})"
+)
+_BRANCH_ASSIGNMENTS = ", ".join(f"{col.strip()} = %s" for col in _BRANCH_COLUMNS.split(",")[1:])
+_UPDATE_BRANCH = (
+    f"UPDATE {SCHEMA}.branches SET {_BRANCH_ASSIGNMENTS} WHERE project_id = %s AND id = %s"
+)
+_INSERT_ENDPOINT = (
+    f"INSERT INTO {SCHEMA}.endpoints (project_id, id, branch_id, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+_INSERT_DATABASE = (
+    f"INSERT INTO {SCHEMA}.databases"
+    " (project_id, branch_id, name, owner_name, real_name, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_INSERT_OPERATION = (
+    f"INSERT INTO {SCHEMA}.operations (id, project_id, branch_id, endpoint_id, action,"
+    " seq, created_at, finish_at, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -191,42 +211,35 @@ def _branch_values(project_id: str, b: Branch) -> tuple[Any, ...]:
 
 def insert_branch(conn: Connection, project_id: str, branch: Branch) -> None:
     """Store a new branch with its endpoints and databases (sets the database ids)."""
-    conn.execute(
-        f"INSERT INTO {SCHEMA}.branches (project_id, {_BRANCH_COLUMNS})"
-        f" VALUES ({', '.join(['%s'] * 17)})",
-        _branch_values(project_id, branch),
-    )
+    conn.execute(_INSERT_BRANCH, _branch_values(project_id, branch))
     for ep in branch.endpoints:
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.endpoints (project_id, id, branch_id, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (project_id, ep.id, branch.id, ep.created_at, ep.updated_at),
-        )
+        conn.execute(_INSERT_ENDPOINT, (project_id, ep.id, branch.id, ep.created_at, ep.updated_at))
     _insert_databases(conn, project_id, branch.id, branch.databases)
 
 
 def _insert_databases(
     conn: Connection, project_id: str, branch_id: str, databases: list[Database]
 ) -> None:
-    for db in databases:
-        row = conn.execute(
-            f"INSERT INTO {SCHEMA}.databases"
-            " (project_id, branch_id, name, owner_name, real_name, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (project_id, branch_id, db.name, db.owner_name, db.real_name, db.created_at,
-             db.updated_at),
-        ).fetchone()  # fmt: skip
-        assert row is not None
-        db.id = int(row[0])
+    """Store ``databases`` of a branch and set their ids, in one round trip."""
+    if not databases:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            _INSERT_DATABASE,
+            [(project_id, branch_id, db.name, db.owner_name, db.real_name, db.created_at,
+              db.updated_at) for db in databases],
+            returning=True,
+        )  # fmt: skip
+        for db in databases:  # one result set per database, in order
+            row = cur.fetchone()
+            assert row is not None
+            db.id = int(row[0])
+            cur.nextset()
 
 
 def update_branch(conn: Connection, project_id: str, branch: Branch) -> None:
     """Store a changed branch; its databases are replaced by the current list."""
-    assignments = ", ".join(f"{col.strip()} = %s" for col in _BRANCH_COLUMNS.split(",")[1:])
-    conn.execute(
-        f"UPDATE {SCHEMA}.branches SET {assignments} WHERE project_id = %s AND id = %s",
-        (*_branch_values(project_id, branch)[2:], project_id, branch.id),
-    )
+    conn.execute(_UPDATE_BRANCH, (*_branch_values(project_id, branch)[2:], project_id, branch.id))
     conn.execute(
         f"DELETE FROM {SCHEMA}.databases WHERE project_id = %s AND branch_id = %s",
         (project_id, branch.id),
@@ -246,19 +259,10 @@ def insert_operations(conn: Connection, project_id: str, operations: list[Operat
     """Store new operations."""
     for op in operations:
         conn.execute(
-            f"INSERT INTO {SCHEMA}.operations (id, project_id, branch_id, endpoint_id, action,"
-            " seq, created_at, finish_at, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            _INSERT_OPERATION,
             (op.id, project_id, op.branch_id, op.endpoint_id, op.action, op.seq, op.created_at,
              op.finish_at, op.error),
         )  # fmt: skip
-
-
-def project_real_databases(conn: Connection, project_id: str) -> list[str]:
-    """Every real database the metadata maps for ``project_id``."""
-    rows = conn.execute(
-        f"SELECT real_name FROM {SCHEMA}.databases WHERE project_id = %s", (project_id,)
-    ).fetchall()
-    return [str(r[0]) for r in rows]
 
 
 def load_project(conn: Connection, project_id: str) -> Project | None:
@@ -322,8 +326,3 @@ def load_project(conn: Connection, project_id: str) -> Project | None:
         )  # fmt: skip
         project.operations[op.id] = op
     return project
-
-
-def touch_project(conn: Connection, project_id: str, when: datetime) -> None:
-    """Record a change of the project."""
-    conn.execute(f"UPDATE {SCHEMA}.projects SET updated_at = %s WHERE id = %s", (when, project_id))
