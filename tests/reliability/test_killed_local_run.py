@@ -32,7 +32,10 @@ def test_waits_for_the_kill(neon_branch_readwrite, request):
     assert run_dir.is_dir()  # the migration gate's files are there
     report = {"data_dir": str(data_dir) if data_dir else None, "postmaster": pid,
               "project_id": local.project_id, "run_dir": str(run_dir)}
-    pathlib.Path(os.environ["RELIABILITY_MARKER"]).write_text(json.dumps(report))
+    marker = pathlib.Path(os.environ["RELIABILITY_MARKER"])
+    partial = marker.with_suffix(".partial")
+    partial.write_text(json.dumps(report))
+    os.replace(partial, marker)  # the outer test never sees a half-written file
     time.sleep(60)
 """
 
