@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -125,6 +126,18 @@ def test_local_backend_on_a_given_server_leaves_nothing_behind(
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*backend local (--neon-backend is local*PostgreSQL at *"])
     assert databases() == before
+
+    def our_routines() -> int:  # the probe's and the emulator's temporary procedures
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_proc WHERE proname LIKE 'pytest\\_neon\\_%'"
+            ).fetchone()
+        return int(row[0]) if row else -1
+
+    deadline = time.monotonic() + 10  # they go when the run's sessions have ended
+    while our_routines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert our_routines() == 0
 
 
 def test_local_backend_on_pgserver(

@@ -1,18 +1,19 @@
 """Requests to the emulator this process runs, answered in-process instead of over HTTP.
 
 Same requests, same answers (the emulator's own request handling, faults and delays
-included); only the socket, the HTTP parsing and two thread hand-offs are left out.
+included); only the socket, the HTTP parsing, two thread hand-offs and ``requests``'
+preparation of each request (cookies, hooks, redirects, proxies) are left out.
 xdist workers are other processes: they still talk HTTP to the controller's emulator.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 from pytest_neon.local.emulator.server import Api
@@ -20,30 +21,37 @@ from pytest_neon.local.emulator.server import Api
 _REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
 
-class InProcessAdapter(BaseAdapter):
-    """A ``requests`` transport adapter that hands each request to an emulator's ``Api``."""
+class InProcessSession(requests.Session):
+    """A ``requests`` session whose requests under ``api_host`` go straight to ``api``.
 
-    def __init__(self, api: Api) -> None:
+    Other URLs are sent by ``requests`` as usual.
+    """
+
+    def __init__(self, api_host: str, api: Api) -> None:
         super().__init__()
+        self.trust_env = False
+        self._prefix = api_host.rstrip("/") + "/"
         self._api = api
 
-    def send(
+    def request(  # type: ignore[override]
         self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Mapping[str, str] | None = None,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        **kwargs: Any,
     ) -> requests.Response:
-        """Answer ``request`` by calling the emulator directly."""
-        url = urlsplit(request.url or "")
-        target = url.path + (f"?{url.query}" if url.query else "")
-        body = request.body or b""
-        if isinstance(body, str):
-            body = body.encode()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        answer = self._api.handle(request.method or "GET", target, headers, bytes(body))
+        """Answer a request to the emulator by calling it directly."""
+        if not url.startswith(self._prefix) or set(kwargs) - {"timeout"}:
+            return super().request(method, url, params=params, json=json, **kwargs)
+        query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
+        target = urlsplit(url).path + (f"?{query}" if query else "")
+        headers = {name.lower(): str(value) for name, value in self.headers.items()}
+        body = b""
+        if json is not None:
+            body = _dumps(json)
+            headers["content-type"] = "application/json"
+        answer = self._api.handle(method.upper(), target, headers, body)
         response = requests.Response()
         response.status_code = answer.status
         response.reason = _REASONS.get(answer.status, "")
@@ -51,17 +59,14 @@ class InProcessAdapter(BaseAdapter):
         response.headers = CaseInsensitiveDict(answer.headers)
         response.headers.update(content_headers)
         response.encoding = "utf-8"
-        response.url = request.url or ""
-        response.request = request
+        response.url = url + (f"?{query}" if query else "")
         return response
 
-    def close(self) -> None:
-        """Nothing to release."""
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
 
 
 def in_process_session(api_host: str, api: Api) -> requests.Session:
     """A session whose requests under ``api_host`` go straight to ``api``."""
-    session = requests.Session()
-    session.trust_env = False
-    session.mount(api_host.rstrip("/") + "/", InProcessAdapter(api))
-    return session
+    return InProcessSession(api_host, api)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +31,10 @@ _SESSIONS_ON = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
     " AND pid <> pg_backend_pid() AND backend_type IS DISTINCT FROM 'autovacuum worker'"
 )
+
+
+# Sessions connected to the database whose oid is {} (cheaper than pg_stat_activity).
+_SESSIONS_ON_OID = "SELECT count(*) FROM pg_stat_get_activity(NULL) a WHERE a.datid = {}"
 
 
 class StaleCopyError(Exception):
@@ -65,23 +70,60 @@ def build_dsn(
     return f"{uri}?{urlencode(query)}" if query else uri
 
 
+def _activity_of(server_version: int, oid: str) -> list[str]:
+    """SQL expressions: sessions on the database with oid ``oid`` now, then its identity
+    and the activity counters that move whenever it is used."""
+    # The statistics functions of one database, not the views over all of them: with many
+    # copies on the server, the views cost a millisecond or more.
+    sessions = f"pg_stat_get_db_sessions({oid})" if server_version >= 140000 else "0"
+    counters = [
+        oid,
+        sessions,
+        f"pg_stat_get_db_xact_commit({oid})",
+        f"pg_stat_get_db_xact_rollback({oid})",
+        f"pg_stat_get_db_tuples_inserted({oid})",
+        f"pg_stat_get_db_tuples_updated({oid})",
+        f"pg_stat_get_db_tuples_deleted({oid})",
+    ]
+    now = f"({_SESSIONS_ON_OID.format(oid)})"
+    return [now, *(f"coalesce({c}, 0)::bigint" for c in counters)]
+
+
 def _snapshot_query_for(server_version: int) -> str:
     """One row: sessions on database {} now, then its identity and activity counters."""
-    sessions = "d.sessions" if server_version >= 140000 else "0"
-    counters = [
-        "d.datid",
-        sessions,
-        "d.xact_commit",
-        "d.xact_rollback",
-        "d.tup_inserted",
-        "d.tup_updated",
-        "d.tup_deleted",
-    ]
-    columns = ", ".join(f"coalesce({c}, 0)::bigint AS c{i}" for i, c in enumerate(counters, 1))
-    return (
-        "SELECT (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS c0,"
-        f" {columns} FROM pg_stat_database d WHERE d.datname = {{}}"
+    columns = ", ".join(
+        f"{expr} AS c{i}" for i, expr in enumerate(_activity_of(server_version, "d.oid"))
     )
+    return f"SELECT {columns} FROM pg_database d WHERE d.datname = {{}}"
+
+
+def _swap_procedure_for(server_version: int) -> str:
+    """A temporary procedure (one per session, its plans cached) doing a quick swap:
+    raises object_not_in_prerequisite_state if the source's activity is no longer
+    ``expect``, object_in_use if a session is on the target, else renames in one go."""
+    activity = ", ".join(_activity_of(server_version, "src"))
+    return f"""
+CREATE PROCEDURE pg_temp.pytest_neon_swap(
+  target name, replacement name, trash name, source name, expect bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE src oid := (SELECT oid FROM pg_database WHERE datname = source);
+BEGIN
+  IF expect IS NOT NULL THEN
+    IF src IS NULL OR ARRAY[{activity}]::bigint[] IS DISTINCT FROM expect THEN
+      RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+  END IF;
+  IF ({_SESSIONS_ON_OID.format("(SELECT oid FROM pg_database WHERE datname = target)")}) > 0
+  THEN
+    RAISE EXCEPTION USING ERRCODE = 'object_in_use';
+  END IF;
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', target, trash);
+  EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS false', trash);
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', replacement, target);
+END $$"""
+
+
+_SWAP = "CALL pg_temp.pytest_neon_swap(%s, %s, %s, %s, %s)"
 
 
 class PgServer:
@@ -103,6 +145,8 @@ class PgServer:
         with self.connection() as conn:
             self.server_version: int = conn.info.server_version
         self._snapshot_query = _snapshot_query_for(self.server_version)
+        self._swap_procedure = _swap_procedure_for(self.server_version)
+        self._can_swap: weakref.WeakSet[Connection] = weakref.WeakSet()  # sessions that have it
 
     @property
     def endpoint_host(self) -> str:
@@ -311,7 +355,7 @@ class PgServer:
         ident = sql.Identifier(target)
         with self.connection() as conn:
             try:
-                conn.execute(self._quick_swap(conn, target, replacement, trash, expect))
+                self._quick_swap(conn, target, replacement, trash, expect)
                 return trash
             except errors.ObjectNotInPrerequisiteState as exc:
                 raise StaleCopyError(f"{expect[0] if expect else '?'} changed") from exc
@@ -356,34 +400,15 @@ class PgServer:
         replacement: str,
         trash: str,
         expect: tuple[str, tuple[int, ...]] | None,
-    ) -> sql.Composed:
+    ) -> None:
         """One round trip that swaps when no session is on ``target`` (else ObjectInUse)
         and ``expect`` still holds (else ObjectNotInPrerequisiteState)."""
-        check: sql.Composable = sql.SQL("")
-        if expect is not None:
-            values = (0, *expect[1])
-            check = sql.SQL(
-                "IF NOT EXISTS (SELECT FROM ({snapshot}) q WHERE ({columns}) = ({values})) THEN"
-                " RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state'; END IF;"
-            ).format(
-                snapshot=sql.SQL(self._snapshot_query).format(sql.Literal(expect[0])),
-                columns=sql.SQL(", ").join(sql.SQL(f"q.c{i}") for i in range(len(values))),
-                values=sql.SQL(", ").join(sql.Literal(v) for v in values),
-            )
-        body = sql.SQL(
-            "BEGIN {check} IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {name})"
-            " THEN RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF;"
-            " ALTER DATABASE {target} RENAME TO {trash};"
-            " ALTER DATABASE {trash} ALLOW_CONNECTIONS false;"
-            " ALTER DATABASE {replacement} RENAME TO {target}; END"
-        ).format(
-            check=check,
-            name=sql.Literal(target),
-            target=sql.Identifier(target),
-            trash=sql.Identifier(trash),
-            replacement=sql.Identifier(replacement),
-        )
-        return sql.SQL("DO {}").format(sql.Literal(body.as_string(conn)))
+        if conn not in self._can_swap:
+            conn.execute(self._swap_procedure)
+            self._can_swap.add(conn)
+        source, activity = expect if expect is not None else (None, None)
+        values = [0, *activity] if activity is not None else None
+        conn.execute(_SWAP, (target, replacement, trash, source, values), prepare=True)
 
     @staticmethod
     def _terminate(conn: Connection, name: str) -> None:
