@@ -126,6 +126,7 @@ class NeonRun:
         self._lock = threading.Lock()
         self._reset_listeners: list[Callable[[NeonBranch], None]] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._jobs: dict[Future[bool], tuple[Callable[..., bool], tuple[Any, ...]]] = {}
         #: superuser DSN of a local server with pg_walinspect (local backend only)
         self.wal_inspector_url: str | None = None
         #: for the branch-limit message: processes of the run and modules that use
@@ -404,6 +405,8 @@ class NeonRun:
             slot = self._current
             if not slot.ready:
                 slot = next((s for s in self._slots if s.ready), slot)
+            if not slot.ready and len(self._slots) == 1:
+                self._run_here(slot)
             if not slot.ready:
                 busy = {s.pending: s for s in self._slots if s.pending is not None}
                 if busy:
@@ -426,6 +429,23 @@ class NeonRun:
             self._after_reset(slot.branch)
         self._current = slot
         return slot.branch
+
+    def _run_here(self, slot: _Slot) -> None:
+        """Do ``slot``'s background work on this thread if no thread has started it yet.
+
+        The caller would only wait for it: this saves two thread hand-offs.
+        """
+        pending = slot.pending
+        job = self._jobs.pop(pending, None) if pending is not None else None
+        if pending is None or job is None or not pending.cancel():
+            return
+        work, args = job
+        done: Future[bool] = Future()
+        try:
+            done.set_result(work(*args))
+        except Exception as exc:
+            done.set_exception(exc)
+        slot.pending = done
 
     def _settle(self, slot: _Slot) -> None:
         """Take the result of ``slot``'s finished background work."""
@@ -535,7 +555,10 @@ class NeonRun:
             self._executor = ThreadPoolExecutor(
                 max(1, self.settings.worker_branches), thread_name_prefix="pytest-neon-reset"
             )
-        return self._executor.submit(work, *args)
+        future = self._executor.submit(work, *args)
+        self._jobs[future] = (work, args)  # for _run_here; forgotten once done
+        future.add_done_callback(lambda f: self._jobs.pop(f, None))
+        return future
 
     def add_reset_listener(self, listener: Callable[[NeonBranch], None]) -> None:
         """Call ``listener(branch)`` after every reset of a worker branch.
