@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -106,6 +107,18 @@ def naive(neon_branch_readonly, pytestconfig, _neon_source):
     client = run.client
     result = client.restore_branch(run.project_id, branch.branch_id, source_branch_id=_neon_source)
     client.wait_for_operations(run.project_id, result.operations)
+"""
+
+PLAIN_CONFTEST = """
+import pytest
+
+class Database:
+    connection_string = {url!r}
+
+@pytest.fixture
+def plain():
+    # No isolation at all: what pytest itself costs per test with a database fixture.
+    return Database()
 """
 
 PG_CONFTEST = """
@@ -205,9 +218,21 @@ def run_suite(
         reset_cost,
         idle,
         int(calls.group(1)) if calls else None,
-        resets.group(1) if resets else "-",
+        "after every test" if fixture == "naive" else resets.group(1) if resets else "-",
         (branches.group(1) if branches else "-") + (f" (cache {cache.group(1)})" if cache else ""),
     )
+
+
+def _plain_database(server_url: str) -> str:
+    """A database with the suite's schema, for the no-isolation baseline; its URL."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS bench_plain")
+        conn.execute("CREATE DATABASE bench_plain")
+    parts = urlsplit(server_url)
+    url = urlunsplit(parts._replace(path="/bench_plain"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    return url
 
 
 def neon_args(emu: Emulator) -> list[str]:
@@ -258,8 +283,6 @@ def main() -> None:
         os.environ.pop(name, None)
 
     with start_postgres() as pg:
-        from urllib.parse import unquote, urlsplit
-
         parts = urlsplit(pg.url)
         print(
             f"# pytest-neon benchmark — {platform.platform()}, {os.cpu_count()} CPUs, "
@@ -270,6 +293,7 @@ def main() -> None:
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         local_args = ["--neon-backend=local", f"--neon-local-postgres-url={pg.url}"]
+        plain_url = _plain_database(pg.url)
         if True:
             local = [
                 run_suite(
@@ -293,6 +317,17 @@ def main() -> None:
                     opts.work,
                 ),
                 run_suite(
+                    "baseline: no isolation (a plain fixture)",
+                    root / "plain",
+                    PLAIN_CONFTEST.format(url=plain_url),
+                    "plain",
+                    ["-p", "no:neon"],
+                    env,
+                    opts.tests,
+                    opts.work,
+                    isolated=False,
+                ),
+                run_suite(
                     "pytest-postgresql: clone per test",
                     root / "pgpg",
                     PG_CONFTEST.format(
@@ -314,6 +349,15 @@ def main() -> None:
                 f"Local PostgreSQL, {opts.tests} tests, half write, {opts.work}s work",
                 local,
             )
+        )
+        ours, plain = local[0], local[2]
+        base = plain.stat(plain.per_test, 0.5)
+        after_write = ours.stat(ours.reset_cost, 0.5) - plain.stat(plain.reset_cost, 0.5)
+        after_read = ours.stat(ours.idle, 0.5) - plain.stat(plain.idle, 0.5)
+        print(
+            f"\nOver the baseline (pytest's own {base:.1f} ms per test), pytest-neon adds"
+            f" {after_write:.1f} ms (median) after a writing test and {after_read:.1f} ms to a"
+            " test that wrote nothing."
         )
 
         with Emulator(pg.url, api_key=API_KEY, request_delay=0.05, operation_delay=0.5) as emu:
