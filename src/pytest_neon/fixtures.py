@@ -54,6 +54,11 @@ def _run(config: pytest.Config) -> NeonRun:
 
 
 def _fail(request: pytest.FixtureRequest, what: str, exc: NeonError) -> NoReturn:
+    __tracebackhide__ = True
+    fail_on_neon_error(request.config, what, exc)
+
+
+def fail_on_neon_error(config: pytest.Config, what: str, exc: NeonError) -> NoReturn:
     """Fail the test that needed ``what``; stop the run when no later test could have it.
 
     An unavailable API or a branch deleted under the run would fail every later test
@@ -61,11 +66,25 @@ def _fail(request: pytest.FixtureRequest, what: str, exc: NeonError) -> NoReturn
     """
     __tracebackhide__ = True
     if api_unavailable(exc):
-        request.session.shouldfail = "pytest-neon: stopping: the Neon API is unavailable"
+        _state(config).stop_reason = "pytest-neon: stopping: the Neon API is unavailable"
     elif isinstance(exc, NeonBranchGoneError):
-        request.session.shouldfail = "pytest-neon: stopping: a branch this run uses is gone"
+        _state(config).stop_reason = "pytest-neon: stopping: a branch this run uses is gone"
     # One line: the NeonError under it says the same, with no more to act on.
     raise pytest.fail.Exception(f"pytest-neon: {what}: {exc}", pytrace=False) from None
+
+
+def checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
+    """The run and this worker's branch in the migrated state, for integrations.
+
+    Waits for (or makes) the reset a writing test left; on a Neon error the calling test
+    fails, and the run stops when no later test could succeed either.
+    """
+    __tracebackhide__ = True
+    run = _run(config)
+    try:
+        return run, run.checkout()
+    except NeonError as exc:
+        fail_on_neon_error(config, "could not reset branch", exc)
 
 
 @pytest.fixture(scope="session")
@@ -196,11 +215,7 @@ def _checkout(request: pytest.FixtureRequest, name: str) -> tuple[NeonRun, NeonB
     """The run and a worker branch in the migrated state, for fixture ``name``."""
     __tracebackhide__ = True
     _refuse_with_shared(request, name)
-    run = _run(request.config)
-    try:
-        return run, run.checkout()
-    except NeonError as exc:
-        _fail(request, "could not reset branch", exc)
+    return checkout(request.config)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -248,6 +249,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if "neon_branch_shared" in getattr(item, "fixturenames", ())
     }
     state.run.shared_modules = len(modules)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Stop the run after a test that found the API unavailable or a branch gone."""
+    yield
+    state = item.config.stash.get(STATE, None)
+    if state is not None and state.stop_reason and not item.session.shouldfail:
+        item.session.shouldfail = state.stop_reason
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -30,6 +30,7 @@ class PluginState:
     run: NeonRun | None = None
     local: LocalBackend | None = None
     migration_failed: str | None = None
+    stop_reason: str | None = None  # the run stops after the current test, saying this
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)

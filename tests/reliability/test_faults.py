@@ -90,6 +90,68 @@ def test_04(): pass
 """
 
 
+OUTAGE_SQLALCHEMY = """
+import psycopg
+from conftest import flip
+
+def test_00_writes_then_the_api_goes_down(neon_branch_readwrite):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    flip("outage")
+
+def test_01(neon_session): pass
+def test_02(neon_session): pass
+def test_03(): pass
+"""
+
+OUTAGE_DJANGO = """
+import pytest
+from conftest import flip
+from shelf.models import Shelf
+
+@pytest.mark.django_db(transaction=True)
+def test_00_commits_then_the_api_goes_down():
+    Shelf.objects.create(name="written")
+    flip("outage")
+
+def test_01(transactional_db): pass  # (pytest-django runs these after the plain db tests)
+def test_02(transactional_db): pass
+def test_03(): pass
+"""
+
+
+@pytest.mark.parametrize("integration", ["sqlalchemy", "django"])
+def test_an_outage_stops_the_run_from_an_integration_too(
+    neon: NeonProject,
+    proxy: HangingProxy,
+    switchboard: Switchboard,
+    monkeypatch: pytest.MonkeyPatch,
+    integration: str,
+) -> None:
+    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
+    enable = f'pytest_plugins = ["pytest_neon.contrib.{integration}"]\n'
+    if integration == "django":
+        from tests.contrib.test_django import _project
+
+        monkeypatch.setenv("MIGRATION_LOG", str(neon.pytester.path / "migrations.log"))
+        _project(neon, conftest=enable + FLIP)
+        neon.pytester.makepyfile(test_outage=OUTAGE_DJANGO)
+    else:
+        neon.pytester.makeconftest(enable + FLIP)
+        neon.pytester.makepyfile(test_outage=OUTAGE_SQLALCHEMY)
+    result = run_via(neon, proxy.api_host)
+    proxy.hang_all = False
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_01*",
+            "pytest-neon: could not reset branch: Neon API unreachable at http://127.0.0.1:*",
+            "*! pytest-neon: stopping: the Neon API is unavailable !*",
+        ]
+    )
+
+
 @pytest.mark.parametrize("kind", ["hung", "slow"])
 def test_persistent_outage_fails_the_run_once_and_quickly(
     neon: NeonProject,

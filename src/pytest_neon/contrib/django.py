@@ -37,8 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pytest_neon.branch import NeonBranch
 from pytest_neon.contrib._hashing import hash_files
-from pytest_neon.errors import NeonError
-from pytest_neon.fixtures import current_run
+from pytest_neon.fixtures import checkout, current_run
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
@@ -321,11 +320,7 @@ def _fixture_teardown_without_flush(
 def _checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
     """The worker branch in the migrated state; Django's connections fresh after a reset."""
     __tracebackhide__ = True
-    run = current_run(config)
-    try:
-        branch = run.checkout()
-    except NeonError as exc:
-        pytest.fail(f"pytest-neon: could not reset branch: {exc}", pytrace=False)
+    run, branch = checkout(config)
     state = _state(config)
     if state.pointed is not None and state.pointed != branch.connection_string:
         state.point(branch.connection_string)  # another of the worker's branches

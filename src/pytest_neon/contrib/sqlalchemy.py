@@ -36,7 +36,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from pytest_neon.branch import NeonBranch
 from pytest_neon.branches import NeonRun
-from pytest_neon.fixtures import current_run, sqlalchemy_url
+from pytest_neon.fixtures import checkout, current_run, sqlalchemy_url
 from pytest_neon.state import env_var
 
 __all__ = [
@@ -305,8 +305,7 @@ def _neon_rollback_branch(_neon_source: str, pytestconfig: pytest.Config) -> Ite
     Never reset after the test: whatever the test commits outside the rollback session
     (another engine, another connection) leaks into later tests.
     """
-    run = current_run(pytestconfig)
-    branch = run.checkout()
+    run, branch = checkout(pytestconfig)
     with env_var(run.settings.env_var, branch.connection_string):
         yield branch
 
