@@ -106,7 +106,16 @@ class _Slot:
 class NeonRun:
     """The branches one pytest process creates, uses, resets and deletes."""
 
-    def __init__(self, client: NeonClient, settings: Settings, *, run_id: str, worker: str) -> None:
+    def __init__(
+        self,
+        client: NeonClient,
+        settings: Settings,
+        *,
+        run_id: str,
+        worker: str,
+        parent_id: str | None = None,
+    ) -> None:
+        """``parent_id``: the parent branch as another process of the run found it."""
         if not settings.project_id:
             raise NeonConfigError("no Neon project: set NEON_PROJECT_ID or --neon-project-id")
         self.client = client
@@ -120,7 +129,7 @@ class NeonRun:
         self.source_id: str | None = None  # the branch a reset restores from
         self.migration_branch: NeonBranch | None = None
         self.migration_fingerprint: str | None = None
-        self._parent_id: str | None = settings.parent_branch
+        self._parent_id: str | None = settings.parent_branch or parent_id
         self._slots: list[_Slot] = []  # the worker branches, the first is worker_branch
         self._current: _Slot | None = None  # the one the running (or last) test got
         self._lock = threading.Lock()

@@ -40,6 +40,7 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
     handoff = read_handoff()
     if handoff is not None:
         state = PluginState(settings=settings, run_id=handoff.run_id, role="worker")
+        state.parent_id = handoff.parent_id
         if handoff.api_host:
             state.backend, state.backend_reason = "local", "from the controller"
             if handoff.inspector_url:
@@ -78,9 +79,14 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
 def _start_controller(state: PluginState) -> None:
     """Hand the run over to the xdist workers; check Neon once before they start."""
     local = state.local
+    state.run = _own_run(state, "controller")
+    if state.run is not None and state.backend == "neon":
+        # One early check, so a refused key or unknown project fails once, here.
+        state.run.prepare(sweep_after=state.settings.sweep_after)
     Handoff(
         controller_pid=os.getpid(),
         run_id=state.run_id,
+        parent_id=state.run.parent_id if state.run is not None else None,
         **(
             {
                 "api_host": local.api_host,
@@ -92,10 +98,6 @@ def _start_controller(state: PluginState) -> None:
             else {}
         ),
     ).publish()
-    state.run = _own_run(state, "controller")
-    if state.run is not None and state.backend == "neon":
-        # One early check, so a refused key or unknown project fails once, here.
-        state.run.prepare(sweep_after=state.settings.sweep_after)
 
 
 def _choose(state: PluginState) -> None:
@@ -189,7 +191,7 @@ def _make_run(
 ) -> NeonRun:
     settings = _local_settings(state.settings, project_id) if local else state.settings
     client = _client(settings, api_host, api_key, local=local, session=session)
-    run = NeonRun(client, settings, run_id=state.run_id, worker=worker)
+    run = NeonRun(client, settings, run_id=state.run_id, worker=worker, parent_id=state.parent_id)
     run.workers = _worker_count()
     run.wal_inspector_url = inspector_url
     return run

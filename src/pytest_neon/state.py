@@ -31,6 +31,7 @@ class PluginState:
     local: LocalBackend | None = None
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
+    parent_id: str | None = None  # the parent branch, from the xdist controller
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)

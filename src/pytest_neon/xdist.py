@@ -41,6 +41,7 @@ class Handoff:
     project_id: str | None = None
     api_key: str | None = None
     inspector_url: str | None = None  # local backend: superuser DSN for pg_walinspect
+    parent_id: str | None = None  # the branch test branches come from, looked up once
 
     def publish(self) -> None:
         """Put the hand-off in this process's environment, for workers to inherit."""
