@@ -90,19 +90,8 @@ def test_04(): pass
 """
 
 
-OUTAGE_SQLALCHEMY = """
-import psycopg
-from conftest import flip
-
-def test_00_writes_then_the_api_goes_down(neon_branch_readwrite):
-    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
-        conn.execute("CREATE TABLE t (x int)")
-    flip("outage")
-
-def test_01(neon_session): pass
-def test_02(neon_session): pass
-def test_03(): pass
-"""
+# the same, the later tests checking the branch out through the SQLAlchemy integration
+OUTAGE_SQLALCHEMY = OUTAGE.replace("(neon_branch_readwrite): pass", "(neon_session): pass")
 
 OUTAGE_DJANGO = """
 import pytest
@@ -142,7 +131,7 @@ def test_an_outage_stops_the_run_from_an_integration_too(
         neon.pytester.makepyfile(test_outage=OUTAGE_SQLALCHEMY)
     result = run_via(neon, proxy.api_host)
     proxy.hang_all = False
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=1, errors=1)  # the run stopped after test_01
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_01*",
