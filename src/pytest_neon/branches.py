@@ -454,6 +454,10 @@ class NeonRun:
             done.set_result(work(*args))
         except Exception as exc:
             done.set_exception(exc)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): maybe half done
+            slot.pending = None
+            slot.dirty = True
+            raise
         slot.pending = done
 
     def _settle(self, slot: _Slot) -> None:

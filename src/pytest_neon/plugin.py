@@ -252,8 +252,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    """Stop the run after a test that found the API unavailable or a branch gone."""
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    """Stop the run after a test that found the API unavailable or a branch gone.
+
+    Set as soon as its setup or call is reported, so that pytest tears everything down
+    with this test, as it does for ``-x``.
+    """
     yield
     state = item.config.stash.get(STATE, None)
     if state is not None and state.stop_reason and not item.session.shouldfail:

@@ -35,7 +35,7 @@ _IGNORED = """
 # session has synchronous_commit=on), flushes everything written before it. A procedure
 # (temporary: it goes with the probe's session) may commit; its plans are cached, so a
 # check costs a fraction of a millisecond. It answers where its inspection ended (every
-# record before it was looked at) and how many records touched the database.
+# record before that position was looked at) and how many records touched the database.
 _PROCEDURE = (
     """
 CREATE PROCEDURE pg_temp.pytest_neon_check(
@@ -50,13 +50,14 @@ BEGIN
   ELSIF pos <> before THEN
     PERFORM pg_logical_emit_message(true, 'pytest-neon', '');
     COMMIT;
-    pos := pg_current_wal_flush_lsn();
-    SELECT count(*) INTO n
-    FROM pg_get_wal_records_info(before, pos)
-    WHERE block_ref ~ (' rel [0-9]+/' || db || '/')
+    -- Records that end by the flush position are read; the next check starts where the
+    -- last of them ends (never mid-record: one crossing the flush position is read then).
+    SELECT count(*) FILTER (WHERE block_ref ~ (' rel [0-9]+/' || db || '/')
       AND """
     + _IGNORED
-    + """;
+    + """), coalesce(max(end_lsn), before)
+    INTO n, pos
+    FROM pg_get_wal_records_info(before, pg_current_wal_flush_lsn());
   END IF;
 END $$"""
 )

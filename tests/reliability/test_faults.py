@@ -141,6 +141,40 @@ def test_an_outage_stops_the_run_from_an_integration_too(
     )
 
 
+SESSION_TEARDOWN_FAILS = """
+import pytest
+
+@pytest.fixture(scope="session", autouse=True)
+def session_resource():
+    yield
+    raise RuntimeError("session teardown failed")
+"""
+
+
+def test_a_stopped_run_tears_down_session_fixtures_as_usual(
+    neon: NeonProject,
+    proxy: HangingProxy,
+    switchboard: Switchboard,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
+    neon.pytester.makeconftest(FLIP + SESSION_TEARDOWN_FAILS)
+    neon.pytester.makepyfile(test_outage=OUTAGE)
+    result = run_via(neon, proxy.api_host)
+    proxy.hang_all = False
+    # test_01's setup, then the session fixture's teardown, reported with test_01
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_01*",
+            "*RuntimeError: session teardown failed",
+            "*! pytest-neon: stopping: the Neon API is unavailable !*",
+        ]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @pytest.mark.parametrize("kind", ["hung", "slow"])
 def test_persistent_outage_fails_the_run_once_and_quickly(
     neon: NeonProject,

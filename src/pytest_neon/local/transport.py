@@ -22,9 +22,10 @@ _REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
 
 class InProcessSession(requests.Session):
-    """A ``requests`` session whose requests under ``api_host`` go straight to ``api``.
+    """A ``requests`` session whose ``request()`` calls under ``api_host`` go straight to
+    ``api`` (as ``NeonClient`` makes them: ``params``, ``json`` and ``timeout``).
 
-    Other URLs are sent by ``requests`` as usual.
+    Other URLs, and calls with other arguments, are sent by ``requests`` as usual.
     """
 
     def __init__(self, api_host: str, api: Api) -> None:
