@@ -97,26 +97,36 @@ def _snapshot_query_for(server_version: int) -> str:
     return f"SELECT {columns} FROM pg_database d WHERE d.datname = {{}}"
 
 
+_EXIT_POLLS = 40  # times 0.5 ms: how long the quick swap waits for exiting sessions
+
+
 def _swap_procedure_for(server_version: int) -> str:
     """A temporary procedure (one per session, its plans cached) doing a quick swap:
     raises object_not_in_prerequisite_state if the source's activity is no longer
-    ``expect``, object_in_use if a session is on the target, else renames in one go."""
+    ``expect``, object_in_use if a session stays on the target for 20 ms (the caller then
+    cuts it), else renames in one go."""
     activity = ", ".join(_activity_of(server_version, "src"))
     return f"""
 CREATE PROCEDURE pg_temp.pytest_neon_swap(
   target name, replacement name, trash name, source name, expect bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE src oid := (SELECT oid FROM pg_database WHERE datname = source);
+  tgt oid := (SELECT oid FROM pg_database WHERE datname = target);
 BEGIN
   IF expect IS NOT NULL THEN
     IF src IS NULL OR ARRAY[{activity}]::bigint[] IS DISTINCT FROM expect THEN
       RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
   END IF;
-  IF ({_SESSIONS_ON_OID.format("(SELECT oid FROM pg_database WHERE datname = target)")}) > 0
-  THEN
-    RAISE EXCEPTION USING ERRCODE = 'object_in_use';
-  END IF;
+  -- A session the test just closed may still be exiting: give it a few milliseconds.
+  FOR i IN 1..{_EXIT_POLLS} LOOP
+    EXIT WHEN ({_SESSIONS_ON_OID.format("tgt")}) = 0;
+    IF i = {_EXIT_POLLS} THEN
+      RAISE EXCEPTION USING ERRCODE = 'object_in_use';  -- open sessions: cut them
+    END IF;
+    PERFORM pg_sleep(0.0005);
+    PERFORM pg_stat_clear_snapshot();  -- read the sessions afresh
+  END LOOP;
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', target, trash);
   EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS false', trash);
   EXECUTE format('ALTER DATABASE %I RENAME TO %I', replacement, target);
@@ -401,7 +411,7 @@ class PgServer:
         trash: str,
         expect: tuple[str, tuple[int, ...]] | None,
     ) -> None:
-        """One round trip that swaps when no session is on ``target`` (else ObjectInUse)
+        """One round trip that swaps when no session stays on ``target`` (else ObjectInUse)
         and ``expect`` still holds (else ObjectNotInPrerequisiteState)."""
         if conn not in self._can_swap:
             conn.execute(self._swap_procedure)
