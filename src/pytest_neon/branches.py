@@ -85,6 +85,7 @@ class _Slot:
     clean_position: str | None = None  # where the next write check may start
     clean_at: float = 0.0  # when clean_position was read (monotonic)
     failures: int = 0  # background resets failed in a row
+    checking: bool = False  # a write check was sent after its last test, not yet read
 
     def keep_position(self, position: str | None) -> None:
         """Remember ``position`` as a start for the next write check."""
@@ -407,6 +408,8 @@ class NeonRun:
         """
         self.start()
         assert self._current is not None
+        # With one branch, a reset it needs is made right here, on this thread.
+        self._conclude_check(self._current, background=len(self._slots) > 1)
         for other in self._slots:  # a branch whose background reset failed: try again
             if other is not self._current and other.dirty and other.pending is None:
                 other.pending = self._background(self._reset_now, other)
@@ -531,26 +534,40 @@ class NeonRun:
         with self.phase("write check"):
             return slot.probe.position()
 
-    def finish_test(self, before: str | None, *, force: bool = False) -> bool:
-        """After a readwrite test: reset in the background if it wrote (or ``force``).
+    def finish_test(self, before: str | None, *, force: bool = False) -> None:
+        """After a readwrite test: reset its branch if it wrote (or ``force``).
 
-        Returns whether a reset was started. An unknown position counts as written.
+        The write check is only sent here: the server answers it while pytest moves on to
+        the next test, whose checkout reads the answer (:meth:`_conclude_check`) and waits
+        for the reset only if there is one. An unknown position counts as written.
         """
         slot = self._current
-        wrote, after = True, None
-        if slot is not None and slot.probe is not None and not force:
-            with self.phase("write check"):
-                wrote, after = slot.probe.check(before)
+        if slot is None or slot.branch is None:
+            return
+        if force or slot.probe is None:
+            self.mark_dirty()
+            return
+        slot.probe.start_check(before)
+        slot.checking = True
+
+    def _conclude_check(self, slot: _Slot, *, background: bool) -> None:
+        """Read the answer of ``slot``'s write check; if its test wrote, the branch is dirty
+        (and, with ``background``, its reset starts in the background)."""
+        if not slot.checking or slot.probe is None:
+            return
+        slot.checking = False
+        with self.phase("write check"):
+            wrote, after = slot.probe.finish_check()
         if not wrote:
-            assert slot is not None
             slot.keep_position(after)
             with self._lock:
                 self.counters.resets_skipped += 1
-            return False
-        if slot is not None and slot.probe is not None and slot.probe.position_survives_reset:
+            return
+        if slot.probe.position_survives_reset:
             slot.keep_position(after)
-        self.mark_dirty()
-        return True
+        slot.dirty = True
+        if background and slot.pending is None:
+            slot.pending = self._background(self._reset_now, slot)
 
     def _reset_now(self, slot: _Slot) -> bool:
         assert slot.branch is not None
@@ -595,6 +612,7 @@ class NeonRun:
         slot = self._current
         if slot is None or slot.branch is None:
             return
+        self._conclude_check(slot, background=True)
         slot.dirty = True
         if slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)
@@ -602,6 +620,7 @@ class NeonRun:
     def shutdown(self) -> None:
         """Wait for background resets (their errors no longer matter); close connections."""
         for slot in self._slots:
+            self._conclude_check(slot, background=True)
             pending, slot.pending = slot.pending, None
             if pending is not None:
                 try:

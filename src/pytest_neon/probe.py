@@ -10,12 +10,15 @@ so not seen: use the ``neon_reset`` marker for tests that rely on them.
 from __future__ import annotations
 
 import logging
+import select
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg import pq
 
 log = logging.getLogger("pytest_neon.probe")
 
@@ -62,6 +65,10 @@ BEGIN
 END $$"""
 )
 _CHECK = "CALL pg_temp.pytest_neon_check(%s::pg_lsn, %s, NULL, NULL)"
+# The same, sent without waiting for the answer (libpq placeholders).
+_CHECK_SENT = b"CALL pg_temp.pytest_neon_check($1::pg_lsn, $2, NULL, NULL)"
+_POSITION_SENT = _POSITION.encode()
+_ANSWER_TIMEOUT = 60.0  # seconds a started check may take to answer
 
 
 def _connect(dsn: str, *, inspector: bool = False) -> psycopg.Connection[Any]:
@@ -85,6 +92,7 @@ class WriteProbe:
         self._dsn = inspector_url or dsn
         self._database = unquote(urlsplit(dsn).path.lstrip("/")) if inspector_url else None
         self._conn: psycopg.Connection[Any] | None = None
+        self._started: tuple[str | None, bool] | None = None  # (before, sent) of a check
 
     @property
     def position_survives_reset(self) -> bool:
@@ -96,6 +104,8 @@ class WriteProbe:
         return self._database is not None
 
     def _connection(self) -> psycopg.Connection[Any]:
+        if self._started is not None:  # a started check nobody asked about: drop it
+            self.finish_check()
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = _connect(self._dsn, inspector=self._database is not None)
             if self._database is not None:
@@ -138,12 +148,85 @@ class WriteProbe:
             return True, None
         return int(row[1]) > 0, str(row[0])
 
+    def start_check(self, before: str | None) -> None:
+        """Send the :meth:`check` of ``before`` without waiting for its answer.
+
+        The server works on it while the caller goes on; :meth:`finish_check` reads the
+        answer. Until then the probe must not be used otherwise.
+        """
+        if self._started is not None:
+            self.finish_check()
+        sent = False
+        if before is not None:
+            try:
+                pgconn = self._connection().pgconn
+                if self._database is None:
+                    pgconn.send_query_params(_POSITION_SENT, None)
+                else:
+                    pgconn.send_query_params(
+                        _CHECK_SENT, [before.encode(), self._database.encode()]
+                    )
+                while pgconn.flush():  # a non-blocking connection: the rest of the query
+                    select.select([], [pgconn.socket], [], _ANSWER_TIMEOUT)
+                sent = True
+            except (psycopg.Error, OSError) as exc:
+                log.debug("write probe: could not start a check: %s", exc)
+                self.close()
+        self._started = (before, sent)
+
+    def finish_check(self) -> tuple[bool, str | None]:
+        """The answer of the check :meth:`start_check` sent (as :meth:`check` answers).
+
+        If it cannot be read, the check is made again, waiting for it.
+        """
+        started, self._started = self._started, None
+        if started is None:
+            return True, None
+        before, sent = started
+        if sent and self._conn is not None:
+            try:
+                row = _answer(self._conn.pgconn)
+            except (psycopg.Error, OSError) as exc:
+                log.debug("write probe: %s: %s", type(exc).__name__, exc)
+                self.close()
+            else:
+                if self._database is None:
+                    after = None if row[0] is None else row[0].decode()
+                    return after is None or after != before, after
+                if row[0] is not None and row[1] is not None:
+                    return int(row[1]) > 0, row[0].decode()
+        return self.check(before)
+
     def close(self) -> None:
         """Close the probe's connection (it reopens on the next read)."""
+        self._started = None
         conn, self._conn = self._conn, None
         if conn is not None:
             with suppress(psycopg.Error):
                 conn.close()
+
+
+def _answer(pgconn: pq.abc.PGconn) -> list[bytes | None]:
+    """The first row of the answer to the query sent on ``pgconn``, waiting for it."""
+    deadline = time.monotonic() + _ANSWER_TIMEOUT
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg.OperationalError("no answer to the write check")
+        select.select([pgconn.socket], [], [], remaining)
+    row: list[bytes | None] | None = None
+    error = ""
+    while (result := pgconn.get_result()) is not None:
+        if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples:
+            row = [result.get_value(0, i) for i in range(result.nfields)]
+        elif result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            error = (result.error_message or b"").decode(errors="replace").strip()
+    if error or row is None:
+        raise psycopg.OperationalError(error or "no answer to the write check")
+    return row
 
 
 def wal_inspector_available(superuser_url: str, *, install: bool) -> bool:

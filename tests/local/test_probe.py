@@ -1,0 +1,84 @@
+"""The write check on a real server: sent at one test's teardown, read at the next checkout."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from pytest_neon.probe import WriteProbe, wal_inspector_available
+
+
+@pytest.fixture
+def branch_url(postgres_url: str) -> Iterator[str]:
+    """A database standing in for a branch, with one table."""
+    name = f"probe_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    yield url
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["inspector", "position"])
+def probe(
+    request: pytest.FixtureRequest, branch_url: str, postgres_url: str
+) -> Iterator[WriteProbe]:
+    """A probe that asks ``pg_walinspect``, and one that compares positions (as on Neon)."""
+    inspector = None
+    if request.param == "inspector":
+        if not wal_inspector_available(postgres_url, install=True):
+            pytest.skip("pg_walinspect is not available on this server")
+        inspector = postgres_url
+    probe = WriteProbe(branch_url, inspector)
+    yield probe
+    probe.close()
+
+
+def _write(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+
+
+def test_a_started_check_answers_as_a_check_does(probe: WriteProbe, branch_url: str) -> None:
+    before = probe.position()
+    _write(branch_url)
+    probe.start_check(before)
+    wrote, after = probe.finish_check()
+    assert wrote
+    assert after is not None
+    probe.start_check(after)  # nothing written since
+    wrote_again, later = probe.finish_check()
+    if probe.position_survives_reset:  # pg_walinspect: other databases' WAL is told apart
+        assert not wrote_again
+    assert later is not None
+
+
+def test_a_write_after_the_check_is_seen_by_the_next_one(
+    probe: WriteProbe, branch_url: str
+) -> None:
+    before = probe.position()
+    probe.start_check(before)
+    _, after = probe.finish_check()
+    _write(branch_url)
+    probe.start_check(after)
+    wrote, _ = probe.finish_check()
+    assert wrote
+
+
+def test_the_probe_stays_usable_around_a_started_check(probe: WriteProbe, branch_url: str) -> None:
+    before = probe.position()
+    probe.start_check(before)
+    assert probe.position() is not None  # reads the started check's answer first
+    probe.start_check(before)
+    probe.close()  # its answer is dropped with the connection
+    _write(branch_url)
+    probe.start_check(before)
+    assert probe.finish_check()[0]
+    assert probe.finish_check() == (True, None)  # nothing started: counts as written
