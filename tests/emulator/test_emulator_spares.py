@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import psycopg
@@ -91,23 +90,3 @@ def test_back_to_back_restores_both_swap_in_a_spare(
         api.restore(branch, main)
         assert sql(uri, "SELECT v FROM t") == [("parent",)]
     assert not set(spares) & _databases(postgres_url)  # both were renamed into place
-
-
-def test_spares_are_cloned_at_the_lowest_cpu_priority(
-    emulator: Emulator, api: NeonHttp, postgres_url: str
-) -> None:
-    # the server runs on this machine: the sessions that clone spares and drop old copies
-    # yield the CPUs to the ones a test waits for
-    branch = api.create_branch(name="priority")["branch"]["id"]
-    api.restore(branch, emulator.default_branch_id)
-    _wait_for_spare(emulator, branch)
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        pids = [
-            row[0]
-            for row in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pytest-neon-emulator'"
-            )
-        ]
-    priorities = {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids}
-    assert 19 in priorities  # the spare-making sessions
-    assert 0 in priorities  # the sessions API requests wait for

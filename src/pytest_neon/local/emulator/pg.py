@@ -7,7 +7,6 @@ A branch's data lives in real databases, cloned with ``CREATE DATABASE ... TEMPL
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -36,15 +35,6 @@ _SESSIONS_ON = (
 
 # Sessions connected to the database whose oid is {} (cheaper than pg_stat_activity).
 _SESSIONS_ON_OID = "SELECT count(*) FROM pg_stat_get_activity(NULL) a WHERE a.datid = {}"
-
-
-_THREAD = threading.local()
-
-
-def mark_background_thread() -> None:
-    """Sessions this thread borrows from a ``PgServer`` do background work (an executor's
-    ``initializer``)."""
-    _THREAD.background = True
 
 
 class StaleCopyError(Exception):
@@ -151,7 +141,6 @@ class PgServer:
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         self.url = url
-        self._data_directory: str | None = None  # the server's, if this machine can see it
         params = conninfo_to_dict(url)
         host = str(params.get("host") or "").split(",")[0]
         port = str(params.get("port") or "").split(",")[0]
@@ -160,7 +149,6 @@ class PgServer:
         self.sslmode: str | None = str(params["sslmode"]) if params.get("sslmode") else None
         register_secret(str(params.get("password") or ""))
         self._idle: list[Connection] = []
-        self._idle_background: list[Connection] = []  # sessions of background threads
         self._slots = threading.BoundedSemaphore(pool_size)
         self._lock = threading.Lock()
         self._closed = False
@@ -188,17 +176,13 @@ class PgServer:
         """Borrow an autocommit connection from the pool."""
         self._slots.acquire()
         conn: Connection | None = None
-        background = getattr(_THREAD, "background", False)
-        pool = self._idle_background if background else self._idle
         try:
             with self._lock:
-                while pool and conn is None:
-                    candidate = pool.pop()
+                while self._idle and conn is None:
+                    candidate = self._idle.pop()
                     conn = None if candidate.closed else candidate
             if conn is None:
                 conn = self.connect()
-                if background:
-                    self._lower_priority(conn)
             yield conn
         finally:
             if conn is not None:
@@ -209,33 +193,17 @@ class PgServer:
                 )
                 with self._lock:
                     if reusable and not self._closed:
-                        pool.append(conn)
+                        self._idle.append(conn)
                         conn = None
                 if conn is not None:
                     conn.close()
             self._slots.release()
 
-    def _lower_priority(self, conn: Connection) -> None:
-        """Give ``conn``'s server process the lowest CPU priority, if it runs on this
-        machine (its working directory is the server's data directory): background clones
-        and drops then leave the CPUs to the sessions a test waits for."""
-        pid = conn.info.backend_pid
-        try:
-            if self._data_directory is None:
-                row = conn.execute("SHOW data_directory").fetchone()
-                self._data_directory = os.path.realpath(str(row[0])) if row else ""
-            if os.path.realpath(f"/proc/{pid}/cwd") != self._data_directory:
-                return  # another machine or container, or no /proc: leave it
-            os.setpriority(os.PRIO_PROCESS, pid, 19)
-        except (OSError, psycopg.Error) as exc:  # not permitted: the background just competes
-            log.debug("could not lower the priority of backend %d: %s", pid, exc)
-
     def close(self) -> None:
         """Close the pooled connections; borrowed ones are closed when given back."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle + self._idle_background, []
-            self._idle_background = []
+            idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import psycopg
 
 from pytest_neon.local.emulator import ids
-from pytest_neon.local.emulator.pg import PgServer, TemplateBusyError, mark_background_thread
+from pytest_neon.local.emulator.pg import PgServer, TemplateBusyError
 
 log = logging.getLogger("pytest_neon.emulator")
 
@@ -49,9 +49,7 @@ class SparePool:
         self._spares: dict[Key, list[Spare]] = {}
         self._cloning: dict[Key, int] = {}  # clones under way per key
         self._changed = threading.Condition()
-        self._executor = ThreadPoolExecutor(
-            workers, thread_name_prefix="neon-emulator-spare", initializer=mark_background_thread
-        )
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="neon-emulator-spare")
         self._closed = False
 
     def take(self, key: Key) -> Spare | None:
