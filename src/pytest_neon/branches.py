@@ -86,10 +86,13 @@ class _Slot:
     clean_at: float = 0.0  # when clean_position was read (monotonic)
     failures: int = 0  # background resets failed in a row
     checking: bool = False  # a write check was sent after its last test, not yet read
+    checked_at: float = 0.0  # when it was sent (monotonic)
 
-    def keep_position(self, position: str | None) -> None:
-        """Remember ``position`` as a start for the next write check."""
-        self.clean_position, self.clean_at = position, time.monotonic()
+    def keep_position(self, position: str | None, read_at: float | None = None) -> None:
+        """Remember ``position`` (read at monotonic ``read_at``, default now) as a start for
+        the next write check."""
+        self.clean_position = position
+        self.clean_at = time.monotonic() if read_at is None else read_at
 
     def take_position(self) -> str | None:
         """The kept position if it is recent (a check from an old one reads much WAL)."""
@@ -544,11 +547,14 @@ class NeonRun:
         slot = self._current
         if slot is None or slot.branch is None:
             return
+        if slot.dirty or slot.pending is not None:
+            return  # a reset is needed or under way already (an integration asked for it)
         if force or slot.probe is None:
             self.mark_dirty()
             return
-        slot.probe.start_check(before)
         slot.checking = True
+        slot.checked_at = time.monotonic()
+        slot.probe.start_check(before)
 
     def _conclude_check(self, slot: _Slot, *, background: bool) -> None:
         """Read the answer of ``slot``'s write check; if its test wrote, the branch is dirty
@@ -559,12 +565,12 @@ class NeonRun:
         with self.phase("write check"):
             wrote, after = slot.probe.finish_check()
         if not wrote:
-            slot.keep_position(after)
+            slot.keep_position(after, read_at=slot.checked_at)
             with self._lock:
                 self.counters.resets_skipped += 1
             return
         if slot.probe.position_survives_reset:
-            slot.keep_position(after)
+            slot.keep_position(after, read_at=slot.checked_at)
         slot.dirty = True
         if background and slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)
@@ -612,7 +618,9 @@ class NeonRun:
         slot = self._current
         if slot is None or slot.branch is None:
             return
-        self._conclude_check(slot, background=True)
+        if slot.checking and slot.probe is not None:  # reset anyway: its answer is moot
+            slot.checking = False
+            slot.probe.finish_check()
         slot.dirty = True
         if slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)

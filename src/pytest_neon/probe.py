@@ -166,8 +166,11 @@ class WriteProbe:
                     pgconn.send_query_params(
                         _CHECK_SENT, [before.encode(), self._database.encode()]
                     )
+                deadline = time.monotonic() + _ANSWER_TIMEOUT
                 while pgconn.flush():  # a non-blocking connection: the rest of the query
-                    select.select([], [pgconn.socket], [], _ANSWER_TIMEOUT)
+                    if time.monotonic() > deadline:
+                        raise psycopg.OperationalError("could not send the write check")
+                    select.select([], [pgconn.socket], [], 1.0)
                 sent = True
             except (psycopg.Error, OSError) as exc:
                 log.debug("write probe: could not start a check: %s", exc)
