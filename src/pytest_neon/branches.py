@@ -85,8 +85,6 @@ class _Slot:
     clean_position: str | None = None  # where the next write check may start
     clean_at: float = 0.0  # when clean_position was read (monotonic)
     failures: int = 0  # background resets failed in a row
-    checking: bool = False  # a write check was sent after its last test, not yet read
-    checked_at: float = 0.0  # when it was sent (monotonic)
 
     def keep_position(self, position: str | None, read_at: float | None = None) -> None:
         """Remember ``position`` (read at monotonic ``read_at``, default now) as a start for
@@ -552,25 +550,23 @@ class NeonRun:
         if force or slot.probe is None:
             self.mark_dirty()
             return
-        slot.checking = True
-        slot.checked_at = time.monotonic()
         slot.probe.start_check(before)
 
     def _conclude_check(self, slot: _Slot, *, background: bool) -> None:
         """Read the answer of ``slot``'s write check; if its test wrote, the branch is dirty
         (and, with ``background``, its reset starts in the background)."""
-        if not slot.checking or slot.probe is None:
+        started_at = slot.probe.check_started_at if slot.probe is not None else None
+        if slot.probe is None or started_at is None:
             return
-        slot.checking = False
         with self.phase("write check"):
             wrote, after = slot.probe.finish_check()
         if not wrote:
-            slot.keep_position(after, read_at=slot.checked_at)
+            slot.keep_position(after, read_at=started_at)
             with self._lock:
                 self.counters.resets_skipped += 1
             return
         if slot.probe.position_survives_reset:
-            slot.keep_position(after, read_at=slot.checked_at)
+            slot.keep_position(after, read_at=started_at)
         slot.dirty = True
         if background and slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)
@@ -618,9 +614,8 @@ class NeonRun:
         slot = self._current
         if slot is None or slot.branch is None:
             return
-        if slot.checking and slot.probe is not None:  # reset anyway: its answer is moot
-            slot.checking = False
-            slot.probe.finish_check()
+        if slot.probe is not None and slot.probe.check_started_at is not None:
+            slot.probe.finish_check()  # reset anyway: its answer is moot
         slot.dirty = True
         if slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)

@@ -12,17 +12,14 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import pq
 
 log = logging.getLogger("pytest_neon.probe")
-
-T = TypeVar("T")
 
 _POSITION = "SELECT pg_current_wal_insert_lsn()::text"
 # Records that change no data a test can see (page pruning, vacuum, visibility map, hint
@@ -64,9 +61,7 @@ BEGIN
   END IF;
 END $$"""
 )
-_CHECK = "CALL pg_temp.pytest_neon_check(%s::pg_lsn, %s, NULL, NULL)"
-# The same, sent without waiting for the answer (libpq placeholders).
-_CHECK_SENT = b"CALL pg_temp.pytest_neon_check($1::pg_lsn, $2, NULL, NULL)"
+_CHECK = b"CALL pg_temp.pytest_neon_check($1::pg_lsn, $2, NULL, NULL)"  # sent, not waited for
 _POSITION_SENT = _POSITION.encode()
 _ANSWER_TIMEOUT = 60.0  # seconds a started check may take to answer
 
@@ -92,7 +87,7 @@ class WriteProbe:
         self._dsn = inspector_url or dsn
         self._database = unquote(urlsplit(dsn).path.lstrip("/")) if inspector_url else None
         self._conn: psycopg.Connection[Any] | None = None
-        self._started: tuple[str | None, bool] | None = None  # (before, sent) of a check
+        self._started: tuple[str | None, float] | None = None  # (before, when) of a check
 
     @property
     def position_survives_reset(self) -> bool:
@@ -112,93 +107,85 @@ class WriteProbe:
                 self._conn.execute(_PROCEDURE)
         return self._conn
 
-    def _attempt(self, work: Callable[[psycopg.Connection[Any]], T]) -> T | None:
-        """``work`` on the probe's connection, reconnecting once; ``None`` if it fails."""
+    def position(self) -> str | None:
+        """The current WAL insert position, or ``None`` when it cannot be read (after one
+        more try on a new connection)."""
         for _attempt in range(2):
             try:
-                return work(self._connection())
+                row = self._connection().execute(_POSITION).fetchone()
             except psycopg.Error as exc:
                 log.debug("write probe: %s: %s", type(exc).__name__, exc)
                 self.close()
+                continue
+            return None if row is None else str(row[0])
         return None
 
-    def _run(self, query: str) -> str | None:
-        row = self._attempt(lambda conn: conn.execute(query).fetchone())
-        return None if row is None else str(row[0])
-
-    def position(self) -> str | None:
-        """The current WAL insert position, or ``None`` when it cannot be read."""
-        return self._run(_POSITION)
-
-    def check(self, before: str | None) -> tuple[bool, str | None]:
-        """Whether the branch may have been written since ``before``, and the position now.
-
-        Unknown (``None``) positions count as written.
-        """
-        if before is None:
-            return True, self.position()
-        if self._database is None:
-            after = self.position()
-            return after is None or after != before, after
-        database = self._database
-        row = self._attempt(
-            lambda conn: conn.execute(_CHECK, (before, database), prepare=True).fetchone()
-        )
-        if row is None:
-            return True, None
-        return int(row[1]) > 0, str(row[0])
+    @property
+    def check_started_at(self) -> float | None:
+        """When (monotonic) the check whose answer is not read yet was started, if any."""
+        return None if self._started is None else self._started[1]
 
     def start_check(self, before: str | None) -> None:
-        """Send the :meth:`check` of ``before`` without waiting for its answer.
+        """Ask, without waiting for the answer, whether the branch may have been written
+        since position ``before``.
 
         The server works on it while the caller goes on; :meth:`finish_check` reads the
         answer. Until then the probe must not be used otherwise.
         """
         if self._started is not None:
             self.finish_check()
-        sent = False
+        started_at = time.monotonic()
         if before is not None:
-            try:
-                pgconn = self._connection().pgconn
-                if self._database is None:
-                    pgconn.send_query_params(_POSITION_SENT, None)
-                else:
-                    pgconn.send_query_params(
-                        _CHECK_SENT, [before.encode(), self._database.encode()]
-                    )
-                deadline = time.monotonic() + _ANSWER_TIMEOUT
-                while pgconn.flush():  # a non-blocking connection: the rest of the query
-                    if time.monotonic() > deadline:
-                        raise psycopg.OperationalError("could not send the write check")
-                    select.select([], [pgconn.socket], [], 1.0)
-                sent = True
-            except (psycopg.Error, OSError) as exc:
-                log.debug("write probe: could not start a check: %s", exc)
-                self.close()
-        self._started = (before, sent)
+            self._send(before)  # if it did not go, finish_check sends it again
+        self._started = (before, started_at)
 
     def finish_check(self) -> tuple[bool, str | None]:
-        """The answer of the check :meth:`start_check` sent (as :meth:`check` answers).
+        """The answer of the check :meth:`start_check` started: whether the branch may have
+        been written, and the position the next check can start from.
 
-        If it cannot be read, the check is made again, waiting for it.
+        Unknown (``None``) positions, and answers that cannot be had (after one more try
+        on a new connection), count as written.
         """
         started, self._started = self._started, None
         if started is None:
             return True, None
-        before, sent = started
-        if sent and self._conn is not None:
+        before = started[0]
+        if before is None:
+            return True, None
+        for _attempt in range(2):
+            if self._conn is None and not self._send(before):
+                continue
             try:
+                assert self._conn is not None
                 row = _answer(self._conn.pgconn)
             except (psycopg.Error, OSError) as exc:
                 log.debug("write probe: %s: %s", type(exc).__name__, exc)
                 self.close()
+                continue
+            after = None if row[0] is None else row[0].decode()
+            if self._database is None:
+                return after is None or after != before, after
+            return row[1] is None or int(row[1]) > 0, after
+        return True, None
+
+    def _send(self, before: str) -> bool:
+        """Send the check of ``before`` on the probe's connection; whether it went."""
+        try:
+            pgconn = self._connection().pgconn
+            if self._database is None:
+                pgconn.send_query_params(_POSITION_SENT, None)
             else:
-                if self._database is None:
-                    after = None if row[0] is None else row[0].decode()
-                    return after is None or after != before, after
-                if row[0] is not None and row[1] is not None:
-                    return int(row[1]) > 0, row[0].decode()
-        return self.check(before)
+                pgconn.send_query_params(_CHECK, [before.encode(), self._database.encode()])
+            deadline = time.monotonic() + _ANSWER_TIMEOUT
+            while pgconn.flush():  # a non-blocking connection: the rest of the query
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError("could not send the write check")
+                select.select([], [pgconn.socket], [], 1.0)
+        except (psycopg.Error, OSError) as exc:
+            log.debug("write probe: could not send a check: %s", exc)
+            self.close()
+            return False
+        return True
 
     def close(self) -> None:
         """Close the probe's connection (it reopens on the next read)."""

@@ -21,6 +21,19 @@ def _wait_for_spare(emulator: Emulator, branch_id: str) -> list[str]:
     pytest.fail("no spare was prepared")
 
 
+def _restored_with_spares(
+    emulator: Emulator, api: NeonHttp, name: str
+) -> tuple[str, str, str, list[str]]:
+    """A branch ``name`` of a parent with table ``t``, restored once so that its spares are
+    made: the parent's id, the branch's id and URI, and the spares' names."""
+    main = emulator.default_branch_id
+    sql(api.uri(main), "CREATE TABLE t (v text); INSERT INTO t VALUES ('parent')")
+    branch = api.create_branch(name=name)["branch"]["id"]
+    uri = api.uri(branch)
+    api.restore(branch, main)
+    return main, branch, uri, _wait_for_spare(emulator, branch)
+
+
 def _databases(postgres_url: str) -> set[str]:
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
@@ -29,12 +42,7 @@ def _databases(postgres_url: str) -> set[str]:
 def test_second_restore_uses_the_spare_and_keeps_the_uri(
     emulator: Emulator, api: NeonHttp, postgres_url: str
 ) -> None:
-    main = emulator.default_branch_id
-    sql(api.uri(main), "CREATE TABLE t (v text); INSERT INTO t VALUES ('parent')")
-    branch = api.create_branch(name="spare-user")["branch"]["id"]
-    uri = api.uri(branch)
-    api.restore(branch, main)
-    spares = _wait_for_spare(emulator, branch)
+    main, branch, uri, spares = _restored_with_spares(emulator, api, "spare-user")
     assert len(spares) == 2  # so that back-to-back restores find one ready
 
     sql(uri, "INSERT INTO t VALUES ('test wrote this'); CREATE TABLE junk (x int)")
@@ -79,12 +87,7 @@ def test_delete_and_drop_leave_no_spare_behind(
 def test_back_to_back_restores_both_swap_in_a_spare(
     emulator: Emulator, api: NeonHttp, postgres_url: str
 ) -> None:
-    main = emulator.default_branch_id
-    sql(api.uri(main), "CREATE TABLE t (v text); INSERT INTO t VALUES ('parent')")
-    branch = api.create_branch(name="back-to-back")["branch"]["id"]
-    uri = api.uri(branch)
-    api.restore(branch, main)
-    spares = _wait_for_spare(emulator, branch)
+    main, branch, uri, spares = _restored_with_spares(emulator, api, "back-to-back")
     for n in range(2):
         sql(uri, f"INSERT INTO t VALUES ('written {n}')")
         api.restore(branch, main)
