@@ -409,8 +409,7 @@ class NeonRun:
         """
         self.start()
         assert self._current is not None
-        # With one branch, a reset it needs is made right here, on this thread.
-        self._conclude_check(self._current, background=len(self._slots) > 1)
+        self._conclude_check(self._current)
         for other in self._slots:  # a branch whose background reset failed: try again
             if other is not self._current and other.dirty and other.pending is None:
                 other.pending = self._background(self._reset_now, other)
@@ -538,9 +537,10 @@ class NeonRun:
     def finish_test(self, before: str | None, *, force: bool = False) -> None:
         """After a readwrite test: reset its branch if it wrote (or ``force``).
 
-        The write check is only sent here: the server answers it while pytest moves on to
-        the next test, whose checkout reads the answer (:meth:`_conclude_check`) and waits
-        for the reset only if there is one. An unknown position counts as written.
+        The write check is only sent here: the server answers it while pytest moves on.
+        The answer is read before the next test (:meth:`between_tests`), which starts the
+        reset in the background if there is one; the next test that needs the branch waits
+        for what is left of it. An unknown position counts as written.
         """
         slot = self._current
         if slot is None or slot.branch is None:
@@ -552,9 +552,17 @@ class NeonRun:
             return
         slot.probe.start_check(before)
 
-    def _conclude_check(self, slot: _Slot, *, background: bool) -> None:
+    def between_tests(self) -> None:
+        """Before any test: read the last readwrite test's write check and start the reset
+        it calls for in the background (the next test may not need the branch), and push
+        back the branches' expiry when it is time."""
+        if self._current is not None:
+            self._conclude_check(self._current)
+        self.keep_alive()
+
+    def _conclude_check(self, slot: _Slot) -> None:
         """Read the answer of ``slot``'s write check; if its test wrote, the branch is dirty
-        (and, with ``background``, its reset starts in the background)."""
+        and its reset starts in the background."""
         started_at = slot.probe.check_started_at if slot.probe is not None else None
         if slot.probe is None or started_at is None:
             return
@@ -568,7 +576,7 @@ class NeonRun:
         if slot.probe.position_survives_reset:
             slot.keep_position(after, read_at=started_at)
         slot.dirty = True
-        if background and slot.pending is None:
+        if slot.pending is None:
             slot.pending = self._background(self._reset_now, slot)
 
     def _reset_now(self, slot: _Slot) -> bool:
@@ -623,7 +631,7 @@ class NeonRun:
     def shutdown(self) -> None:
         """Wait for background resets (their errors no longer matter); close connections."""
         for slot in self._slots:
-            self._conclude_check(slot, background=True)
+            self._conclude_check(slot)
             pending, slot.pending = slot.pending, None
             if pending is not None:
                 try:

@@ -265,10 +265,11 @@ def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Keep the run's branches from expiring under a long run (a call every third of it)."""
+    """Start the reset the last test called for, and keep the run's branches from expiring
+    under a long run (a call every third of it)."""
     state = item.config.stash.get(STATE, None)
     if state is not None and state.run is not None:  # (a controller runs no test)
-        state.run.keep_alive()
+        state.run.between_tests()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -79,3 +79,33 @@ def test_always_reset_setting(
     result = run_local(pytester, postgres_url)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*resets: 2 done / 0 skipped*"])
+
+
+def test_the_reset_runs_while_tests_that_need_no_branch_run(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    pytester.makepyfile(
+        test_order="""
+        import time
+        import psycopg
+        from pytest_neon.plugin import STATE
+
+        def test_a_writes(neon_branch_readwrite):
+            with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+                conn.execute("CREATE TABLE written (x int)")
+
+        def test_b_needs_no_branch(request):
+            counters = request.config.stash[STATE].run.counters
+            deadline = time.monotonic() + 10
+            while counters.resets_done < 1:  # test_a's
+                assert time.monotonic() < deadline, "the reset waited for a branch test"
+                time.sleep(0.01)
+
+        def test_c_sees_it_undone(neon_branch_readwrite):
+            with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+                assert conn.execute("SELECT to_regclass('written')").fetchone() == (None,)
+        """
+    )
+    result = run_local(pytester, postgres_url)
+    result.assert_outcomes(passed=3)
