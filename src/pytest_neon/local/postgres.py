@@ -69,6 +69,9 @@ _TUNING = {
     "full_page_writes": "off",
     "synchronous_commit": "off",
     "unix_socket_permissions": "0700",
+    # Every database clone forces a checkpoint, which may remove the WAL a write check has
+    # yet to read (a check that cannot read it counts as written: a needless reset).
+    "wal_keep_size": "'256MB'",
     # Shared memory segments in the data directory: an immediate stop leaves POSIX ones
     # behind in /dev/shm, these go with the directory.
     "dynamic_shared_memory_type": "mmap",
