@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -112,6 +112,8 @@ def _error_class(status: int, code: str) -> type[NeonAPIError]:
 def _format_time(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    if value.microsecond:  # whole seconds, never earlier than asked
+        value = value.replace(microsecond=0) + timedelta(seconds=1)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

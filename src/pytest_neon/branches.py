@@ -413,6 +413,13 @@ class NeonRun:
         for other in self._slots:  # a branch whose background reset failed: try again
             if other is not self._current and other.dirty and other.pending is None:
                 other.pending = self._background(self._reset_now, other)
+            elif (  # made or reset meanwhile: ready, ahead of the current one's reset
+                other is not self._current
+                and other.pending
+                and other.pending.done()
+                and other.pending.exception() is None
+            ):
+                self._settle(other)
         while True:
             slot = self._current
             if not slot.ready:

@@ -112,20 +112,20 @@ def test_list_branches_reads_every_page(emu: Emulator) -> None:
 
 
 def test_operations_are_waited_for(postgres_url: str) -> None:
-    with Emulator(postgres_url, api_key="client-test-key-123", operation_delay=0.3) as emu:
+    with Emulator(postgres_url, api_key="client-test-key-123", operation_delay=1.0) as emu:
         client = _client(emu)
         created = client.create_branch(emu.project_id, name="slow", parent_id=emu.default_branch_id)
         assert any(not op.done for op in created.operations)
         t0 = time.monotonic()
         client.settle(emu.project_id, created)
-        assert time.monotonic() - t0 >= 0.2
+        assert time.monotonic() - t0 >= 0.5
         assert client.get_branch(emu.project_id, created.branch.id).current_state == "ready"
         assert client.stats.by_call.get("get_operation", 0) >= 1
         emu.stop(drop=True)
 
 
 def test_423_is_retried_until_the_running_operation_ends(postgres_url: str) -> None:
-    with Emulator(postgres_url, api_key="client-test-key-123", operation_delay=0.4) as emu:
+    with Emulator(postgres_url, api_key="client-test-key-123", operation_delay=1.0) as emu:
         client = _client(emu, retry=RetryPolicy(max_elapsed=10.0, base_delay=0.05))
         created = client.create_branch(emu.project_id, name="busy", parent_id=emu.default_branch_id)
         # The create operations are still running: the restore is refused with 423 at first.

@@ -22,11 +22,11 @@ def _tables(dsn):
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'written_%'"
         ).fetchone()[0]
 
-# 0 reads and gives the second branch time to be made; then write, write, read, read, write
+# 0 reads and waits for the second branch to be made; then write, write, read, read, write
 WRITES = {{1, 2, 5}}
 
 @pytest.mark.parametrize("n", range(6))
-def test_turns(neon_branch_readwrite, n):
+def test_turns(neon_branch_readwrite, n, request):
     dsn = neon_branch_readwrite.connection_string
     assert os.environ["DATABASE_URL"] == dsn
     assert _tables(dsn) == 0  # whichever branch it is, it is in the migrated state
@@ -38,8 +38,13 @@ def test_turns(neon_branch_readwrite, n):
     with open(LOG, "a") as f:
         record = {{"n": n, "dsn": dsn, "branch": neon_branch_readwrite.branch_id}}
         f.write(json.dumps(record) + "\\n")
-    if n == 0:
-        time.sleep(1.5)
+    if n == 0:  # the other branches are made and in the migrated state before test 1
+        from pytest_neon.plugin import STATE
+        slots = request.config.stash[STATE].run._slots[1:]
+        deadline = time.monotonic() + 60
+        while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
+            assert time.monotonic() < deadline, "the other branches were not made"
+            time.sleep(0.05)
 """
 
 

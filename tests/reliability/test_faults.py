@@ -61,7 +61,7 @@ def test_hung_calls_time_out_and_are_retried(
     neon: NeonProject, proxy: HangingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every third request is left unanswered: each kind of call meets a hung API.
-    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    monkeypatch.setenv("NEON_API_TIMEOUT", "1")
     proxy.hang_every = 3
     neon.pytester.makeconftest(MIGRATION)
     neon.pytester.makepyfile(test_few=ISOLATED.format(count=4))
@@ -117,7 +117,7 @@ def test_an_outage_stops_the_run_from_an_integration_too(
     monkeypatch: pytest.MonkeyPatch,
     integration: str,
 ) -> None:
-    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    monkeypatch.setenv("NEON_API_TIMEOUT", "1")
     switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
     enable = f'pytest_plugins = ["pytest_neon.contrib.{integration}"]\n'
     if integration == "django":
@@ -157,7 +157,7 @@ def test_a_stopped_run_tears_down_session_fixtures_as_usual(
     switchboard: Switchboard,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    monkeypatch.setenv("NEON_API_TIMEOUT", "1")
     switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
     neon.pytester.makeconftest(FLIP + SESSION_TEARDOWN_FAILS)
     neon.pytester.makepyfile(test_outage=OUTAGE)
@@ -183,11 +183,11 @@ def test_persistent_outage_fails_the_run_once_and_quickly(
     monkeypatch: pytest.MonkeyPatch,
     kind: str,
 ) -> None:
-    monkeypatch.setenv("NEON_API_TIMEOUT", "0.3")
+    monkeypatch.setenv("NEON_API_TIMEOUT", "1")
     if kind == "hung":
         switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
     else:
-        switchboard.on("outage", lambda: neon.emulator.configure_faults(request_delay=1.5))
+        switchboard.on("outage", lambda: neon.emulator.configure_faults(request_delay=4))
     neon.pytester.makeconftest(FLIP)
     neon.pytester.makepyfile(test_outage=OUTAGE)
     started = time.monotonic()

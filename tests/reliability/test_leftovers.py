@@ -25,7 +25,7 @@ def test_a_killed_runs_branches_expire(neon: NeonProject, monkeypatch: pytest.Mo
     neon.pytester.makepyfile(test_killed=KILLED)
     marker = neon.pytester.path / "arrived"
     monkeypatch.setenv("RELIABILITY_MARKER", str(marker))
-    proc = start_pytest(neon.pytester.path, *neon.args, "--neon-branch-expiry=3")
+    proc = start_pytest(neon.pytester.path, *neon.args, "--neon-branch-expiry=5")
     try:
         wait_for_file(marker, proc)
         left = ours(neon)
@@ -34,7 +34,7 @@ def test_a_killed_runs_branches_expire(neon: NeonProject, monkeypatch: pytest.Mo
     finally:
         proc.kill()  # SIGKILL: no cleanup at all
         proc.communicate()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while ours(neon):
         assert time.monotonic() < deadline, "the killed run's branch did not expire"
         time.sleep(0.2)
@@ -55,7 +55,7 @@ def test_1_writes(neon_branch_readwrite):
 
 @pytest.mark.parametrize("n", range(4))
 def test_2_reads_slowly(neon_branch_readonly, n):
-    time.sleep(1)  # no writes, no resets: only the keep-alive saves the branches
+    time.sleep(2)  # no writes, no resets: only the keep-alive saves the branches
 
 def test_3_writes_again(neon_branch_readwrite):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
@@ -70,7 +70,7 @@ def test_4_isolated(neon_branch_readwrite):
 
 def test_a_run_longer_than_the_expiry_keeps_its_branches(neon: NeonProject) -> None:
     neon.pytester.makepyfile(test_long=LONG_RUN)
-    result = neon.run("--neon-branch-expiry=3", "-v")
+    result = neon.run("--neon-branch-expiry=6", "-v")  # the slow tests take 8 s
     result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(["*calls:*update_branch=*"])
     assert ours(neon) == []
@@ -81,7 +81,7 @@ def _create(
 ) -> None:
     branch: dict[str, object] = {"name": name}
     if expires_in:
-        when = datetime.now(UTC) + timedelta(seconds=expires_in)
+        when = datetime.now(UTC) + timedelta(seconds=expires_in + 1)  # whole seconds
         branch["expires_at"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     answer = requests.post(
         f"{neon.emulator.api_host}/projects/{neon.emulator.project_id}/branches",
@@ -103,7 +103,7 @@ def test_stale_branches_are_swept_and_no_others(
     plane = neon.emulator.control_plane
     monkeypatch.setattr(plane, "sweep", lambda: 0)
     monkeypatch.setattr(plane, "sweep_if_due", lambda: None)
-    _create(neon, "pytest-neon-0badc0de-gw1", OURS, expires_in=1)  # expired: swept
+    _create(neon, "pytest-neon-0badc0de-gw1", OURS, expires_in=2)  # expired: swept
     _create(neon, "pytest-neon-0badc0de-main", OURS)  # no expiry, old: swept after 1 s
     never = {
         "pytest-neon-0badc0de-gw0": OURS,  # expires in an hour: not stale yet
@@ -114,7 +114,7 @@ def test_stale_branches_are_swept_and_no_others(
     }
     for name, annotation in never.items():
         _create(neon, name, annotation, expires_in=3600 if name.endswith("gw0") else 0)
-    time.sleep(1.5)
+    time.sleep(3.5)  # the expiry (2 s, whole seconds: up to 3) has passed
     neon.pytester.makepyfile(test_one="def test_one(neon_branch_readwrite): pass")
 
     before = neon.branch_names()
