@@ -410,16 +410,13 @@ class NeonRun:
         self.start()
         assert self._current is not None
         self._conclude_check(self._current)
-        for other in self._slots:  # a branch whose background reset failed: try again
-            if other is not self._current and other.dirty and other.pending is None:
+        for other in self._slots:
+            if other is self._current:
+                continue
+            if other.dirty and other.pending is None:  # its background reset failed: again
                 other.pending = self._background(self._reset_now, other)
-            elif (  # made or reset meanwhile: ready, ahead of the current one's reset
-                other is not self._current
-                and other.pending
-                and other.pending.done()
-                and other.pending.exception() is None
-            ):
-                self._settle(other)
+            elif other.pending and other.pending.done() and other.pending.exception() is None:
+                self._settle(other)  # made or reset meanwhile: ready before the current one
         while True:
             slot = self._current
             if not slot.ready:

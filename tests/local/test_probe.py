@@ -26,16 +26,19 @@ def branch_url(postgres_url: str) -> Iterator[str]:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+def _inspector(postgres_url: str) -> str:
+    """``postgres_url`` as the probe's inspector; skips without ``pg_walinspect``."""
+    if not wal_inspector_available(postgres_url, install=True):
+        pytest.skip("pg_walinspect is not available on this server")
+    return postgres_url
+
+
 @pytest.fixture(params=["inspector", "position"])
 def probe(
     request: pytest.FixtureRequest, branch_url: str, postgres_url: str
 ) -> Iterator[WriteProbe]:
     """A probe that asks ``pg_walinspect``, and one that compares positions (as on Neon)."""
-    inspector = None
-    if request.param == "inspector":
-        if not wal_inspector_available(postgres_url, install=True):
-            pytest.skip("pg_walinspect is not available on this server")
-        inspector = postgres_url
+    inspector = _inspector(postgres_url) if request.param == "inspector" else None
     probe = WriteProbe(branch_url, inspector)
     yield probe
     probe.close()
@@ -87,9 +90,7 @@ def test_the_probe_stays_usable_around_a_started_check(probe: WriteProbe, branch
 @pytest.fixture
 def inspecting(branch_url: str, postgres_url: str) -> Iterator[WriteProbe]:
     """A probe that asks ``pg_walinspect``."""
-    if not wal_inspector_available(postgres_url, install=True):
-        pytest.skip("pg_walinspect is not available on this server")
-    probe = WriteProbe(branch_url, postgres_url)
+    probe = WriteProbe(branch_url, _inspector(postgres_url))
     yield probe
     probe.close()
 
