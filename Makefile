@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-NEON_OPENAPI_SPEC ?= $(abspath ../shared/neon-api/openapi.yaml)
-export NEON_OPENAPI_SPEC
 
 .PHONY: test demo lint typecheck unit bench clean
 

@@ -18,15 +18,14 @@ from referencing.jsonschema import DRAFT4
 
 from pytest_neon.local.emulator import Emulator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_URI = "https://spec.invalid/neon-openapi.json"
 JSON = dict[str, Any]
 
 
 def spec_path() -> Path:
-    """Where Neon's openapi.yaml is: ``$NEON_OPENAPI_SPEC`` or ``../shared/neon-api/``."""
+    """Where Neon's openapi.yaml is: ``$NEON_OPENAPI_SPEC``, else the copy in this folder."""
     given = os.environ.get("NEON_OPENAPI_SPEC")
-    return Path(given) if given else REPO_ROOT.parent / "shared" / "neon-api" / "openapi.yaml"
+    return Path(given) if given else Path(__file__).parent / "neon_api" / "openapi.yaml"
 
 
 def _escape(segment: str) -> str:
