@@ -136,6 +136,15 @@ END $$"""
 _SWAP = "CALL pg_temp.pytest_neon_swap(%s, %s, %s, %s, %s)"
 
 
+# Rights of a Neon branch's owner role (on Neon it is a member of neon_superuser).
+_OWNER_RIGHTS = sql.SQL(" CREATEDB CREATEROLE")
+# A database that carries no emulator comment (made by a client, not the emulator).
+_UNMANAGED = (
+    "coalesce(pg_catalog.shobj_description(oid, 'pg_database'), '')"
+    " NOT LIKE 'pytest-neon-emulator %%'"
+)
+
+
 class PgServer:
     """The PostgreSQL server behind the emulator, reached with a superuser DSN."""
 
@@ -214,20 +223,50 @@ class PgServer:
     # --- roles -------------------------------------------------------------------------
 
     def ensure_role(self, name: str, password: str) -> bool:
-        """Give the LOGIN role ``name`` the ``password``; ``True`` if the role was created."""
+        """Give the LOGIN role ``name`` the ``password``; ``True`` if the role was created.
+
+        Like a Neon branch's owner, the role may create databases and roles (pytest-django
+        makes its test databases with them); where the server's own role may not grant
+        that, the role goes without.
+        """
         ident, secret = sql.Identifier(name), sql.Literal(password)
         with self.connection() as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
-            if not exists:
+            found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            exists = found.fetchone() is not None
+            for rights in (_OWNER_RIGHTS, sql.SQL("")):
                 try:
+                    if not exists:
+                        conn.execute(
+                            sql.SQL("CREATE ROLE {} WITH LOGIN{} PASSWORD {}").format(
+                                ident, rights, secret
+                            )
+                        )
+                        return True
                     conn.execute(
-                        sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(ident, secret)
+                        sql.SQL("ALTER ROLE {} WITH LOGIN{} PASSWORD {}").format(
+                            ident, rights, secret
+                        )
                     )
-                    return True
+                    return False
                 except errors.DuplicateObject:
-                    pass  # created concurrently: fall through to ALTER
-            conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(ident, secret))
-            return False
+                    exists = True  # created concurrently: ALTER it
+                    continue
+                except errors.InsufficientPrivilege:
+                    log.debug("role %s: this server's role may not grant CREATEDB CREATEROLE", name)
+            raise RuntimeError(f"could not create or update role {name}")  # pragma: no cover
+
+    def roles_created_by(self, name: str) -> list[str]:
+        """Roles that role ``name`` created (PostgreSQL 16+ records them; earlier: none)."""
+        if self.server_version < 160000:
+            return []
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT r.rolname FROM pg_auth_members m"
+                " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles c ON c.oid = m.member"
+                " WHERE c.rolname = %s AND m.admin_option AND m.grantor = 10",
+                (name,),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def drop_role(self, name: str) -> bool:
         """Drop role ``name``; keep it (``False``) while it still owns objects."""
@@ -432,6 +471,27 @@ class PgServer:
         """Names of all databases on the server."""
         with self.connection() as conn:
             return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+    def derived_databases(self, real: str) -> list[str]:
+        """Databases others made from the name of ``real`` (``test_<real>``, ``test_<real>_gw0``
+        by pytest-django): their names contain it; the emulator's own are left out."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0"
+                f" AND datname <> %s AND {_UNMANAGED}",
+                (real, real),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def databases_owned_by(self, role: str) -> list[str]:
+        """Databases owned by ``role`` that the emulator did not make."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database"
+                f" WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = %s) AND {_UNMANAGED}",
+                (role,),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def databases_commented(self, comment: str) -> list[str]:
         """Databases whose comment is exactly ``comment``."""

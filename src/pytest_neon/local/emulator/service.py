@@ -260,6 +260,7 @@ class ControlPlane:
             reals = [db.real_name for b in project.branches.values() for db in b.databases]
         for real in reals:
             self.pg.drop_database(real)
+            self._drop_derived(real)
         for stray in self.pg.databases_commented(self._comment):
             self.pg.drop_database(stray)
         self._writer.submit(lambda: None).result()  # after the changes still being written
@@ -269,9 +270,21 @@ class ControlPlane:
             for name in project.roles:
                 if store.role_in_use_elsewhere(conn, name, self.project_id):
                     continue
-                if store.created_role(conn, name) and self.pg.drop_role(name):
-                    store.forget_created_role(conn, name)
+                if store.created_role(conn, name):
+                    self._drop_made_by(name)
+                    if self.pg.drop_role(name):
+                        store.forget_created_role(conn, name)
             project.branches.clear()
+
+    def _drop_made_by(self, role: str) -> None:
+        """Drop the databases and roles that ``role`` (about to go, used by no other
+        project) created through a branch's connections."""
+        for database in self.pg.databases_owned_by(role):
+            log.info("dropping database %s, made by role %s", database, role)
+            self._drop_quietly(database)
+        for made in self.pg.roles_created_by(role):
+            log.info("dropping role %s, made by role %s", made, role)
+            self.pg.drop_role(made)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -813,6 +826,13 @@ class ControlPlane:
                 ) from exc
             raise
 
+    def _drop_derived(self, real: str) -> None:
+        """Drop what a client made from a branch database's name (pytest-django's
+        ``test_<name>``): it goes with the branch, as it would on Neon."""
+        for derived in self.pg.derived_databases(real):
+            log.info("dropping database %s, made from %s", derived, real)
+            self._drop_quietly(derived)
+
     def _drop_quietly(self, real: str) -> None:
         try:
             self.pg.drop_database(real)
@@ -853,6 +873,7 @@ class ControlPlane:
             self.spares.discard_branch(branch.id)
             for db in branch.databases:
                 self.pg.drop_database(db.real_name)
+                self._drop_derived(db.real_name)
         except BaseException:
             with self._lock:
                 branch.inflight = False
