@@ -352,8 +352,6 @@ class NeonRun:
                     branch_id=branch.branch_id,
                 ) from exc
             self.client.wait_for_operations(self.project_id, result.operations)
-        with self._lock:
-            self.counters.resets_done += 1
 
     def delete(self, branch_id: str) -> None:
         """Delete a branch this run created (already gone is fine)."""
@@ -538,6 +536,12 @@ class NeonRun:
         with self.phase("write check"):
             return slot.probe.position()
 
+    def forget_position(self) -> None:
+        """The last test may have left WAL on its branch that is not a change (work rolled
+        back): the next write check must not start from a position kept before it."""
+        if self._current is not None:
+            self._current.take_position()
+
     def finish_test(self, before: str | None, *, force: bool = False) -> None:
         """After a readwrite test: reset its branch if it wrote (or ``force``).
 
@@ -589,6 +593,8 @@ class NeonRun:
         if moves and slot.probe is not None:
             slot.probe.close()  # it is connected to the branch: the reset would cut it
         self.restore(slot.branch, self.source_id or self.parent_id)
+        with self._lock:  # a reset; bringing a new branch to the source is not
+            self.counters.resets_done += 1
         if moves and slot.probe is not None:
             # the branch's new position, read now, off the next test's path
             slot.keep_position(slot.probe.position())

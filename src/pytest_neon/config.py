@@ -131,17 +131,25 @@ def _where(opt: Option, source: str) -> str:
     return {"cli": opt.flag, "env": opt.env, "ini": f"ini key {opt.ini}"}.get(source, opt.flag)
 
 
+def to_bool(raw: object, where: str) -> bool:
+    """``raw`` (a bool, or text such as ``true``/``0``) as a bool; ``where`` names the
+    setting in the error."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise NeonConfigError(f"{where} must be true or false, got {str(raw)!r}")
+
+
 def _convert(opt: Option, raw: object, source: str) -> Any:
     if opt.kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise NeonConfigError(f"{_where(opt, source)} must be true or false, got {str(raw)!r}")
+        return to_bool(raw, _where(opt, source))
     if opt.kind == "int":
+        if isinstance(raw, bool):  # a TOML true/false: no number
+            raw = str(raw).lower()
         try:
             value = int(str(raw).strip().strip("'\""))
         except ValueError:

@@ -218,19 +218,88 @@ def _checkout(request: pytest.FixtureRequest, name: str) -> tuple[NeonRun, NeonB
     return checkout(request.config)
 
 
+#: the fixture every test on the worker branch sets up first (see :func:`checkout_first`)
+CHECKOUT_FIRST = "_neon_checkout_first"
+_WRITE_START = pytest.StashKey[tuple[str | None]]()
+_WRITING_FIXTURES = frozenset({"neon_branch_readwrite", "neon_branch"})
+
+
+def uses_worker_branch(item: pytest.Item) -> bool:
+    """Whether ``item`` runs on the worker branch (a pytest-neon fixture in its closure)."""
+    names = getattr(item, "fixturenames", ())
+    return "_neon_source" in names and "neon_branch_shared" not in names
+
+
+def checkout_first(item: pytest.Item) -> None:
+    """Make the worker branch's checkout the first fixture ``item`` sets up.
+
+    Fixtures of any scope that the test sets up after it (a module fixture reading
+    through the application's engine) then see the branch in the migrated state, never
+    the rows a previous test left for a reset still under way.
+    """
+    names = getattr(item, "fixturenames", None)
+    if not isinstance(names, list) or names[:1] == [CHECKOUT_FIRST]:
+        return
+    if CHECKOUT_FIRST in names:
+        names.remove(CHECKOUT_FIRST)
+    names.insert(0, CHECKOUT_FIRST)
+
+
+@pytest.fixture
+def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before every other fixture of the test, of any scope: the branch, migrated.
+
+    The write check of a readwrite test starts here too, so that writes made by the
+    test's other fixtures count as the test's.
+    """
+    yield from on_clean_branch(
+        request, check_writes=bool(_WRITING_FIXTURES & set(request.fixturenames))
+    )
+
+
+def on_clean_branch(request: pytest.FixtureRequest, *, check_writes: bool) -> Iterator[None]:
+    """The body of :data:`CHECKOUT_FIRST` (integrations override that fixture with it).
+
+    Checks the worker branch out in the migrated state and points the env var at it for
+    the rest of the test; ``check_writes``: the test's write check starts now.
+    """
+    __tracebackhide__ = True
+    request.getfixturevalue("_neon_source")
+    run, branch = checkout(request.config)
+    if check_writes:
+        request.node.stash[_WRITE_START] = (run.write_position(),)
+    with env_var(run.settings.env_var, branch.connection_string):
+        yield
+
+
+def write_start(request: pytest.FixtureRequest, run: NeonRun) -> str | None:
+    """Where the test's write check starts: read by :data:`CHECKOUT_FIRST`, or now."""
+    kept: tuple[str | None] | None = request.node.stash.get(_WRITE_START, None)
+    if kept is not None:
+        del request.node.stash[_WRITE_START]
+        return kept[0]
+    return run.write_position()
+
+
+def finish_test(request: pytest.FixtureRequest, run: NeonRun, before: str | None) -> None:
+    """After a test that may have written: send its write check (the reset follows if it
+    wrote). The ``neon_reset`` marker and ``neon_always_reset`` force the reset."""
+    marked = request.node.get_closest_marker("neon_reset") is not None
+    run.finish_test(before, force=run.settings.always_reset or marked)
+
+
 @pytest.fixture
 def neon_branch_readwrite(
     request: pytest.FixtureRequest, _neon_source: str
 ) -> Iterator[NeonBranch]:
     """This worker's branch in the migrated state; reset before the next test that needs it."""
     run, branch = _checkout(request, "neon_branch_readwrite")
-    before = run.write_position()
-    force = run.settings.always_reset or request.node.get_closest_marker("neon_reset") is not None
+    before = write_start(request, run)
     with env_var(run.settings.env_var, branch.connection_string):
         try:
             yield branch
         finally:
-            run.finish_test(before, force=force)
+            finish_test(request, run, before)
 
 
 @pytest.fixture

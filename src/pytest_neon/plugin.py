@@ -14,8 +14,10 @@ import pytest
 from pytest_neon.config import OPTIONS, Settings, resolve
 from pytest_neon.errors import NeonError
 from pytest_neon.fixtures import (
+    _neon_checkout_first,
     _neon_migration_branch,
     _neon_source,
+    checkout_first,
     neon_apply_migrations,
     neon_branch,
     neon_branch_readonly,
@@ -25,7 +27,10 @@ from pytest_neon.fixtures import (
     neon_connection_psycopg,
     neon_engine,
     neon_migration_fingerprint,
+    uses_worker_branch,
 )
+from pytest_neon.ini import Kind, add_ini, read_ini
+from pytest_neon.logs import route_to_pytest
 from pytest_neon.redact import redact
 from pytest_neon.startup import begin, start_worker_branch
 from pytest_neon.state import PluginState
@@ -36,6 +41,7 @@ STATE = pytest.StashKey[PluginState]()
 
 __all__ = [
     "STATE",
+    "_neon_checkout_first",
     "_neon_migration_branch",
     "_neon_source",
     "neon_apply_migrations",
@@ -73,13 +79,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"{opt.help} [env {opt.env}]",
             )
         if opt.ini:
-            parser.addini(opt.ini, f"{opt.help} (pytest-neon)", default=None)
+            kind: Kind = "bool" if opt.kind == "bool" else "int" if opt.kind == "int" else "string"
+            add_ini(parser, opt.ini, f"{opt.help} (pytest-neon)", kind)
 
 
 def _settings(config: pytest.Config) -> Settings:
     namespace = config.known_args_namespace
     cli = {opt.name: getattr(namespace, f"neon_{opt.name}", None) for opt in OPTIONS}
-    ini = {opt.name: config.getini(opt.ini) if opt.ini else None for opt in OPTIONS}
+    ini = {opt.name: read_ini(config, opt.ini) if opt.ini else None for opt in OPTIONS}
     return resolve(cli, os.environ, ini)
 
 
@@ -105,6 +112,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     # Before anything is created: a SIGTERM during start-up cleans up too.
     _install_sigterm_handler()
+    # The plugin's (and its emulator's) records reach pytest's log handlers, never the
+    # application's; undone last, after the run's cleanup has logged what it did.
+    early_config.add_cleanup(route_to_pytest())
     try:
         settings = _settings(early_config)
         state = begin(settings, xdist_controller=_is_xdist_controller(early_config))
@@ -162,7 +172,31 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         shown.insert(0, f"api_key=*** (from {s.describe('api_key')})")
     if shown:
         lines.append("neon: settings: " + ", ".join(shown))
+    if _django_without_integration(config):
+        lines.append(DJANGO_HINT)
     return lines
+
+
+DJANGO_HINT = (
+    "neon: pytest-django runs without pytest_neon.contrib.django: Django makes its own "
+    "test_<name> database next to the branch, migrates it in every run and flushes it after "
+    'transactional tests; add pytest_plugins = ["pytest_neon.contrib.django"] to conftest.py '
+    "for one migration per run and resets only after writes"
+)
+
+
+def _django_without_integration(config: pytest.Config) -> bool:
+    """pytest-django is set up for a Django project, but the integration is not loaded."""
+    plugins = config.pluginmanager
+    if not (plugins.hasplugin("django") or plugins.hasplugin("pytest_django.plugin")):
+        return False
+    if plugins.hasplugin("pytest_neon.contrib.django"):
+        return False
+    try:
+        from pytest_django.lazy_django import django_settings_is_configured
+    except ImportError:  # pragma: no cover - a pytest-django without it
+        return False
+    return bool(django_settings_is_configured())
 
 
 @pytest.hookimpl(trylast=True)
@@ -236,6 +270,14 @@ def _left_behind(settings: Settings) -> str:
             "(--neon-sweep-after), or delete them in the Neon console"
         )
     return f"{head} have no expiry: delete them in the Neon console"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the worker branch check it out before any other fixture is set up."""
+    for item in items:
+        if uses_worker_branch(item):
+            checkout_first(item)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, neon
+from tests.plugin.plugin_helpers import NeonProject, neon, run_local
 
 __all__ = ["neon"]
 
@@ -585,3 +585,157 @@ def test_django_follows_the_worker_branches_in_turn(
     used = rotation.read_text().split()
     assert len(set(used)) == 2  # Django's connections followed the branch each test got
     assert neon.branch_names() == before
+
+
+TRANSACTIONAL_READS = """
+import json
+import urllib.request
+
+import django.test
+import pytest
+
+from shelf.models import Shelf
+
+
+def names():
+    return sorted(Shelf.objects.values_list("name", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_1_reads():
+    assert names() == ["seeded"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_2_writes():
+    Shelf.objects.create(name="committed")
+
+
+def test_3_fixture_reads(transactional_db):
+    assert names() == ["seeded"]
+
+
+def test_4_live_server_reads(live_server):
+    with urllib.request.urlopen(live_server.url + "/shelves/", timeout=10) as response:
+        assert json.load(response) == {"shelves": ["seeded"]}
+
+
+@pytest.mark.django_db
+def test_5_rolled_back():
+    Shelf.objects.create(name="rolled back")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_6_reads_after_a_rolled_back_test():
+    assert names() == ["seeded"]
+
+
+class TestTransactionTestCase(django.test.TransactionTestCase):
+    def test_a_reads(self):
+        self.assertEqual(names(), ["seeded"])
+
+    def test_b_writes(self):
+        Shelf.objects.create(name="in a TransactionTestCase")
+
+    def test_c_reads(self):
+        self.assertEqual(names(), ["seeded"])
+
+
+class TestAvailableApps(django.test.TransactionTestCase):
+    available_apps = ["shelf"]
+
+    def test_reads(self):
+        self.assertEqual(names(), ["seeded"])
+"""
+
+
+def test_transactional_tests_that_only_read_keep_the_branch(
+    neon: NeonProject, migration_log: Path, postgres_url: str
+) -> None:
+    # the local backend: pg_walinspect tells the branch's own writes apart, so counts are exact
+    _project(neon)
+    neon.pytester.makepyfile(test_transactional=TRANSACTIONAL_READS)
+    result = run_local(neon.pytester, postgres_url, "-v")
+    result.assert_outcomes(passed=10)
+    # two tests committed; the seven other transactional tests read only, and the
+    # rolled-back test needs no check
+    result.stdout.fnmatch_lines(["*resets: 2 done / 7 skipped*"])
+
+
+FROM_DATABASE_URL = """
+import os
+
+import dj_database_url
+
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+"""
+
+WITHOUT_INTEGRATION = """
+import pytest
+from django.db import connection
+
+from shelf.models import Shelf
+
+
+def test_db(db):
+    assert connection.settings_dict["NAME"].startswith("test_nb_")
+    Shelf.objects.create(name="x")
+    assert Shelf.objects.filter(name="seeded").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transactional():
+    Shelf.objects.create(name="y")
+"""
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_installed_but_not_enabled_django_makes_its_own_test_database(
+    neon: NeonProject, migration_log: Path, postgres_url: str, reuse: bool
+) -> None:
+    # No integration line: pytest-django creates test_<branch database> on the branch's
+    # server, as the branch's owner role may (as on Neon); it goes with the branch.
+    _project(neon, conftest="", settings=FROM_DATABASE_URL)
+    neon.pytester.makefile(
+        ".ini",
+        pytest="[pytest]\nDJANGO_SETTINGS_MODULE = innersite.settings\npythonpath = .\n"
+        "filterwarnings = error\n",
+    )
+    neon.pytester.makepyfile(test_plain=WITHOUT_INTEGRATION)
+    args = ["--reuse-db"] if reuse else []
+    result = run_local(neon.pytester, postgres_url, *args)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["neon: pytest-django runs without pytest_neon.contrib.django*"])
+    assert len(migration_log.read_text().split()) == 1  # Django migrated its own database
+    assert not _test_databases(postgres_url, r"test\_nb\_%")
+
+
+MIRROR = """
+DATABASES["replica"] = {**_PRODUCTION, "TEST": {"MIRROR": "default"}}
+"""
+
+
+def test_the_header_names_the_mirrors_that_follow_the_branch(
+    neon: NeonProject, migration_log: Path
+) -> None:
+    _project(neon, settings=MIRROR)
+    (neon.pytester.path / "pytest.ini").write_text(
+        (neon.pytester.path / "pytest.ini")
+        .read_text()
+        .replace("neon_django_databases = default other", "neon_django_databases = default")
+    )
+    neon.pytester.makepyfile(
+        test_mirror="""
+        import pytest
+        from shelf.models import Shelf
+
+        @pytest.mark.django_db(databases=["default", "replica"])
+        def test_the_replica_reads_the_branch():
+            assert Shelf.objects.using("replica").filter(name="seeded").exists()
+        """
+    )
+    result = neon.run()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["neon-django: DATABASES default (replica: test mirror) on the branch; migrate*"]
+    )

@@ -14,6 +14,8 @@ cache on, a run whose migrations did not change runs none. ``env.py`` may read
 ``DATABASE_URL`` (it points at the migration branch meanwhile), ``sqlalchemy.url`` (set
 to the migration branch) or take the connection passed in ``config.attributes["connection"]``.
 A failing migration stops the run with Alembic's error, where it happened, once.
+
+PYTEST_DONT_REWRITE (a plugin module that ``conftest.py`` may also import from).
 """
 
 from __future__ import annotations

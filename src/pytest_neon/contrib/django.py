@@ -19,12 +19,15 @@ What it does, per test process (a plain run or each xdist worker):
 - ``db`` keeps rolling back; a test with committed data (``transactional_db``,
   ``django_db(transaction=True)``, ``live_server``, Django's ``TransactionTestCase``) is
   not flushed: the branch is reset after it instead.
+
+PYTEST_DONT_REWRITE (a plugin module that ``conftest.py`` may also import from).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import unittest
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -36,8 +39,18 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pytest_neon.branch import NeonBranch
+from pytest_neon.config import to_bool
 from pytest_neon.contrib._hashing import hash_files
-from pytest_neon.fixtures import checkout, current_run
+from pytest_neon.errors import NeonConfigError
+from pytest_neon.fixtures import (
+    checkout,
+    checkout_first,
+    current_run,
+    finish_test,
+    on_clean_branch,
+    write_start,
+)
+from pytest_neon.ini import add_ini, read_ini, read_list
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
@@ -172,16 +185,18 @@ def _django_ready() -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The integration's ini keys."""
-    parser.addini(
+    add_ini(
+        parser,
         INI_DATABASES,
         "pytest-neon: DATABASES aliases to point at the Neon branch (__all__ = every alias)",
-        type="args",
+        "args",
         default=["default"],
     )
-    parser.addini(
+    add_ini(
+        parser,
         INI_MIGRATE,
         "pytest-neon: run Django's migrate once per run on the migration branch",
-        type="bool",
+        "bool",
         default=True,
     )
 
@@ -190,18 +205,25 @@ def pytest_configure(config: pytest.Config) -> None:
     """Check the requirements and register the fixtures (after pytest-django's)."""
     if config.option.help or config.option.version:
         return
-    if importlib.util.find_spec("django") is None or not config.pluginmanager.hasplugin("django"):
+    plugins = config.pluginmanager
+    if importlib.util.find_spec("django") is None or not (
+        plugins.hasplugin("django") or plugins.hasplugin("pytest_django.plugin")  # entry point, -p
+    ):
         raise pytest.UsageError(
             f"pytest_neon.contrib.django needs Django and pytest-django: {_INSTALL}"
         )
-    if not config.pluginmanager.hasplugin("neon"):
+    if not (plugins.hasplugin("neon") or plugins.hasplugin("pytest_neon.plugin")):
         raise pytest.UsageError(
             "pytest_neon.contrib.django needs the pytest-neon plugin, which is disabled "
             "(-p no:neon)"
         )
+    try:
+        migrate = to_bool(read_ini(config, INI_MIGRATE), f"ini key {INI_MIGRATE}")
+    except NeonConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = _State(
-        requested=tuple(config.getini(INI_DATABASES)) or ("default",),
-        migrate=bool(config.getini(INI_MIGRATE)),
+        requested=tuple(read_list(config, INI_DATABASES, "args")) or ("default",),
+        migrate=migrate,
     )
     if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
         # Registered now, so that these fixtures override pytest-django's and pytest-neon's
@@ -220,10 +242,35 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         migrations = "tables from models once per run (--no-migrations)"
     else:
         migrations = "migrate once per run"
-    line = f"neon-django: DATABASES {', '.join(state.requested)} on the branch; {migrations}"
+    aliases = ", ".join(state.requested)
+    mirrors = _mirrors(state)
+    if mirrors:
+        aliases += f" ({', '.join(mirrors)}: test mirror{'s' if len(mirrors) > 1 else ''})"
+    line = f"neon-django: DATABASES {aliases} on the branch; {migrations}"
     if config.getvalue("reuse_db") or config.getvalue("create_db"):
         line += "; --reuse-db/--create-db: no effect, every run starts from a new branch"
     return [line]
+
+
+def _mirrors(state: _State) -> list[str]:
+    """The aliases that follow the requested ones as their test mirrors."""
+    if not _django_ready() or ALL_ALIASES in state.requested:
+        return []
+    try:
+        return [a for a in state.aliases() if a not in state.requested]
+    except pytest.UsageError:
+        return []  # an unknown alias: the run stops with that error when it starts
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``django_db`` check the branch out before any other fixture too."""
+    for item in items:
+        cls = getattr(item, "cls", None)
+        if cls is not None and issubclass(cls, unittest.TestCase):
+            continue  # Django's test cases: checked out before setUpClass instead
+        if item.get_closest_marker("django_db") is not None:
+            checkout_first(item)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -327,13 +374,57 @@ def _checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
     return run, branch
 
 
-def _after_test(config: pytest.Config, run: NeonRun) -> None:
-    """Reset the branch (in the background) if the test committed data."""
-    state = _state(config)
-    if state.wrote:
-        state.wrote = False
+def _transactional(request: pytest.FixtureRequest) -> bool:
+    """Whether the test commits its work (pytest-django's rule), instead of rolling it back.
+
+    Django ``TransactionTestCase`` classes that are not ``TestCase``; pytest-style tests
+    with ``transaction=True`` or ``reset_sequences=True``, ``transactional_db`` or
+    ``live_server``.
+    """
+    from pytest_django.django_compat import is_django_unittest
+
+    if is_django_unittest(request):
+        from django.test import TestCase, TransactionTestCase
+
+        cls = request.cls
+        return issubclass(cls, TransactionTestCase) and not issubclass(cls, TestCase)
+    from pytest_django.fixtures import validate_django_db
+
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None:
+        transaction, reset_sequences = validate_django_db(marker)[:2]
+        if transaction or reset_sequences:
+            return True
+    return bool({"transactional_db", "live_server"} & set(request.fixturenames))
+
+
+def _after_test(
+    request: pytest.FixtureRequest, run: NeonRun, before: str | None, transactional: bool
+) -> None:
+    """A test that committed: its write check (the reset follows only if it wrote).
+
+    A test whose work was rolled back needs no reset, but its work is in the WAL: the
+    next check must not start from a position read before it.
+    """
+    state = _state(request.config)
+    wrote, state.wrote = state.wrote, False
+    if not transactional:
+        run.forget_position()
+        return
+    if wrote:
         _close_connections()
-        run.mark_dirty()
+        finish_test(request, run, before)
+
+
+def _on_branch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A Django test on the branch: checked out before it; its write check after it, if it
+    commits."""
+    run, _ = _checkout(request.config)
+    _state(request.config).wrote = False
+    transactional = _transactional(request)
+    before = write_start(request, run) if transactional else None
+    yield
+    _after_test(request, run, before, transactional)
 
 
 def _databases_of(item: pytest.Item) -> set[str]:
@@ -471,10 +562,7 @@ def _fixtures_plugin() -> ModuleType:
         if is_django_unittest(request):
             yield
             return
-        run, _ = _checkout(request.config)
-        _state(request.config).wrote = False
-        yield
-        _after_test(request.config, run)
+        yield from _on_branch(request)
 
     @pytest.fixture
     def _django_db_helper(_neon_django_checkout: None, _django_db_helper: None) -> None:
@@ -522,9 +610,20 @@ def _fixtures_plugin() -> ModuleType:
         if not _uses_branch_as_unittest(request):
             yield
             return
-        run, _ = _checkout(request.config)
-        yield
-        _after_test(request.config, run)
+        yield from _on_branch(request)
+
+    @pytest.fixture
+    def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
+        """pytest-neon's first fixture: Django's test environment first, for Django tests."""
+        django_test = _django_ready() and (
+            "django_db_setup" in request.fixturenames
+            or request.node.get_closest_marker("django_db") is not None
+        )
+        if django_test:
+            request.getfixturevalue("django_db_setup")
+        check = _transactional(request) if django_test else False
+        check = check or bool({"neon_branch_readwrite", "neon_branch"} & set(request.fixturenames))
+        yield from on_clean_branch(request, check_writes=check)
 
     plugin = ModuleType(_FIXTURES_PLUGIN, "pytest-neon's Django fixtures")
     for name, fixture in {
@@ -536,6 +635,7 @@ def _fixtures_plugin() -> ModuleType:
         "neon_migration_fingerprint": neon_migration_fingerprint,
         "_neon_django_unittest_class": _neon_django_unittest_class,
         "_neon_django_unittest": _neon_django_unittest,
+        "_neon_checkout_first": _neon_checkout_first,
     }.items():
         setattr(plugin, name, fixture)
     return plugin

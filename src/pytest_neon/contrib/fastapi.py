@@ -14,6 +14,8 @@
 
 A plain helper, no plugin to enable. The same works with ``httpx.AsyncClient`` over
 ``httpx.ASGITransport(app=app)``.
+
+PYTEST_DONT_REWRITE (a plugin module that ``conftest.py`` may also import from).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ What it adds:
   commits, everything rolled back after the test. No branch reset is spent on it.
 - ``neon_async_session``: the same with an ``AsyncSession`` (psycopg async), for async tests
   run by AnyIO (``@pytest.mark.anyio``); needs ``greenlet`` (``sqlalchemy[asyncio]``).
+
+PYTEST_DONT_REWRITE (a plugin module that ``conftest.py`` may also import from).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from pytest_neon.branch import NeonBranch
 from pytest_neon.branches import NeonRun
 from pytest_neon.fixtures import checkout, current_run, sqlalchemy_url
+from pytest_neon.ini import add_ini, read_list
 from pytest_neon.state import env_var
 
 __all__ = [
@@ -76,11 +79,12 @@ _BRANCH_FIXTURES = frozenset(
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The ini key naming the application's engines."""
-    parser.addini(
+    add_ini(
+        parser,
         ENGINES_INI,
         "application SQLAlchemy engines (module:attribute, one per line) whose pools "
         "pytest-neon empties after every branch reset (pytest_neon.contrib.sqlalchemy)",
-        type="linelist",
+        "linelist",
         default=[],
     )
 
@@ -198,7 +202,7 @@ def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
 def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
     """Register the engines named by the ini key (importing their modules if needed)."""
     run = _run_or_none(pytestconfig)
-    for spec in pytestconfig.getini(ENGINES_INI):
+    for spec in read_list(pytestconfig, ENGINES_INI, "linelist"):
         try:
             register_engine(_resolve(spec))
         except Exception as exc:
@@ -308,6 +312,7 @@ def _neon_rollback_branch(_neon_source: str, pytestconfig: pytest.Config) -> Ite
     run, branch = checkout(pytestconfig)
     with env_var(run.settings.env_var, branch.connection_string):
         yield branch
+    run.forget_position()  # the rolled-back work is in the WAL all the same
 
 
 @contextmanager
