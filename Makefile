@@ -1,18 +1,40 @@
 # The two commands of the README: `make demo` and `make test`. Both set up everything
-# they need on a fresh machine (a virtualenv under .venv); PostgreSQL is started by the
+# they need on a fresh machine (virtualenvs under .venv*); PostgreSQL is started by the
 # test run itself and stopped at its end.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The plugin and integration tests run twice more: with the lowest versions pytest-neon
+# supports (tests/requirements/lowest.txt), and on the newest Python on this machine.
+LOWEST := .venv-lowest
+NEWEST := .venv-newest
+PY_NEWEST ?= $(shell scripts/newest-python)
+COMPAT_TESTS := tests/plugin tests/contrib
+PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: test demo lint typecheck unit bench clean
+.PHONY: test demo lint typecheck unit compat compat-lowest compat-newest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev]'
 	touch $(STAMP)
+
+$(LOWEST)/.installed: pyproject.toml tests/requirements/lowest.txt
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(LOWEST)/bin/python -m pip install $(PIP_QUIET) -c tests/requirements/lowest.txt \
+		-e '.[psycopg,psycopg2,sqlalchemy,django,alembic,fastapi]' pytest-xdist
+	touch $@
+
+$(NEWEST)/.installed: pyproject.toml
+	@test -n "$(PY_NEWEST)" || { echo "make: no python3.12 or newer found:" \
+		"install one (e.g. pyenv install 3.13) or set PY_NEWEST=/path/to/python"; exit 1; }
+	$(PY_NEWEST) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(NEWEST)/bin/python -m pip install $(PIP_QUIET) -e '.[all]' pytest-xdist
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -22,9 +44,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --durations=20 $(PYTEST_ARGS)
 
-test: lint typecheck unit
+compat-lowest: $(LOWEST)/.installed
+	$(LOWEST)/bin/python --version
+	$(LOWEST)/bin/pytest -n 2 -q $(COMPAT_TESTS) $(PYTEST_ARGS)
+
+compat-newest: $(NEWEST)/.installed
+	$(NEWEST)/bin/python --version
+	$(NEWEST)/bin/pytest -n 2 -q $(COMPAT_TESTS) $(PYTEST_ARGS)
+
+compat: compat-lowest compat-newest
+
+test: lint typecheck unit compat
 
 # The example service's suite on the embedded default (no Neon account, no running server).
 demo: $(STAMP)
@@ -32,8 +64,8 @@ demo: $(STAMP)
 		../../$(BIN)/pytest -p no:cacheprovider --neon-backend=local
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ from pytest_neon.errors import NeonConfigError
 from pytest_neon.redact import register_secret
 
 BACKENDS = ("auto", "neon", "local")
-PG_SOURCES = ("auto", "system", "pgserver")
+PG_SOURCES = ("auto", "system", "package")
 MAX_EXPIRY = 30 * 24 * 3600
 MAX_WORKER_BRANCHES = 10  # Neon's free plan allows 10 branches in all
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -80,7 +80,8 @@ OPTIONS: tuple[Option, ...] = (
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
     Option("local_postgres_source", "--neon-local-postgres-source",
            "NEON_LOCAL_POSTGRES_SOURCE", "neon_local_postgres_source", "auto",
-           "Throwaway cluster from: auto (system binaries, else pgserver), system or pgserver."),
+           "Throwaway cluster from: auto (system binaries, else the local extra's PostgreSQL "
+           "package), system or package."),
 )  # fmt: skip
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -222,6 +223,8 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         )
     values["backend"] = backend
     pg_source = str(values["local_postgres_source"]).lower()
+    if pg_source == "pgserver":  # the package's earlier name
+        pg_source = "package"
     if pg_source not in PG_SOURCES:
         raise NeonConfigError(
             f"{where('local_postgres_source')} must be one of {', '.join(PG_SOURCES)}, "

@@ -24,12 +24,12 @@ _MISSING = object()
 
 def add_ini(parser: pytest.Parser, name: str, help: str, kind: Kind, default: Any = None) -> None:
     """Register ini key ``name`` so that ``kind`` values come as native TOML or as text."""
-    type_: Any
-    if kind == "bool":
-        type_ = bool | str if _UNIONS else "string"
-    elif kind == "int":
-        type_ = int | str if _UNIONS else "string"
-    else:
+    type_: Any = None  # a string; unset, pytest before 9 gives "" (for "string" it gives [])
+    if kind == "bool" and _UNIONS:
+        type_ = bool | str
+    elif kind == "int" and _UNIONS:
+        type_ = int | str
+    elif kind in ("args", "linelist"):
         type_ = kind
     parser.addini(name, help, type=type_, default=default)
 

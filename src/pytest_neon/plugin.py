@@ -326,7 +326,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None or not state.summary:
         return
-    verbose = config.get_verbosity() > 0
+    verbose = (config.getoption("verbose") or 0) > 0
     terminalreporter.section("pytest-neon")
     for line in summary_lines(state.summary, verbose=verbose):
         terminalreporter.write_line(line)

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pytest_neon.local.postgres import find_package
 from tests.plugin.plugin_helpers import NeonProject, clean_neon_env
 
 ISOLATION = """
@@ -140,17 +141,19 @@ def test_local_backend_on_a_given_server_leaves_nothing_behind(
     assert our_routines() == 0
 
 
-def test_local_backend_on_pgserver(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("source", ["package", "pgserver"])  # pgserver: its earlier name
+def test_local_backend_on_the_package(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
-    pytest.importorskip("pgserver", reason="the local extra (pgserver) is not installed")
+    package = find_package()
+    assert package is not None, 'the local extra is installed: pip install "pytest-neon[local]"'
     clean_neon_env(monkeypatch)
     pytester.makepyfile(test_iso=ISOLATION)
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--neon-backend=local", "--neon-local-postgres-source=pgserver"
+        "-p", "no:cacheprovider", "--neon-backend=local", f"--neon-local-postgres-source={source}"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*backend local*throwaway cluster (pgserver*"])
+    result.stdout.fnmatch_lines([f"*backend local*throwaway cluster ({package.label}*"])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="shows the root path; run as root to exercise it")

@@ -21,6 +21,7 @@ from pytest_neon.local.postgres import (
     PostgresUnavailableError,
     RunningPostgres,
     check_postgres_url,
+    find_package,
     find_pg_bindir,
     start_postgres,
 )
@@ -210,19 +211,22 @@ def _alive(pid: int) -> bool:
     return _stat_field(pid, 0) not in ("", "Z", "X")
 
 
-# --------------------------------------------------------------------------- pgserver
+# --------------------------------------------------------------------------- package
 
 
-def test_pgserver_cluster_works_and_cleans_up() -> None:
-    pytest.importorskip("pgserver")
-    pg = start_postgres(prefer="pgserver")
+def test_package_cluster_works_and_cleans_up() -> None:
+    package = find_package()
+    assert package is not None, 'the local extra is installed: pip install "pytest-neon[local]"'
+    pg = start_postgres(prefer="package")
     try:
-        assert pg.source.startswith("pgserver ")
+        assert pg.source.startswith(package.label)
         parts = urlsplit(pg.url)
         assert (parts.hostname, parts.username) == ("127.0.0.1", "postgres")
-        with psycopg.connect(pg.url) as conn:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
             assert conn.execute("SHOW fsync").fetchone() == ("off",)
             assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+            # its contrib modules: the write check's inspector
+            conn.execute("CREATE EXTENSION pg_walinspect")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(_with_password(pg.url, "wrong-password"), connect_timeout=5)
     finally:
@@ -231,8 +235,9 @@ def test_pgserver_cluster_works_and_cleans_up() -> None:
     pg.stop()
 
 
-def test_auto_falls_back_to_pgserver_when_system_binaries_fail(tmp_path: Path) -> None:
-    pytest.importorskip("pgserver")
+def test_auto_falls_back_to_the_package_when_system_binaries_fail(tmp_path: Path) -> None:
+    package = find_package()
+    assert package is not None
     broken = tmp_path / "bin"
     broken.mkdir()
     for name in ("initdb", "postgres", "pg_ctl"):
@@ -240,7 +245,7 @@ def test_auto_falls_back_to_pgserver_when_system_binaries_fail(tmp_path: Path) -
         (broken / name).chmod(0o755)
     base = tmp_path / "base"
     with start_postgres(bindirs=[broken], base_dir=base) as pg:
-        assert pg.source.startswith("pgserver ")
+        assert pg.source.startswith(package.label)
         check_postgres_url(pg.url)
     _assert_gone(pg)
     assert list(base.iterdir()) == []
@@ -252,7 +257,7 @@ def test_auto_falls_back_to_pgserver_when_system_binaries_fail(tmp_path: Path) -
 def test_nothing_available_says_what_to_install() -> None:
     assert find_pg_bindir(search=[]) is None
     with pytest.raises(PostgresUnavailableError) as info:
-        start_postgres(bindirs=[], allow_pgserver=False)
+        start_postgres(bindirs=[], allow_package=False)
     message = str(info.value)
     assert "pytest-neon[local]" in message
     assert "NEON_LOCAL_POSTGRES_URL" in message
@@ -261,7 +266,7 @@ def test_nothing_available_says_what_to_install() -> None:
     assert isinstance(info.value, NeonConfigError)
 
 
-def test_prefer_system_without_binaries_fails_even_with_pgserver(tmp_path: Path) -> None:
+def test_prefer_system_without_binaries_fails_even_with_the_package(tmp_path: Path) -> None:
     with pytest.raises(PostgresUnavailableError, match=r"pytest-neon\[local\]"):
         start_postgres(prefer="system", bindirs=[tmp_path])
 
@@ -288,7 +293,7 @@ def test_broken_system_binaries_give_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unknown_preference_is_a_config_error() -> None:
-    with pytest.raises(NeonConfigError, match="pgserver"):
+    with pytest.raises(NeonConfigError, match="auto, system, package"):
         start_postgres(prefer="docker")
 
 

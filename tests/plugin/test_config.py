@@ -24,7 +24,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "worker_branches": ("3", 3),
     "migration_cache": ("false", False),
     "local_postgres_url": ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
-    "local_postgres_source": ("pgserver", "pgserver"),
+    "local_postgres_source": ("package", "package"),
 }
 
 
@@ -85,7 +85,7 @@ def test_false_and_zero_are_honoured(source: str, raw: str) -> None:
         ({"env_var": "A-B"}, "environment variable name"),
         ({"keep_branches": "maybe"}, "--neon-keep-branches must be true or false"),
         ({"api_host": "console.neon.tech"}, "must be an http(s) URL"),
-        ({"local_postgres_source": "docker"}, "must be one of auto, system, pgserver"),
+        ({"local_postgres_source": "docker"}, "must be one of auto, system, package"),
         ({"worker_branches": "0"}, "--neon-worker-branches must be from 1 to 10"),
         ({"worker_branches": "11"}, "--neon-worker-branches must be from 1 to 10"),
         ({"worker_branches": "two"}, "--neon-worker-branches must be a whole number from 1"),

@@ -13,8 +13,8 @@ import requests
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.postgres import (
     RunningPostgres,
-    _import_pgserver,
     check_postgres_url,
+    find_package,
     find_pg_bindir,
     start_postgres,
 )
@@ -34,14 +34,15 @@ def local_postgres_available(postgres_url: str | None, source: str = "auto") -> 
         except Exception as exc:
             return False, str(exc)
         return True, f"PostgreSQL at {redact(postgres_url)}"
-    bindir = find_pg_bindir() if source != "pgserver" else None
+    bindir = find_pg_bindir() if source in ("auto", "system") else None
     if bindir is not None:
         return True, f"PostgreSQL binaries in {bindir}"
     if source == "system":
         return False, "no PostgreSQL server binaries found"
-    if _import_pgserver() is None:
-        return False, "no PostgreSQL server binaries and pgserver is not installed"
-    return True, "pgserver"
+    package = find_package()
+    if package is None:
+        return False, "no PostgreSQL server binaries and no PostgreSQL package (local extra)"
+    return True, package.label
 
 
 @dataclass

