@@ -134,7 +134,7 @@ def test_upgrade_head_runs_once_with_each_env_py_style(
     _project(neon, ENV_PY[style])
     neon.pytester.makepyfile(test_schema=TESTS.format(n=1))
     before = neon.branch_names()
-    result = neon.run()
+    result = neon.run(subprocess=True)
     result.assert_outcomes(passed=1)
     assert migration_log.read_text().split() == ["0001"]
     assert _new_branches(neon, before) == set()
@@ -147,13 +147,13 @@ def test_upgrade_head_runs_once_under_xdist_and_is_cached_across_runs(
     neon.pytester.makepyfile(test_schema=TESTS.format(n=3))
     before = neon.branch_names()
 
-    cold = neon.run("-n", "3")
+    cold = neon.run("-n", "3", subprocess=True)
     cold.assert_outcomes(passed=3)
     assert migration_log.read_text().split() == ["0001"]
     cold.stdout.fnmatch_lines(["*migration cache: miss*"])
 
     # Same migration files: the next run starts from the cached migrated branch.
-    warm = neon.run()
+    warm = neon.run(subprocess=True)
     warm.assert_outcomes(passed=3)
     warm.stdout.fnmatch_lines(["*migration cache: hit*"])
     assert migration_log.read_text().split() == ["0001"]
@@ -187,7 +187,7 @@ def test_broken_migration_fails_once_with_alembics_error_and_leaves_no_branch(
     _project(neon, ENV_PY["attributes"], rev_2=BROKEN_REV_2)
     neon.pytester.makepyfile(test_schema=TESTS.format(n=4))
     before = neon.branch_names()
-    result = neon.run()
+    result = neon.run(subprocess=True)
     assert result.ret != 0
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors") == 1
@@ -212,7 +212,7 @@ def test_missing_alembic_ini_names_the_ini_key(neon: NeonProject) -> None:
             pass
         """
     )
-    result = neon.run()
+    result = neon.run(subprocess=True)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*Alembic configuration not found*Set neon_alembic_ini*"])
 
@@ -237,7 +237,7 @@ def test_migrations_that_build_the_app_engine_are_refused(
         """,
         test_schema=TESTS.format(n=1),
     )
-    result = neon.run()
+    result = neon.run(subprocess=True)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*built an engine on the migration branch: myapp_db.engine*Import these modules*"]

@@ -187,7 +187,7 @@ def test_api_commits_are_gone_in_the_next_test(neon: NeonProject) -> None:
     neon.pytester.makeini(INI)
     neon.pytester.makeconftest(CONFTEST)
     neon.pytester.makepyfile(app=APP, test_api=TESTS)
-    result = neon.run("-v")
+    result = neon.run("-v", subprocess=True)
     result.assert_outcomes(passed=13)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 import requests
+
+# Imported once for all in-process runs: imported afresh by each, SQLAlchemy would register
+# its PostgreSQL functions again and warn.
+import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
 from pytest_neon.local.emulator import Emulator
 
@@ -32,9 +38,9 @@ class NeonProject:
             f"--neon-project-id={self.emulator.project_id}",
         ]
 
-    def run(self, *args: str, timeout: float = 240) -> pytest.RunResult:
-        """Run pytest in a subprocess with the plugin pointed at the emulator."""
-        return self.pytester.runpytest_subprocess(*self.args, *args, timeout=timeout)
+    def run(self, *args: str, timeout: float = 240, subprocess: bool = False) -> pytest.RunResult:
+        """Run pytest with the plugin pointed at the emulator (see :func:`run_pytest`)."""
+        return run_pytest(self.pytester, *self.args, *args, timeout=timeout, subprocess=subprocess)
 
     def branches(self) -> list[dict[str, object]]:
         """Every branch of the project, straight from the emulator's HTTP API."""
@@ -59,7 +65,45 @@ class NeonProject:
         return {str(b["name"]) for b in self.branches()}
 
 
-def run_local(pytester: pytest.Pytester, postgres_url: str, *args: str) -> pytest.RunResult:
+def run_pytest(
+    pytester: pytest.Pytester, *args: str, timeout: float = 240, subprocess: bool = False
+) -> pytest.RunResult:
+    """A real pytest session in ``pytester``'s directory, with ``args``.
+
+    In this process by default (``pytest.main``: no interpreter start, no imports, a
+    second or so less per run); in a subprocess when the run needs one: a Django project
+    (its settings are configured once per process, found here), and with
+    ``subprocess=True`` runs that are interrupted, and those of libraries that register
+    module-level state on import (Alembic, FastAPI), which pytest would import afresh.
+    """
+    if subprocess or _needs_a_process(pytester):
+        return pytester.runpytest_subprocess(*args, timeout=timeout)
+    _collect_quietly()  # what earlier runs left is collected here, not inside this run
+    try:
+        return pytester.runpytest_inprocess(*args)
+    finally:
+        _collect_quietly()
+
+
+def _collect_quietly() -> None:
+    """Collect garbage (such as the connections of a test that did not close them) as a
+    process's exit would: without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gc.collect()
+
+
+def _needs_a_process(pytester: pytest.Pytester) -> bool:
+    for name in ("pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "conftest.py"):
+        path = pytester.path / name
+        if path.is_file() and "django" in path.read_text().lower():
+            return True
+    return False
+
+
+def run_local(
+    pytester: pytest.Pytester, postgres_url: str, *args: str, subprocess: bool = False
+) -> pytest.RunResult:
     """An inner run on the local backend over the suite's server.
 
     The server's one WAL is shared by every database (and the emulator's spare clones);
@@ -67,9 +111,9 @@ def run_local(pytester: pytest.Pytester, postgres_url: str, *args: str) -> pytes
     """
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--neon-backend=local",
-        f"--neon-local-postgres-url={postgres_url}", *args,
+    return run_pytest(
+        pytester, "-p", "no:cacheprovider", "--neon-backend=local",
+        f"--neon-local-postgres-url={postgres_url}", *args, subprocess=subprocess,
     )  # fmt: skip
 
 
