@@ -22,10 +22,25 @@ def _tables(dsn):
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'written_%'"
         ).fetchone()[0]
 
-# 0 reads and waits for the second branch to be made; then write, write, read, read, write
+# 0 waits for the second branch to be made (reading only: the WAL its creation writes
+# must not count as a write of a readwrite test); then write, write, read, read, write
 WRITES = {{1, 2, 5}}
 
-@pytest.mark.parametrize("n", range(6))
+def _log(n, branch):
+    with open(LOG, "a") as f:
+        record = {{"n": n, "dsn": branch.connection_string, "branch": branch.branch_id}}
+        f.write(json.dumps(record) + "\\n")
+
+def test_0_the_other_branches_are_made(neon_branch_readonly, request):
+    _log(0, neon_branch_readonly)
+    from pytest_neon.plugin import STATE
+    slots = request.config.stash[STATE].run._slots[1:]
+    deadline = time.monotonic() + 60
+    while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
+        assert time.monotonic() < deadline, "the other branches were not made"
+        time.sleep(0.05)
+
+@pytest.mark.parametrize("n", range(1, 6))
 def test_turns(neon_branch_readwrite, n, request):
     dsn = neon_branch_readwrite.connection_string
     assert os.environ["DATABASE_URL"] == dsn
@@ -35,16 +50,7 @@ def test_turns(neon_branch_readwrite, n, request):
     if n in WRITES:
         with psycopg.connect(dsn) as conn:
             conn.execute(f"CREATE TABLE written_{{n}} (x int)")
-    with open(LOG, "a") as f:
-        record = {{"n": n, "dsn": dsn, "branch": neon_branch_readwrite.branch_id}}
-        f.write(json.dumps(record) + "\\n")
-    if n == 0:  # the other branches are made and in the migrated state before test 1
-        from pytest_neon.plugin import STATE
-        slots = request.config.stash[STATE].run._slots[1:]
-        deadline = time.monotonic() + 60
-        while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
-            assert time.monotonic() < deadline, "the other branches were not made"
-            time.sleep(0.05)
+    _log(n, neon_branch_readwrite)
 """
 
 
@@ -85,7 +91,7 @@ def test_a_writing_test_hands_over_to_another_branch(neon: NeonProject, tmp_path
     branch = _turns(log)
     assert len(set(branch)) == 2
     assert branch[2] != branch[1]  # test 1 wrote: test 2 runs elsewhere while it resets
-    assert branch[3] != branch[2]  # likewise after test 2
+    # (test 3 takes whichever of the two resets ends first: either branch)
     result.stdout.fnmatch_lines(["*branches created: 3, resets: *"])  # 2 + migrations
     assert neon.branch_names() == before  # both worker branches deleted
 
@@ -104,7 +110,7 @@ def test_a_test_that_wrote_nothing_keeps_its_branch(
     assert branch[4] == branch[3]  # test 3 only read
     assert branch[5] == branch[4]
     # 3 after the writing tests; bringing new branches to the migrated state is no reset
-    result.stdout.fnmatch_lines(["*resets: 3 done / 3 skipped*"])
+    result.stdout.fnmatch_lines(["*resets: 3 done / 2 skipped*"])
 
 
 def test_under_xdist_each_worker_has_its_own_branches(
@@ -122,7 +128,7 @@ def test_one_branch_per_worker_is_the_default(neon: NeonProject, tmp_path: Path)
     result = neon.run()
     result.assert_outcomes(passed=6)
     turns = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len({t["dsn"] for t in turns}) == 1
+    assert len({t["branch"] for t in turns}) == 1
 
 
 def test_a_session_engine_refuses_several_branches(neon: NeonProject) -> None:
