@@ -81,8 +81,8 @@ OURS_CONFTEST = """
 import psycopg, pytest
 
 @pytest.fixture(scope="session")
-def neon_apply_migrations(_neon_migration_branch):
-    with psycopg.connect(_neon_migration_branch.connection_string) as conn:
+def neon_apply_migrations(neon_migration_branch):
+    with psycopg.connect(neon_migration_branch.connection_string) as conn:
         conn.execute(open({schema!r}).read())
 
 @pytest.fixture(scope="session")

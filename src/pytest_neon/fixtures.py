@@ -89,7 +89,7 @@ def checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
 
 @pytest.fixture(scope="session")
 def neon_apply_migrations() -> None:
-    """Override to migrate the schema once per run, on ``_neon_migration_branch``.
+    """Override to migrate the schema once per run, on ``neon_migration_branch``.
 
     The default does nothing and spends no branch: tests run on copies of the parent.
     """
@@ -107,10 +107,16 @@ def neon_migration_fingerprint() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def _neon_migration_branch(
+def neon_migration_branch(
     request: pytest.FixtureRequest, pytestconfig: pytest.Config
 ) -> NeonBranch:
-    """The branch migrations run on; the env var points at it while they run."""
+    """The branch ``neon_apply_migrations`` migrates, once per run.
+
+    Request it from your ``neon_apply_migrations`` override: it is created on first use
+    (a run that migrates nothing spends no branch on it), and the env var
+    (``DATABASE_URL``) points at it while the migrations run. Every test branch then
+    starts from its state.
+    """
     run = _run(pytestconfig)
     try:
         branch = run.create_migration_branch()
@@ -119,6 +125,12 @@ def _neon_migration_branch(
         _fail(request, "could not create the migration branch", exc)
     _state(pytestconfig).point_env_at(branch.connection_string)
     return branch
+
+
+@pytest.fixture(scope="session")
+def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
+    """The earlier name of ``neon_migration_branch`` (pytest-neon 2.x), still working."""
+    return neon_migration_branch
 
 
 @pytest.fixture(scope="session")
@@ -190,12 +202,31 @@ def _migrate(request: pytest.FixtureRequest, run: NeonRun) -> str:
     return source
 
 
+WRONG_BRANCH = (
+    "pytest-neon: neon_apply_migrations changed nothing on the migration branch, but this "
+    "worker's branch changed: the migrations connected with a URL read before they ran "
+    "(e.g. Alembic's env.py taking it from application settings imported at start, or an "
+    "engine built at import); make them use neon_migration_branch.connection_string, or "
+    "DATABASE_URL (--neon-env-var) as it is while neon_apply_migrations runs"
+)
+
+
 def _migrated_source(run: NeonRun) -> str:
-    """The branch tests start from: the migration branch, or the parent if nothing changed."""
+    """The branch tests start from: the migration branch, or the parent if nothing changed.
+
+    Migrations that changed nothing where they should have, but changed the worker branch
+    (which every reset would undo), are an error.
+    """
     branch = run.migration_branch
     if branch is None:
         return run.parent_id
     if schema_fingerprint(branch.connection_string) == run.migration_fingerprint:
+        worker = run.worker_branch
+        if (
+            worker is not None
+            and schema_fingerprint(worker.connection_string) != run.migration_fingerprint
+        ):
+            pytest.fail(WRONG_BRANCH, pytrace=False)
         run.drop_migration_branch()
         return run.parent_id
     return branch.branch_id

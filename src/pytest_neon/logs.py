@@ -19,8 +19,11 @@ class _ToPytest(logging.Handler):
     """Hands each record to pytest's own handlers on the root logger."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        # pytest 8.4+ attaches its handlers to loggers that do not propagate too: those
+        # have the record already
+        own = logging.getLogger(LOGGER).handlers
         for handler in list(logging.getLogger().handlers):
-            if _is_pytests(handler) and record.levelno >= handler.level:
+            if _is_pytests(handler) and handler not in own and record.levelno >= handler.level:
                 handler.handle(record)
 
 

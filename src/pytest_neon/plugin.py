@@ -26,6 +26,7 @@ from pytest_neon.fixtures import (
     neon_connection,
     neon_connection_psycopg,
     neon_engine,
+    neon_migration_branch,
     neon_migration_fingerprint,
     uses_worker_branch,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "neon_connection",
     "neon_connection_psycopg",
     "neon_engine",
+    "neon_migration_branch",
     "neon_migration_fingerprint",
 ]
 
@@ -117,9 +119,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.add_cleanup(route_to_pytest())
     try:
         settings = _settings(early_config)
+        replaced = os.environ.get(settings.env_var) is not None
         state = begin(settings, xdist_controller=_is_xdist_controller(early_config))
     except NeonError as exc:
         raise pytest.UsageError(str(exc)) from None
+    state.replaced_env = replaced
     early_config.stash[STATE] = state
     # Runs even when pytest stops before pytest_configure (a bad flag, a broken conftest):
     # unconfigure hooks would not, and the branch would be left behind.
@@ -172,6 +176,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         shown.insert(0, f"api_key=*** (from {s.describe('api_key')})")
     if shown:
         lines.append("neon: settings: " + ", ".join(shown))
+    if state.replaced_env and not state.unavailable and state.role != "worker":
+        lines.append(
+            f"neon: {s.env_var} was set: it points at the test branch for the run and is "
+            f"put back afterwards (--neon-env-var names another variable)"
+        )
     if _django_without_integration(config):
         lines.append(DJANGO_HINT)
     return lines
@@ -327,9 +336,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None or not state.summary:
         return
     verbose = (config.getoption("verbose") or 0) > 0
-    terminalreporter.section("pytest-neon")
+    terminalreporter.write_sep("=", "pytest-neon")
     for line in summary_lines(state.summary, verbose=verbose):
-        terminalreporter.write_line(line)
+        terminalreporter.line(line)  # (write_line would end the last test's line first)
 
 
 class _XdistHooks:

@@ -32,6 +32,7 @@ class PluginState:
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
     parent_id: str | None = None  # the parent branch, from the xdist controller
+    replaced_env: bool = False  # the env var had a value before the run
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)

@@ -217,6 +217,25 @@ def test_missing_alembic_ini_names_the_ini_key(neon: NeonProject) -> None:
     result.stdout.fnmatch_lines(["*Alembic configuration not found*Set neon_alembic_ini*"])
 
 
+def test_upgrade_with_a_missing_file_says_so(neon: NeonProject) -> None:
+    neon.pytester.makeconftest(
+        """
+        import pytest
+        from pytest_neon.contrib.alembic import upgrade
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(neon_migration_branch):
+            upgrade(neon_migration_branch, "elsewhere/alembic.ini")
+        """
+    )
+    neon.pytester.makepyfile(test_one="def test_db(neon_branch_readwrite): pass")
+    result = neon.run(subprocess=True)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*Alembic configuration not found: */elsewhere/alembic.ini does not exist*"]
+    )
+
+
 def test_migrations_that_build_the_app_engine_are_refused(
     neon: NeonProject, migration_log: Path
 ) -> None:

@@ -426,7 +426,7 @@ from django.core.management import call_command
 
 
 @pytest.fixture(scope="session")
-def neon_apply_migrations(_neon_migration_branch):
+def neon_apply_migrations(neon_migration_branch):
     call_command("migrate", "--noinput")
     call_command("loaddata", "reference_data.json")   # every test starts with it
 """

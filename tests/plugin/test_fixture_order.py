@@ -102,7 +102,12 @@ def test_fixtures_of_every_scope_see_the_migrated_state(
     result = run_local(pytester, postgres_url)
     result.assert_outcomes(passed=5)
     # the three writing tests are reset; read-only ones have nothing to check
-    result.stdout.fnmatch_lines(["*resets: 3 done / 0 skipped*"])
+    result.stdout.fnmatch_lines(
+        [
+            "neon-sqlalchemy: pools emptied after every reset: myapp:engine",
+            "*resets: 3 done / 0 skipped*",
+        ]
+    )
 
 
 def test_a_fixture_that_writes_counts_as_the_tests_write(

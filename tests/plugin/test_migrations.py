@@ -190,3 +190,32 @@ def test_migration_cache_skips_unchanged_migrations(
     # the current cache and the newest older one are kept; v1's is pruned
     assert len(caches()) == 2
     assert first[0] not in caches()
+
+
+def test_migrations_on_the_worker_branch_instead_are_a_clear_error(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An Alembic env.py that takes its URL from application settings imported at start
+    # migrates the worker branch: the first reset would silently undo it.
+    clean_neon_env(monkeypatch)
+    pytester.makeconftest(
+        """
+        import os
+        import psycopg
+        import pytest
+
+        URL_AT_IMPORT = os.environ["DATABASE_URL"]
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(neon_migration_branch):
+            with psycopg.connect(URL_AT_IMPORT) as conn:
+                conn.execute("CREATE TABLE users (id int)")
+        """
+    )
+    pytester.makepyfile(test_x="def test_x(neon_branch_readwrite): pass")
+    result = run_local(pytester, postgres_url)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["pytest-neon: neon_apply_migrations changed nothing on the migration branch, but "
+         "this worker's branch changed*"]
+    )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,24 @@ def test_pytests_log_options_show_the_plugin_records(
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*pytest_neon.emulator*deleted branch br-*"])
     assert "pytest_neon" not in app_log.read_text()
+
+
+def test_the_header_says_when_the_env_var_was_set_and_it_is_put_back(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    production = "postgresql://app@db.invalid/production"
+    monkeypatch.setenv("DATABASE_URL", production)
+    pytester.makepyfile(
+        test_env=f"""
+        import os
+
+        def test_on_the_branch(neon_branch_readwrite):
+            assert os.environ["DATABASE_URL"] == neon_branch_readwrite.connection_string
+            assert os.environ["DATABASE_URL"] != {production!r}
+        """
+    )
+    result = run_local(pytester, postgres_url)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["neon: DATABASE_URL was set: it points at the test branch*"])
+    assert os.environ["DATABASE_URL"] == production  # put back (this run was in-process)

@@ -112,9 +112,9 @@ def _is_script(path: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def neon_apply_migrations(_neon_migration_branch: NeonBranch, pytestconfig: pytest.Config) -> None:
+def neon_apply_migrations(neon_migration_branch: NeonBranch, pytestconfig: pytest.Config) -> None:
     """``alembic upgrade head`` on the migration branch, once per run."""
-    upgrade(_neon_migration_branch, alembic_ini_path(pytestconfig))
+    upgrade(neon_migration_branch, alembic_ini_path(pytestconfig))
 
 
 def upgrade(branch: NeonBranch, ini_path: str | Path, revision: str = "head") -> None:
@@ -131,6 +131,13 @@ def upgrade(branch: NeonBranch, ini_path: str | Path, revision: str = "head") ->
     from alembic.script import ScriptDirectory
 
     ini = Path(ini_path).resolve()
+    if not ini.is_file():
+        pytest.fail(
+            f"pytest-neon: Alembic configuration not found: {ini} does not exist (a relative "
+            "path is taken from the current directory; alembic_ini_path(pytestconfig) gives "
+            f"the one the {INI_KEY} ini key names, relative to the pytest ini file)",
+            pytrace=False,
+        )
     url = sqlalchemy_url(branch.connection_string)
     before = set(sys.modules)
     engine = create_engine(url, poolclass=NullPool)

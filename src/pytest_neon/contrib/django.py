@@ -280,14 +280,14 @@ def pytest_fixture_setup(
     """Give ``neon_apply_migrations`` (ours or the user's) Django on the migration branch.
 
     While it runs, database access is allowed and the branch aliases point at
-    ``_neon_migration_branch``; afterwards the connections are closed (the migration
+    ``neon_migration_branch``; afterwards the connections are closed (the migration
     branch is the source every reset copies) and the aliases point at the worker branch.
     """
     name = fixturedef.argname
-    if name not in ("neon_apply_migrations", "_neon_migration_branch") or not _django_ready():
+    if name not in ("neon_apply_migrations", "neon_migration_branch") or not _django_ready():
         return (yield)
     state = _state(request.config)
-    if name == "_neon_migration_branch":
+    if name == "neon_migration_branch":
         branch = yield
         if state.migrating and isinstance(branch, NeonBranch):
             state.point(branch.connection_string)
@@ -295,9 +295,9 @@ def pytest_fixture_setup(
     blocker: DjangoDbBlocker = request.getfixturevalue("django_db_blocker")
     state.migrating = True
     try:
-        if "_neon_migration_branch" in fixturedef.argnames:
+        if {"neon_migration_branch", "_neon_migration_branch"} & set(fixturedef.argnames):
             # an argument of the override: set up already, before this hook
-            branch = request.getfixturevalue("_neon_migration_branch")
+            branch = request.getfixturevalue("neon_migration_branch")
             state.point(branch.connection_string)
         with blocker.unblock():
             return (yield)
@@ -578,7 +578,7 @@ def _fixtures_plugin() -> ModuleType:
         state = _state(request.config)
         if not state.migrate or not _django_ready():
             return
-        request.getfixturevalue("_neon_migration_branch")
+        request.getfixturevalue("neon_migration_branch")
         from django.core.management import call_command
 
         if request.config.getvalue("nomigrations"):

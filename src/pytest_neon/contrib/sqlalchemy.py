@@ -99,6 +99,17 @@ def pytest_configure(config: pytest.Config) -> None:
     _listen(_run_or_none(config))
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The application engines named in the ini key."""
+    try:
+        specs = read_list(config, ENGINES_INI, "linelist")
+    except (pytest.UsageError, ValueError, TypeError):
+        return []
+    if not specs:
+        return []
+    return [f"neon-sqlalchemy: pools emptied after every reset: {', '.join(specs)}"]
+
+
 @overload
 def register_engine(engine: Engine) -> Engine: ...
 @overload
