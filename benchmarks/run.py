@@ -94,19 +94,18 @@ def neon_migration_fingerprint():
 NAIVE_CONTEST = """
 import os
 import pytest
-from pytest_neon.api import NeonClient
-from pytest_neon.fixtures import current_run
+from pytest_neon.integration import current_session
 
 @pytest.fixture
 def naive(neon_branch_readonly, pytestconfig, _neon_source):
     # What a plugin without write detection or background work does: the test gets the
     # branch, and its teardown restores the branch and waits for the restore to finish.
-    run = current_run(pytestconfig)
-    branch = run.worker_branch
+    session = current_session(pytestconfig)
+    branch = session.worker_branch
     yield branch
-    client = run.client
-    result = client.restore_branch(run.project_id, branch.branch_id, source_branch_id=_neon_source)
-    client.wait_for_operations(run.project_id, result.operations)
+    client, project = session.client, branch.project_id
+    result = client.restore_branch(project, branch.branch_id, source_branch_id=_neon_source)
+    client.wait_for_operations(project, result.operations)
 """
 
 PLAIN_CONFTEST = """

@@ -1,6 +1,5 @@
 """pytest-neon: a pristine PostgreSQL for every test, on Neon branches or offline."""
 
-from pytest_neon.branch import NeonBranch
 from pytest_neon.errors import (
     NeonAPIError,
     NeonAuthError,
@@ -9,6 +8,7 @@ from pytest_neon.errors import (
     NeonOperationError,
     NeonTimeoutError,
 )
+from pytest_neon.neon_branch import NeonBranch
 
 __version__ = "0.1.0"
 

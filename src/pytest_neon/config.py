@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_neon.api import DEFAULT_API_HOST
 from pytest_neon.errors import NeonConfigError
 from pytest_neon.redact import register_secret
 
+DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
 PG_SOURCES = ("auto", "system", "package")
 MAX_EXPIRY = 30 * 24 * 3600
@@ -30,7 +30,7 @@ class Option:
     ini: str | None
     default: Any
     help: str
-    kind: str = "str"  # str | bool | int | secret
+    kind: str = "str"  # str | bool | int | float | secret
     int_hint: str = " of seconds (0 = off)"  # what a whole number means, for int errors
     keep_empty: bool = False  # an empty string is a value, not "not set"
 
@@ -62,6 +62,9 @@ OPTIONS: tuple[Option, ...] = (
            keep_empty=True),
     Option("api_host", "--neon-api-host", "NEON_API_HOST", "neon_api_host", DEFAULT_API_HOST,
            "Neon API base URL."),
+    Option("api_timeout", "--neon-api-timeout", "NEON_API_TIMEOUT", "neon_api_timeout", 30.0,
+           "Seconds one API request waits for an answer; a call (retries included) gives up "
+           "after three times that.", "float"),
     Option("backend", "--neon-backend", "NEON_BACKEND", "neon_backend", "auto",
            "neon, local (embedded emulator over a local PostgreSQL) or auto."),
     Option("always_reset", "--neon-always-reset", "NEON_ALWAYS_RESET", "neon_always_reset",
@@ -89,24 +92,26 @@ OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 @dataclass(frozen=True)
 class Settings:
-    """The resolved settings of a run; ``sources`` says where each value came from."""
+    """The resolved settings of a run (:func:`resolve` makes them; the defaults are in
+    ``OPTIONS``); ``sources`` says where each value came from."""
 
-    api_key: str | None = field(default=None, repr=False)
-    project_id: str | None = None
-    parent_branch: str | None = None
-    database: str = "neondb"
-    role: str = "neondb_owner"
-    keep_branches: bool = False
-    branch_expiry: int = 600
-    sweep_after: int = 86400
-    env_var: str = "DATABASE_URL"
-    api_host: str = DEFAULT_API_HOST
-    backend: str = "auto"
-    always_reset: bool = False
-    worker_branches: int = 1
-    migration_cache: bool = True
-    local_postgres_url: str | None = field(default=None, repr=False)
-    local_postgres_source: str = "auto"
+    api_key: str | None = field(repr=False)
+    project_id: str | None
+    parent_branch: str | None
+    database: str
+    role: str
+    keep_branches: bool
+    branch_expiry: int
+    sweep_after: int
+    env_var: str
+    api_host: str
+    api_timeout: float
+    backend: str
+    always_reset: bool
+    worker_branches: int
+    migration_cache: bool
+    local_postgres_url: str | None = field(repr=False)
+    local_postgres_source: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -148,6 +153,13 @@ def to_bool(raw: object, where: str) -> bool:
 def _convert(opt: Option, raw: object, source: str) -> Any:
     if opt.kind == "bool":
         return to_bool(raw, _where(opt, source))
+    if opt.kind == "float":
+        try:
+            return float(str(raw).strip().strip("'\""))
+        except ValueError:
+            raise NeonConfigError(
+                f"{_where(opt, source)} must be a number of seconds, got {str(raw)!r}"
+            ) from None
     if opt.kind == "int":
         if isinstance(raw, bool):  # a TOML true/false: no number
             raw = str(raw).lower()
@@ -205,6 +217,12 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('branch_expiry')} must be between 0 (no expiry) and {MAX_EXPIRY} "
             f"(30 days, Neon's limit), got {expiry}"
+        )
+    timeout = values["api_timeout"]
+    if not 0 < timeout <= 3600:
+        raise NeonConfigError(
+            f"{where('api_timeout')} must be a number of seconds between 0 and 3600 "
+            f"(default 30), got {timeout:g}"
         )
     if values["sweep_after"] < 0:
         raise NeonConfigError(

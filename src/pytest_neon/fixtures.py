@@ -1,4 +1,5 @@
-"""The user-facing fixtures. Thin: the work happens in ``branches.NeonRun``."""
+"""The user-facing fixtures. Thin: the work happens in ``NeonSession`` and ``Migrations``;
+:mod:`pytest_neon.integration` holds what they share with the integrations."""
 
 from __future__ import annotations
 
@@ -6,85 +7,26 @@ import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
-from pytest_neon.branch import NeonBranch
-from pytest_neon.branches import NeonRun
-from pytest_neon.cache import cache_key, find_cached, save_cache
-from pytest_neon.errors import NeonBranchGoneError, NeonError, api_unavailable
-from pytest_neon.schema import schema_fingerprint
-from pytest_neon.state import PluginState, env_var
-from pytest_neon.xdist import MigrationGate, MigrationState
+from pytest_neon.errors import NeonError
+from pytest_neon.integration import (
+    checkout,
+    current_session,
+    fail_on_neon_error,
+    finish_test,
+    on_clean_branch,
+    plugin_state,
+    write_start,
+)
+from pytest_neon.migrations import MigratedElsewhereError, Migrations
+from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
+from pytest_neon.neon_session import NeonSession
+from pytest_neon.plugin_state import env_var
 
-
-def _state(config: pytest.Config) -> PluginState:
-    from pytest_neon.plugin import STATE
-
-    state = config.stash.get(STATE, None)
-    if state is None:
-        pytest.skip("pytest-neon did not start (pytest --help or --version?)")
-    return state
-
-
-def current_run(config: pytest.Config) -> NeonRun:
-    """This process's ``NeonRun``; skips or fails the calling test when there is none.
-
-    For integrations (``pytest_neon.contrib``): call it from a fixture.
-    """
-    return _run(config)
-
-
-def _run(config: pytest.Config) -> NeonRun:
-    __tracebackhide__ = True
-    state = _state(config)
-    if state.unavailable:
-        pytest.skip(state.unavailable)
-    if state.startup_error:
-        pytest.fail(
-            f"pytest-neon could not create this worker's branch: {state.startup_error}",
-            pytrace=False,
-        )
-    if state.migration_failed:
-        pytest.fail(state.migration_failed, pytrace=False)
-    if state.run is None:
-        pytest.skip("pytest-neon: no branch for this process")
-    return state.run
-
-
-def _fail(request: pytest.FixtureRequest, what: str, exc: NeonError) -> NoReturn:
-    __tracebackhide__ = True
-    fail_on_neon_error(request.config, what, exc)
-
-
-def fail_on_neon_error(config: pytest.Config, what: str, exc: NeonError) -> NoReturn:
-    """Fail the test that needed ``what``; stop the run when no later test could have it.
-
-    An unavailable API or a branch deleted under the run would fail every later test
-    after the same wait: the run stops after this one, with one error.
-    """
-    __tracebackhide__ = True
-    if api_unavailable(exc):
-        _state(config).stop_reason = "pytest-neon: stopping: the Neon API is unavailable"
-    elif isinstance(exc, NeonBranchGoneError):
-        _state(config).stop_reason = "pytest-neon: stopping: a branch this run uses is gone"
-    # One line: the NeonError under it says the same, with no more to act on.
-    raise pytest.fail.Exception(f"pytest-neon: {what}: {exc}", pytrace=False) from None
-
-
-def checkout(config: pytest.Config) -> tuple[NeonRun, NeonBranch]:
-    """The run and this worker's branch in the migrated state, for integrations.
-
-    Waits for (or makes) the reset a writing test left; on a Neon error the calling test
-    fails, and the run stops when no later test could succeed either.
-    """
-    __tracebackhide__ = True
-    run = _run(config)
-    try:
-        return run, run.checkout()
-    except NeonError as exc:
-        fail_on_neon_error(config, "could not reset branch", exc)
+_WRITING_FIXTURES = frozenset({"neon_branch_readwrite", "neon_branch"})
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +48,16 @@ def neon_migration_fingerprint() -> str | None:
     return None
 
 
+def _migrations(config: pytest.Config) -> Migrations:
+    __tracebackhide__ = True
+    current_session(config)  # skips or fails as the state says
+    migrations = plugin_state(config).migrations
+    assert migrations is not None
+    return migrations
+
+
 @pytest.fixture(scope="session")
-def neon_migration_branch(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config
-) -> NeonBranch:
+def neon_migration_branch(pytestconfig: pytest.Config) -> NeonBranch:
     """The branch ``neon_apply_migrations`` migrates, once per run.
 
     Request it from your ``neon_apply_migrations`` override: it is created on first use
@@ -117,13 +65,11 @@ def neon_migration_branch(
     (``DATABASE_URL``) points at it while the migrations run. Every test branch then
     starts from its state.
     """
-    run = _run(pytestconfig)
     try:
-        branch = run.create_migration_branch()
-        run.migration_fingerprint = schema_fingerprint(branch.connection_string)
+        branch = _migrations(pytestconfig).branch()
     except NeonError as exc:
-        _fail(request, "could not create the migration branch", exc)
-    _state(pytestconfig).point_env_at(branch.connection_string)
+        fail_on_neon_error(pytestconfig, "could not create the migration branch", exc)
+    plugin_state(pytestconfig).point_env_at(branch.connection_string)
     return branch
 
 
@@ -133,6 +79,11 @@ def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
     return neon_migration_branch
 
 
+def _describe_failure(exc: BaseException) -> str:
+    what = str(exc) if isinstance(exc, pytest.fail.Exception | NeonError) else None
+    return f"pytest-neon: neon_apply_migrations failed: {what or f'{type(exc).__name__}: {exc}'}"
+
+
 @pytest.fixture(scope="session")
 def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> str:
     """Run migrations once per run (whichever process comes first) and adopt their result.
@@ -140,140 +91,39 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     Returns the id of the branch that every reset restores from.
     """
     __tracebackhide__ = True
-    state = _state(pytestconfig)
-    run = _run(pytestconfig)
-    gate = MigrationGate(run.run_id)
-    expires = False  # the source is the run's migration branch, which expires
-    with gate.hold() as recorded:
-        if recorded is None:
-            try:
-                source = _migrate(request, run)
-            except BaseException as exc:
-                what = (
-                    str(exc)
-                    if isinstance(exc, pytest.fail.Exception)
-                    else f"{type(exc).__name__}: {exc}"
-                )
-                message = f"pytest-neon: neon_apply_migrations failed: {what}"
-                gate.record(MigrationState(None, error=message))
-                state.migration_failed = message + " (see the first error of this run)"
-                request.session.shouldstop = "neon_apply_migrations failed"
-                raise
-            migration = run.migration_branch
-            expires = migration is not None and source == migration.branch_id
-            gate.record(MigrationState(source, expires=expires))
-        elif recorded.error:
-            state.migration_failed = (
-                "pytest-neon: neon_apply_migrations failed in another worker; see its error"
-            )
-            request.session.shouldstop = "neon_apply_migrations failed"
-            pytest.fail(state.migration_failed, pytrace=False)
-        else:
-            source = recorded.source_branch_id or run.parent_id
-            expires = recorded.expires
+    state = plugin_state(pytestconfig)
+    migrations = _migrations(pytestconfig)
+    use_cache = migrations.session.settings.migration_cache
+
+    def fingerprint() -> str | None:
+        return request.getfixturevalue("neon_migration_fingerprint") if use_cache else None
+
     try:
-        run.adopt_source(source, expires=expires)
+        source = migrations.prepare(
+            apply=lambda: request.getfixturevalue("neon_apply_migrations"),
+            fingerprint=fingerprint,
+            describe=_describe_failure,
+        )
+    except MigratedElsewhereError:
+        state.migration_failed = (
+            "pytest-neon: neon_apply_migrations failed in another worker; see its error"
+        )
+        request.session.shouldstop = "neon_apply_migrations failed"
+        pytest.fail(state.migration_failed, pytrace=False)
+    except BaseException as exc:
+        state.migration_failed = _describe_failure(exc) + " (see the first error of this run)"
+        request.session.shouldstop = "neon_apply_migrations failed"
+        if isinstance(exc, NeonError):
+            pytest.fail(str(exc), pytrace=False)
+        raise
+    try:
+        migrations.adopt(source)
     except NeonError as exc:
-        _fail(request, "could not prepare this worker's branch", exc)
-    worker = run.worker_branch
+        fail_on_neon_error(pytestconfig, "could not prepare this worker's branch", exc)
+    worker = migrations.session.worker_branch
     if worker is not None:
         state.point_env_at(worker.connection_string)
-    return source
-
-
-def _migrate(request: pytest.FixtureRequest, run: NeonRun) -> str:
-    """Run the migrations, or find their result in the migration cache."""
-    fingerprint: str | None = None
-    if run.settings.migration_cache:
-        fingerprint = request.getfixturevalue("neon_migration_fingerprint")
-    key = cache_key(run, fingerprint) if fingerprint else None
-    if key is not None:
-        cached = find_cached(run, key)
-        if cached is not None:
-            run.counters.migration_cache = "hit"
-            return cached
-        run.counters.migration_cache = "miss"
-    with run.phase("migrations"):
-        request.getfixturevalue("neon_apply_migrations")
-    source = _migrated_source(run)
-    if key is not None and source != run.parent_id:
-        source = save_cache(run, key, source)
-        run.drop_migration_branch()
-    return source
-
-
-WRONG_BRANCH = (
-    "pytest-neon: neon_apply_migrations changed nothing on the migration branch, but this "
-    "worker's branch changed: the migrations connected with a URL read before they ran "
-    "(e.g. Alembic's env.py taking it from application settings imported at start, or an "
-    "engine built at import); make them use neon_migration_branch.connection_string, or "
-    "DATABASE_URL (--neon-env-var) as it is while neon_apply_migrations runs"
-)
-
-
-def _migrated_source(run: NeonRun) -> str:
-    """The branch tests start from: the migration branch, or the parent if nothing changed.
-
-    Migrations that changed nothing where they should have, but changed the worker branch
-    (which every reset would undo), are an error.
-    """
-    branch = run.migration_branch
-    if branch is None:
-        return run.parent_id
-    if schema_fingerprint(branch.connection_string) == run.migration_fingerprint:
-        worker = run.worker_branch
-        if (
-            worker is not None
-            and schema_fingerprint(worker.connection_string) != run.migration_fingerprint
-        ):
-            pytest.fail(WRONG_BRANCH, pytrace=False)
-        run.drop_migration_branch()
-        return run.parent_id
-    return branch.branch_id
-
-
-def _refuse_with_shared(request: pytest.FixtureRequest, name: str) -> None:
-    __tracebackhide__ = True
-    if "neon_branch_shared" in request.fixturenames:
-        pytest.fail(
-            f"pytest-neon: {request.node.nodeid} uses both {name} and neon_branch_shared; "
-            "a test runs on one branch: use one of them",
-            pytrace=False,
-        )
-
-
-def _checkout(request: pytest.FixtureRequest, name: str) -> tuple[NeonRun, NeonBranch]:
-    """The run and a worker branch in the migrated state, for fixture ``name``."""
-    __tracebackhide__ = True
-    _refuse_with_shared(request, name)
-    return checkout(request.config)
-
-
-#: the fixture every test on the worker branch sets up first (see :func:`checkout_first`)
-CHECKOUT_FIRST = "_neon_checkout_first"
-_WRITE_START = pytest.StashKey[tuple[str | None]]()
-_WRITING_FIXTURES = frozenset({"neon_branch_readwrite", "neon_branch"})
-
-
-def uses_worker_branch(item: pytest.Item) -> bool:
-    """Whether ``item`` runs on the worker branch (a pytest-neon fixture in its closure)."""
-    names = getattr(item, "fixturenames", ())
-    return "_neon_source" in names and "neon_branch_shared" not in names
-
-
-def checkout_first(item: pytest.Item) -> None:
-    """Make the worker branch's checkout the first fixture ``item`` sets up.
-
-    Fixtures of any scope that the test sets up after it (a module fixture reading
-    through the application's engine) then see the branch in the migrated state, never
-    the rows a previous test left for a reset still under way.
-    """
-    names = getattr(item, "fixturenames", None)
-    if not isinstance(names, list) or names[:1] == [CHECKOUT_FIRST]:
-        return
-    if CHECKOUT_FIRST in names:
-        names.remove(CHECKOUT_FIRST)
-    names.insert(0, CHECKOUT_FIRST)
+    return source.branch_id
 
 
 @pytest.fixture
@@ -283,40 +133,20 @@ def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
     The write check of a readwrite test starts here too, so that writes made by the
     test's other fixtures count as the test's.
     """
-    yield from on_clean_branch(
-        request, check_writes=bool(_WRITING_FIXTURES & set(request.fixturenames))
-    )
+    writes = bool(_WRITING_FIXTURES & set(request.fixturenames))
+    yield from on_clean_branch(request, check_writes=writes)
 
 
-def on_clean_branch(request: pytest.FixtureRequest, *, check_writes: bool) -> Iterator[None]:
-    """The body of :data:`CHECKOUT_FIRST` (integrations override that fixture with it).
-
-    Checks the worker branch out in the migrated state and points the env var at it for
-    the rest of the test; ``check_writes``: the test's write check starts now.
-    """
+def _checkout(request: pytest.FixtureRequest, name: str) -> tuple[NeonSession, NeonBranch]:
+    """The session and a worker branch in the migrated state, for fixture ``name``."""
     __tracebackhide__ = True
-    request.getfixturevalue("_neon_source")
-    run, branch = checkout(request.config)
-    if check_writes:
-        request.node.stash[_WRITE_START] = (run.write_position(),)
-    with env_var(run.settings.env_var, branch.connection_string):
-        yield
-
-
-def write_start(request: pytest.FixtureRequest, run: NeonRun) -> str | None:
-    """Where the test's write check starts: read by :data:`CHECKOUT_FIRST`, or now."""
-    kept: tuple[str | None] | None = request.node.stash.get(_WRITE_START, None)
-    if kept is not None:
-        del request.node.stash[_WRITE_START]
-        return kept[0]
-    return run.write_position()
-
-
-def finish_test(request: pytest.FixtureRequest, run: NeonRun, before: str | None) -> None:
-    """After a test that may have written: send its write check (the reset follows if it
-    wrote). The ``neon_reset`` marker and ``neon_always_reset`` force the reset."""
-    marked = request.node.get_closest_marker("neon_reset") is not None
-    run.finish_test(before, force=run.settings.always_reset or marked)
+    if "neon_branch_shared" in request.fixturenames:
+        pytest.fail(
+            f"pytest-neon: {request.node.nodeid} uses both {name} and neon_branch_shared; "
+            "a test runs on one branch: use one of them",
+            pytrace=False,
+        )
+    return checkout(request.config)
 
 
 @pytest.fixture
@@ -324,21 +154,21 @@ def neon_branch_readwrite(
     request: pytest.FixtureRequest, _neon_source: str
 ) -> Iterator[NeonBranch]:
     """This worker's branch in the migrated state; reset before the next test that needs it."""
-    run, branch = _checkout(request, "neon_branch_readwrite")
-    before = write_start(request, run)
-    with env_var(run.settings.env_var, branch.connection_string):
+    session, branch = _checkout(request, "neon_branch_readwrite")
+    before = write_start(request, session)
+    with env_var(session.settings.env_var, branch.connection_string):
         try:
             yield branch
         finally:
-            finish_test(request, run, before)
+            finish_test(request, session, before)
 
 
 @pytest.fixture
 def neon_branch_readonly(request: pytest.FixtureRequest, _neon_source: str) -> Iterator[NeonBranch]:
     """This worker's branch in the migrated state, with read-only sessions; never reset."""
-    run, branch = _checkout(request, "neon_branch_readonly")
+    session, branch = _checkout(request, "neon_branch_readonly")
     branch = branch.as_read_only()
-    with env_var(run.settings.env_var, branch.connection_string):
+    with env_var(session.settings.env_var, branch.connection_string):
         yield branch
 
 
@@ -360,20 +190,20 @@ def neon_branch_shared(
     request: pytest.FixtureRequest, _neon_source: str, pytestconfig: pytest.Config
 ) -> Iterator[NeonBranch]:
     """One branch for the whole test module, from the migrated state; never reset."""
-    state = _state(pytestconfig)
-    run = _run(pytestconfig)
+    state = plugin_state(pytestconfig)
+    session = current_session(pytestconfig)
     state.module_counter += 1
     try:
-        branch = run.create_branch(f"{run.worker}-m{state.module_counter}", source_id=_neon_source)
+        branch = session.create_module_branch(f"{session.worker}-m{state.module_counter}")
     except NeonError as exc:
-        _fail(request, "could not create the module branch", exc)
+        fail_on_neon_error(pytestconfig, "could not create the module branch", exc)
     try:
-        with env_var(run.settings.env_var, branch.connection_string):
+        with env_var(session.settings.env_var, branch.connection_string):
             yield branch
     finally:
-        if not run.settings.keep_branches:
+        if not session.settings.keep_branches:
             try:
-                run.delete(branch.branch_id)
+                session.ops.delete(branch.branch_id)
             except NeonError as exc:
                 warnings.warn(
                     f"pytest-neon: could not delete branch {branch.branch_id}: {exc}",
@@ -425,14 +255,6 @@ def neon_engine(neon_branch_readwrite: NeonBranch) -> Iterator[Any]:
         yield engine
     finally:
         engine.dispose()
-
-
-def sqlalchemy_url(dsn: str) -> str:
-    """A ``postgresql+psycopg://`` URL for SQLAlchemy from a ``postgresql://`` DSN."""
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix) :]
-    return dsn
 
 
 def _rollback_and_close(conn: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pytest
 
-Kind = Literal["string", "bool", "int", "args", "linelist"]
+Kind = Literal["string", "bool", "int", "float", "args", "linelist"]
 
 #: pytest 9.2 takes type expressions such as ``bool | str`` for ini keys
 _UNIONS = pytest.version_tuple >= (9, 2)
@@ -29,6 +29,8 @@ def add_ini(parser: pytest.Parser, name: str, help: str, kind: Kind, default: An
         type_ = bool | str
     elif kind == "int" and _UNIONS:
         type_ = int | str
+    elif kind == "float" and _UNIONS:
+        type_ = float | str
     elif kind in ("args", "linelist"):
         type_ = kind
     parser.addini(name, help, type=type_, default=default)

@@ -1,4 +1,8 @@
-"""pytest11 entry point of pytest-neon: options, start-up, report header, summary, cleanup."""
+"""pytest11 entry point of pytest-neon: options, start-up, report header, summary, cleanup.
+
+Thin: each hook hands over to the module that does the work (``startup``, ``header``,
+``finish``, ``summary``, the fixtures in ``fixtures``).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ import pytest
 
 from pytest_neon.config import OPTIONS, Settings, resolve
 from pytest_neon.errors import NeonError
+from pytest_neon.finish import finish
 from pytest_neon.fixtures import (
     _neon_checkout_first,
     _neon_migration_branch,
     _neon_source,
-    checkout_first,
     neon_apply_migrations,
     neon_branch,
     neon_branch_readonly,
@@ -28,17 +32,15 @@ from pytest_neon.fixtures import (
     neon_engine,
     neon_migration_branch,
     neon_migration_fingerprint,
-    uses_worker_branch,
 )
+from pytest_neon.header import header_lines
 from pytest_neon.ini import Kind, add_ini, read_ini
+from pytest_neon.integration import checkout_first, uses_worker_branch
 from pytest_neon.logs import route_to_pytest
+from pytest_neon.plugin_state import STATE, PluginState, Role
 from pytest_neon.redact import redact
-from pytest_neon.startup import begin, start_worker_branch
-from pytest_neon.state import PluginState
-from pytest_neon.summary import merge_summary, summary_lines, summary_of
-from pytest_neon.xdist import HANDOFF_ENV, remove_coordination_dir
-
-STATE = pytest.StashKey[PluginState]()
+from pytest_neon.startup import create_worker_branch, start_process
+from pytest_neon.summary import merge_summary, summary_lines
 
 __all__ = [
     "STATE",
@@ -56,6 +58,8 @@ __all__ = [
     "neon_migration_branch",
     "neon_migration_fingerprint",
 ]
+
+_INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "float": "float"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"{opt.help} [env {opt.env}]",
             )
         if opt.ini:
-            kind: Kind = "bool" if opt.kind == "bool" else "int" if opt.kind == "int" else "string"
+            kind = _INI_KINDS.get(opt.kind, "string")
             add_ini(parser, opt.ini, f"{opt.help} (pytest-neon)", kind)
 
 
@@ -119,19 +123,17 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.add_cleanup(route_to_pytest())
     try:
         settings = _settings(early_config)
-        replaced = os.environ.get(settings.env_var) is not None
-        state = begin(settings, xdist_controller=_is_xdist_controller(early_config))
+        state = start_process(settings, xdist_controller=_is_xdist_controller(early_config))
     except NeonError as exc:
         raise pytest.UsageError(str(exc)) from None
-    state.replaced_env = replaced
     early_config.stash[STATE] = state
     # Runs even when pytest stops before pytest_configure (a bad flag, a broken conftest):
     # unconfigure hooks would not, and the branch would be left behind.
     early_config.add_cleanup(lambda: _finish(state, None))
     try:
-        start_worker_branch(state)
+        create_worker_branch(state)
     except NeonError as exc:
-        if state.role == "worker":
+        if state.role is Role.WORKER:
             state.startup_error = str(exc)
             return
         _finish(state, None)
@@ -158,54 +160,7 @@ def _install_sigterm_handler() -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Which backend was chosen and why, the project, and every non-default setting."""
     state = config.stash.get(STATE, None)
-    if state is None:
-        return []
-    s = state.settings
-    lines = [f"neon: backend {state.backend} ({state.backend_reason})"]
-    if state.unavailable:
-        lines.append(f"neon: database tests will be skipped: {state.unavailable}")
-    if state.backend == "neon":
-        parent = s.parent_branch or "the project's default branch"
-        lines.append(f"neon: project {s.project_id}, parent branch {parent}")
-    shown = [
-        f"{opt.name}={getattr(s, opt.name)!r} (from {s.describe(opt.name)})"
-        for opt in OPTIONS
-        if opt.kind != "secret" and opt.name in s.sources and opt.name != "local_postgres_url"
-    ]
-    if "api_key" in s.sources:
-        shown.insert(0, f"api_key=*** (from {s.describe('api_key')})")
-    if shown:
-        lines.append("neon: settings: " + ", ".join(shown))
-    if state.replaced_env and not state.unavailable and state.role != "worker":
-        lines.append(
-            f"neon: {s.env_var} was set: it points at the test branch for the run and is "
-            f"put back afterwards (--neon-env-var names another variable)"
-        )
-    if _django_without_integration(config):
-        lines.append(DJANGO_HINT)
-    return lines
-
-
-DJANGO_HINT = (
-    "neon: pytest-django runs without pytest_neon.contrib.django: Django makes its own "
-    "test_<name> database next to the branch, migrates it in every run and flushes it after "
-    'transactional tests; add pytest_plugins = ["pytest_neon.contrib.django"] to conftest.py '
-    "for one migration per run and resets only after writes"
-)
-
-
-def _django_without_integration(config: pytest.Config) -> bool:
-    """pytest-django is set up for a Django project, but the integration is not loaded."""
-    plugins = config.pluginmanager
-    if not (plugins.hasplugin("django") or plugins.hasplugin("pytest_django.plugin")):
-        return False
-    if plugins.hasplugin("pytest_neon.contrib.django"):
-        return False
-    try:
-        from pytest_django.lazy_django import django_settings_is_configured
-    except ImportError:  # pragma: no cover - a pytest-django without it
-        return False
-    return bool(django_settings_is_configured())
+    return [] if state is None else header_lines(state, config)
 
 
 @pytest.hookimpl(trylast=True)
@@ -225,60 +180,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _finish(state: PluginState, reporter: Any) -> None:
-    """Delete branches, stop the local backend, restore the env var. Safe to call twice."""
-
     def say(text: str) -> None:
         if reporter is not None:
             reporter.write_line(redact(text), yellow=True)
 
-    run = state.run
-    if run is not None:
-        run.shutdown()
-        if state.settings.keep_branches:
-            if run.created:
-                kept = ", ".join(f"{name} ({bid})" for bid, name in run.created.items())
-                say(f"pytest-neon: kept branches in project {run.project_id}: {kept}")
-        else:
-            try:
-                if state.role == "worker":
-                    failures = run.delete_created(keep_shared=True)
-                else:
-                    failures = run.delete_run_branches()
-            except NeonError as exc:
-                failures = [("(cleanup)", str(exc))]
-            for branch_id, error in failures:
-                say(f"pytest-neon: WARNING: could not delete branch {branch_id}: {error}")
-            if failures:
-                say(_left_behind(state.settings))
-        merge_summary(state.summary, summary_of(run))
-        run.client.close()
-        state.run = None
-    if state.local is not None:
-        local, state.local = state.local, None
-        try:
-            local.stop()
-        except Exception as exc:
-            say(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
-    if state.role != "worker":
-        remove_coordination_dir(state.run_id)
-        os.environ.pop(HANDOFF_ENV, None)  # it may hold the local backend's credentials
-    state.restore_env()
-
-
-def _left_behind(settings: Settings) -> str:
-    head = "pytest-neon: branches left behind"
-    if settings.branch_expiry:
-        later = "; the next run sweeps them once expired" if settings.sweep_after else ""
-        return (
-            f"{head} expire {settings.branch_expiry} s after their creation or last reset "
-            f"(--neon-branch-expiry){later}"
-        )
-    if settings.sweep_after:
-        return (
-            f"{head} have no expiry: the next run sweeps them after {settings.sweep_after} s "
-            "(--neon-sweep-after), or delete them in the Neon console"
-        )
-    return f"{head} have no expiry: delete them in the Neon console"
+    finish(state, say)
 
 
 @pytest.hookimpl(trylast=True)
@@ -292,14 +198,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Count the modules that use ``neon_branch_shared`` (for the branch-limit message)."""
     state = session.config.stash.get(STATE, None)
-    if state is None or state.run is None:
+    if state is None or state.session is None:
         return
     modules = {
         item.nodeid.split("::", 1)[0]
         for item in session.items
         if "neon_branch_shared" in getattr(item, "fixturenames", ())
     }
-    state.run.shared_modules = len(modules)
+    state.session.note_shared_modules(len(modules))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -319,8 +225,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Start the reset the last test called for, and keep the run's branches from expiring
     under a long run (a call every third of it)."""
     state = item.config.stash.get(STATE, None)
-    if state is not None and state.run is not None:  # (a controller runs no test)
-        state.run.between_tests()
+    if state is not None and state.session is not None:  # (a controller runs no test)
+        state.session.between_tests()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

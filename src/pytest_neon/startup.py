@@ -1,4 +1,5 @@
-"""Starting a run: choose the backend, start the local one if needed, create the worker branch."""
+"""Starting this process's part of the run: choose the backend, start the local one if
+needed, make the ``NeonSession``, create the worker branch."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pytest_neon.api import NeonClient, client_limits, timeout_from_env
-from pytest_neon.branches import NeonRun
+from pytest_neon.api import NeonClient, client_limits
 from pytest_neon.config import Settings
+from pytest_neon.migrations import Migrations
+from pytest_neon.neon_session import NeonSession
+from pytest_neon.plugin_state import Backend, PluginState, Role
 from pytest_neon.redact import register_secret
-from pytest_neon.state import PluginState
 from pytest_neon.xdist import (
     Handoff,
     claim_coordination_dir,
@@ -35,37 +37,45 @@ NOTHING_AVAILABLE = (
 )
 
 
-def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
+def start_process(settings: Settings, *, xdist_controller: bool) -> PluginState:
     """Decide this process's role and backend; start what it needs (may raise NeonError)."""
     handoff = read_handoff()
     if handoff is not None:
-        state = PluginState(settings=settings, run_id=handoff.run_id, role="worker")
+        state = PluginState(settings=settings, run_id=handoff.run_id, role=Role.WORKER)
         state.parent_id = handoff.parent_id
         if handoff.api_host:
-            state.backend, state.backend_reason = "local", "from the controller"
+            state.backend, state.backend_reason = Backend.LOCAL, "from the controller"
             if handoff.inspector_url:
                 register_secret(urlsplit(handoff.inspector_url).password)
-            state.run = _make_run(
+            _use(
                 state,
-                api_host=handoff.api_host,
-                project_id=handoff.project_id or "",
-                api_key=handoff.api_key or "",
-                local=True,
-                inspector_url=handoff.inspector_url,
-                worker=worker_id() or "main",
+                _make_session(
+                    state,
+                    api_host=handoff.api_host,
+                    project_id=handoff.project_id or "",
+                    api_key=handoff.api_key or "",
+                    local=True,
+                    inspector_url=handoff.inspector_url,
+                    worker=worker_id() or "main",
+                ),
             )
         else:
             _choose_neon(state)
         return state
-    role = "controller" if xdist_controller else "standalone"
-    state = PluginState(settings=settings, run_id=new_run_id(), role=role)
+    role = Role.CONTROLLER if xdist_controller else Role.STANDALONE
+    state = PluginState(
+        settings=settings,
+        run_id=new_run_id(),
+        role=role,
+        replaced_env=os.environ.get(settings.env_var) is not None,
+    )
     sweep_coordination_dirs()  # those of runs killed long ago
     claim_coordination_dir(state.run_id)  # so that no later run takes this one for dead
     try:
         _choose(state)
-        if state.backend == "local":
+        if state.backend is Backend.LOCAL:
             _start_local(state)
-        if role == "controller":
+        if role is Role.CONTROLLER:
             _start_controller(state)
     except BaseException:
         if state.local is not None:  # nothing else was created yet
@@ -79,14 +89,15 @@ def begin(settings: Settings, *, xdist_controller: bool) -> PluginState:
 def _start_controller(state: PluginState) -> None:
     """Hand the run over to the xdist workers; check Neon once before they start."""
     local = state.local
-    state.run = _own_run(state, "controller")
-    if state.run is not None and state.backend == "neon":
+    session = _own_session(state, "controller")
+    _use(state, session)
+    if session is not None and state.backend is Backend.NEON:
         # One early check, so a refused key or unknown project fails once, here.
-        state.run.prepare(sweep_after=state.settings.sweep_after)
+        session.check_project(sweep_after=state.settings.sweep_after)
     Handoff(
         controller_pid=os.getpid(),
         run_id=state.run_id,
-        parent_id=state.run.parent_id if state.run is not None else None,
+        parent_id=session.parent_id if session is not None else None,
         **(
             {
                 "api_host": local.api_host,
@@ -105,10 +116,10 @@ def _choose(state: PluginState) -> None:
     if settings.backend == "neon":
         _choose_neon(state)
     elif settings.backend == "local":
-        state.backend = "local"
+        state.backend = Backend.LOCAL
         state.backend_reason = f"{settings.describe('backend')} is local"
     elif settings.has_credentials:
-        state.backend = "neon"
+        state.backend = Backend.NEON
         state.backend_reason = "auto: NEON_API_KEY and NEON_PROJECT_ID are set"
     else:
         from pytest_neon.local.backend import local_postgres_available
@@ -117,7 +128,7 @@ def _choose(state: PluginState) -> None:
             settings.local_postgres_url, settings.local_postgres_source
         )
         if ok:
-            state.backend = "local"
+            state.backend = Backend.LOCAL
             state.backend_reason = f"auto: no Neon credentials; {why}"
         else:
             state.unavailable = f"{NOTHING_AVAILABLE} ({why})"
@@ -126,11 +137,11 @@ def _choose(state: PluginState) -> None:
 
 def _choose_neon(state: PluginState) -> None:
     settings = state.settings
-    state.backend = "neon"
+    state.backend = Backend.NEON
     state.backend_reason = f"{settings.describe('backend')} is neon"
     if not settings.has_credentials:
         state.unavailable = NO_CREDENTIALS
-        state.backend = "none"
+        state.backend = Backend.NONE
 
 
 def _start_local(state: PluginState) -> None:
@@ -156,7 +167,7 @@ def _client(
     source = "the local backend" if local else settings.describe("api_key")
     if source == "default":
         source = "NEON_API_KEY"
-    timeout, retry = client_limits(timeout_from_env(os.environ))
+    timeout, retry = client_limits(settings.api_timeout)
     return NeonClient(
         api_key,
         api_host=api_host,
@@ -178,7 +189,7 @@ def _local_settings(settings: Settings, project_id: str) -> Settings:
     return replace(settings, project_id=project_id, parent_branch=None, migration_cache=False)
 
 
-def _make_run(
+def _make_session(
     state: PluginState,
     *,
     api_host: str,
@@ -188,20 +199,31 @@ def _make_run(
     worker: str,
     inspector_url: str | None = None,
     session: requests.Session | None = None,
-) -> NeonRun:
+) -> NeonSession:
     settings = _local_settings(state.settings, project_id) if local else state.settings
     client = _client(settings, api_host, api_key, local=local, session=session)
-    run = NeonRun(client, settings, run_id=state.run_id, worker=worker, parent_id=state.parent_id)
-    run.workers = _worker_count()
-    run.wal_inspector_url = inspector_url
-    return run
+    return NeonSession(
+        client,
+        settings,
+        run_id=state.run_id,
+        worker=worker,
+        parent_id=state.parent_id,
+        workers=_worker_count(),
+        inspector_url=inspector_url,
+    )
 
 
-def _own_run(state: PluginState, worker: str) -> NeonRun | None:
-    """A run on this process's own backend: the local one it started, or Neon."""
+def _use(state: PluginState, session: NeonSession | None) -> None:
+    """Make ``session`` this process's (with the migrations it runs or adopts)."""
+    state.session = session
+    state.migrations = Migrations(session) if session is not None else None
+
+
+def _own_session(state: PluginState, worker: str) -> NeonSession | None:
+    """A session on this process's own backend: the local one it started, or Neon."""
     settings = state.settings
     if state.local is not None:
-        return _make_run(
+        return _make_session(
             state,
             api_host=state.local.api_host,
             project_id=state.local.project_id,
@@ -211,8 +233,8 @@ def _own_run(state: PluginState, worker: str) -> NeonRun | None:
             worker=worker,
             session=state.local.session(),  # this process runs the emulator
         )
-    if state.backend == "neon" and settings.project_id:
-        return _make_run(
+    if state.backend is Backend.NEON and settings.project_id:
+        return _make_session(
             state,
             api_host=settings.api_host,
             project_id=settings.project_id,
@@ -230,7 +252,7 @@ def _worker_count() -> int:
         return 1
 
 
-def start_worker_branch(state: PluginState) -> None:
+def create_worker_branch(state: PluginState) -> None:
     """Create the branch this process's tests run on and point the env var at it.
 
     An xdist controller runs no test but imports ``conftest.py``: its env var points at a
@@ -238,14 +260,14 @@ def start_worker_branch(state: PluginState) -> None:
     """
     if state.unavailable:
         return
-    if state.role == "controller":
+    if state.role is Role.CONTROLLER:
         state.point_env_at(CONTROLLER_PLACEHOLDER)
         return
-    if state.run is None:
-        state.run = _own_run(state, worker_id() or "main")
-        if state.run is None:
+    if state.session is None:
+        _use(state, _own_session(state, worker_id() or "main"))
+        if state.session is None:
             return
-        if state.backend == "neon" and state.role == "standalone":
-            state.run.prepare(sweep_after=state.settings.sweep_after)
-    branch = state.run.start()
+        if state.backend is Backend.NEON and state.role is Role.STANDALONE:
+            state.session.check_project(sweep_after=state.settings.sweep_after)
+    branch = state.session.create_worker_branch()
     state.point_env_at(branch.connection_string)

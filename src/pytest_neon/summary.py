@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
-
-from pytest_neon.branches import NeonRun
-
-
-def summary_of(run: NeonRun) -> dict[str, Any]:
-    """The counters of one process's run, as plain JSON-able data."""
-    stats = run.client.stats
-    return {
-        **asdict(run.counters),
-        "api_calls": stats.calls,
-        "api_retries": stats.retries,
-        "waiting_seconds": stats.waiting_seconds,
-        "calls": dict(stats.by_call),
-    }
 
 
 def merge_summary(into: dict[str, Any], other: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
-"""pytest-xdist support: who is a worker, the controller's hand-off, migrations once per run.
+"""pytest-xdist support: who is a worker, the controller's hand-off, the run's directory.
 
 The controller publishes a small JSON hand-off in the environment before workers start
 (workers inherit it); a worker trusts it only when the controller is its parent process,
-so a pytest started from inside a test never picks up an outer run's hand-off. Migrations
-are coordinated through a file lock and a state file that hold branch ids, never secrets.
+so a pytest started from inside a test never picks up an outer run's hand-off. The
+processes of a run share a directory (the migration gate's lock and state live there);
+it holds branch ids, never secrets.
 """
 
 from __future__ import annotations
@@ -17,13 +18,9 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 log = logging.getLogger("pytest_neon.xdist")
 
@@ -134,42 +131,3 @@ def coordination_dir(run_id: str) -> Path:
 def remove_coordination_dir(run_id: str) -> None:
     """Remove run ``run_id``'s directory, if it was ever made."""
     shutil.rmtree(coordination_path(run_id), ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class MigrationState:
-    """The outcome of the run's migrations, as the first worker recorded it."""
-
-    source_branch_id: str | None
-    error: str | None = None
-    expires: bool = False  # the source is the run's migration branch (it has an expiry)
-
-
-class MigrationGate:
-    """Lets exactly one process of a run apply migrations while the others wait."""
-
-    def __init__(self, run_id: str) -> None:
-        directory = coordination_dir(run_id)
-        self._lock = FileLock(str(directory / "migrations.lock"))
-        self._state = directory / "migrations.json"
-
-    @contextmanager
-    def hold(self) -> Iterator[MigrationState | None]:
-        """Hold the lock; yield the recorded state, or ``None`` when nobody migrated yet."""
-        with self._lock:
-            yield self._read()
-
-    def _read(self) -> MigrationState | None:
-        try:
-            data = json.loads(self._state.read_text())
-        except (OSError, ValueError):
-            return None
-        return MigrationState(
-            data.get("source_branch_id"), data.get("error"), bool(data.get("expires"))
-        )
-
-    def record(self, state: MigrationState) -> None:
-        """Write the outcome (call while holding the lock)."""
-        tmp = self._state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
-        tmp.replace(self._state)

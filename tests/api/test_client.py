@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from pytest_neon.api import NeonClient
+from pytest_neon.api.retry import RetryPolicy
 from pytest_neon.errors import (
     NeonAPIError,
     NeonAuthError,
@@ -21,7 +22,6 @@ from pytest_neon.errors import (
     NeonTimeoutError,
 )
 from pytest_neon.local.emulator import Emulator
-from pytest_neon.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(max_attempts=4, max_elapsed=5.0, base_delay=0.01, max_delay=0.05)
 

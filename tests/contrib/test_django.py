@@ -133,11 +133,11 @@ import os
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pytest_neon.fixtures import current_run
+from pytest_neon.integration import current_session
 
 
 def branch(config):
-    return current_run(config).worker_branch
+    return current_session(config).worker_branch
 
 
 def server_test_databases():

@@ -19,6 +19,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "sweep_after": ("3600", 3600),
     "env_var": ("MY_DB_URL", "MY_DB_URL"),
     "api_host": ("http://127.0.0.1:9/api/v2", "http://127.0.0.1:9/api/v2"),
+    "api_timeout": ("12.5", 12.5),
     "backend": ("local", "local"),
     "always_reset": ("yes", True),
     "worker_branches": ("3", 3),

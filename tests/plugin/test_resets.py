@@ -96,7 +96,7 @@ def test_the_reset_runs_while_tests_that_need_no_branch_run(
                 conn.execute("CREATE TABLE written (x int)")
 
         def test_b_needs_no_branch(request):
-            counters = request.config.stash[STATE].run.counters
+            counters = request.config.stash[STATE].session.counters
             deadline = time.monotonic() + 10
             while counters.resets_done < 1:  # test_a's
                 assert time.monotonic() < deadline, "the reset waited for a branch test"

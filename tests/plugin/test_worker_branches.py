@@ -9,10 +9,26 @@ import pytest
 
 from tests.plugin.plugin_helpers import NeonProject, clean_neon_env, run_local
 
+# Inner tests: test 0 waits until the other branches are made (reading only: in neon mode
+# the WAL their creation writes would count as its write).
+WAIT_FOR_BRANCHES = """
+import time
+from pytest_neon.integration import current_session
+
+def wait_for_the_other_branches(request):
+    slots = current_session(request.config).pool.slots[1:]
+    deadline = time.monotonic() + 60
+    while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
+        assert time.monotonic() < deadline, "the other branches were not made"
+        time.sleep(0.02)
+"""
+
 ROTATING = """
-import json, os, time
+import json, os
 import psycopg
 import pytest
+
+from waiting import wait_for_the_other_branches
 
 LOG = {log!r}
 
@@ -33,12 +49,7 @@ def _log(n, branch):
 
 def test_0_the_other_branches_are_made(neon_branch_readonly, request):
     _log(0, neon_branch_readonly)
-    from pytest_neon.plugin import STATE
-    slots = request.config.stash[STATE].run._slots[1:]
-    deadline = time.monotonic() + 60
-    while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
-        assert time.monotonic() < deadline, "the other branches were not made"
-        time.sleep(0.05)
+    wait_for_the_other_branches(request)
 
 @pytest.mark.parametrize("n", range(1, 6))
 def test_turns(neon_branch_readwrite, n, request):
@@ -70,7 +81,7 @@ def _rotate_locally(
     """The rotating suite on the local backend with two branches per worker; all pass."""
     log = pytester.path / "turns.jsonl"
     pytester.makeconftest(MIGRATION)
-    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)), waiting=WAIT_FOR_BRANCHES)
     result = run_local(pytester, postgres_url, "--neon-worker-branches=2", *args)
     result.assert_outcomes(passed=6)
     return result, log
@@ -84,7 +95,7 @@ def test_a_writing_test_hands_over_to_another_branch(neon: NeonProject, tmp_path
     neon.emulator.configure_faults(operation_delay=0.3)  # resets take a while, as on Neon
     log = tmp_path / "turns.jsonl"
     neon.pytester.makeconftest(MIGRATION)
-    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)), waiting=WAIT_FOR_BRANCHES)
     before = neon.branch_names()
     result = neon.run("--neon-worker-branches=2")
     result.assert_outcomes(passed=6)
@@ -124,7 +135,7 @@ def test_under_xdist_each_worker_has_its_own_branches(
 def test_one_branch_per_worker_is_the_default(neon: NeonProject, tmp_path: Path) -> None:
     log = tmp_path / "turns.jsonl"
     neon.pytester.makeconftest(MIGRATION)
-    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)))
+    neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)), waiting=WAIT_FOR_BRANCHES)
     result = neon.run()
     result.assert_outcomes(passed=6)
     turns = [json.loads(line) for line in log.read_text().splitlines()]
@@ -152,35 +163,41 @@ def test_a_session_engine_refuses_several_branches(neon: NeonProject) -> None:
 
 
 SESSIONS = """
-import os, time
+import os
 from urllib.parse import urlsplit
 import psycopg
 from sqlalchemy import text
 
-def test_0_waits_for_the_second_branch(neon_branch_readwrite):
-    time.sleep(1.5)
+from waiting import wait_for_the_other_branches
+
+WRITER = []
+
+def test_0_waits_for_the_second_branch(neon_branch_readonly, request):
+    wait_for_the_other_branches(request)
 
 def test_1_writes(neon_branch_readwrite):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         conn.execute("CREATE TABLE written (x int)")
+    WRITER.append(neon_branch_readwrite.connection_string)
 
 def test_2_session_on_the_test_branch(neon_session):
     database = neon_session.execute(text("SELECT current_database()")).scalar_one()
     assert database == urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
     assert neon_session.execute(text("SELECT to_regclass('written')")).scalar_one() is None
+    assert os.environ["DATABASE_URL"] != WRITER[0]  # the other, clean branch
 """
 
 
 def test_neon_session_follows_the_test_branch(neon: NeonProject) -> None:
     neon.emulator.configure_faults(operation_delay=0.3)
     neon.pytester.makeconftest('pytest_plugins = ["pytest_neon.contrib.sqlalchemy"]\n')
-    neon.pytester.makepyfile(test_sessions=SESSIONS)
-    result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
+    neon.pytester.makepyfile(test_sessions=SESSIONS, waiting=WAIT_FOR_BRANCHES)
+    result = neon.run("--neon-worker-branches=2")
     result.assert_outcomes(passed=3)
 
 
 LOSING_ONE = """
-import os, time
+import os
 import psycopg, pytest, requests
 
 def _delete(request, branch_id):
@@ -193,16 +210,22 @@ def _delete(request, branch_id):
     )
     assert response.status_code == 200
 
-def test_0_waits_for_the_second_branch(neon_branch_readwrite):
-    time.sleep(1.5)
+from waiting import wait_for_the_other_branches
+
+LOST = []
+
+def test_0_waits_for_the_second_branch(neon_branch_readonly, request):
+    wait_for_the_other_branches(request)
 
 def test_1_writes_then_its_branch_is_deleted(neon_branch_readwrite, request):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         conn.execute("CREATE TABLE written (x int)")
     _delete(request, neon_branch_readwrite.branch_id)  # its reset will fail
+    LOST.append(neon_branch_readwrite.branch_id)
 
 @pytest.mark.parametrize("n", range(4))
 def test_2_the_other_branch_carries_on(neon_branch_readwrite, n):
+    assert neon_branch_readwrite.branch_id != LOST[0]
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         assert conn.execute("SELECT to_regclass('written')").fetchone() == (None,)
         conn.execute("CREATE TABLE written (x int)")
@@ -211,7 +234,7 @@ def test_2_the_other_branch_carries_on(neon_branch_readwrite, n):
 
 def test_a_branch_whose_reset_fails_is_set_aside(neon: NeonProject) -> None:
     neon.emulator.configure_faults(operation_delay=0.3)
-    neon.pytester.makepyfile(test_losing=LOSING_ONE)
+    neon.pytester.makepyfile(test_losing=LOSING_ONE, waiting=WAIT_FOR_BRANCHES)
     before = neon.branch_names()
     result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
     result.assert_outcomes(passed=6)  # no test pays for the lost branch

@@ -23,25 +23,30 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pytest_neon.fixtures import current_run
+from pytest_neon.integration import current_session
 from pytest_neon.xdist import coordination_dir
 
 @pytest.fixture(autouse=True)
 def keep_coordination_files(pytestconfig):
     # The controller removes them at the end of the run: copy them for the grep.
     yield
-    run = current_run(pytestconfig)
-    source = coordination_dir(run.run_id)
-    shutil.copytree(source, pathlib.Path(os.environ["SNAPSHOT"]) / run.worker, dirs_exist_ok=True)
+    session = current_session(pytestconfig)
+    source = coordination_dir(session.run_id)
+    target = pathlib.Path(os.environ["SNAPSHOT"]) / session.worker
+    shutil.copytree(source, target, dirs_exist_ok=True)
 
 @pytest.fixture(scope="session", autouse=True)
 def local_secrets(pytestconfig):
     # The local backend makes its own key and passwords: write them out for the grep.
     from pytest_neon.plugin import STATE
     state = pytestconfig.stash[STATE]
-    if state.run is not None and os.environ.get("SECRETS_OUT"):
-        run = state.run
-        found = [run.client.reveal_password(run.project_id, run.parent_id, "neondb_owner")]
+    if state.session is not None and os.environ.get("SECRETS_OUT"):
+        session = state.session
+        found = [
+            session.client.reveal_password(
+                session.ops.project_id, session.parent_id, "neondb_owner"
+            )
+        ]
         handoff = os.environ.get("PYTEST_NEON_HANDOFF")
         if handoff:  # a worker: the local backend's key and superuser password
             data = json.loads(handoff)
@@ -57,7 +62,7 @@ from urllib.parse import urlsplit
 import psycopg, pytest
 
 from pytest_neon.api import NeonClient
-from pytest_neon.retry import RetryPolicy
+from pytest_neon.api.retry import RetryPolicy
 
 log = logging.getLogger("app")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from pytest_neon.branch import NeonBranch
+from pytest_neon import NeonBranch
 from pytest_neon.contrib.fastapi import override_db
 from sqlalchemy.orm import Session
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from pytest_neon.branch import NeonBranch
+from pytest_neon import NeonBranch
 
 from taskapp.main import app
 

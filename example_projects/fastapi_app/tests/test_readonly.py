@@ -7,7 +7,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from pytest_neon.branch import NeonBranch
+from pytest_neon import NeonBranch
 from sqlalchemy.exc import DBAPIError
 
 

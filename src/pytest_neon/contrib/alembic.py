@@ -34,9 +34,8 @@ from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from pytest_neon.branch import NeonBranch
 from pytest_neon.contrib._hashing import hash_files
-from pytest_neon.fixtures import sqlalchemy_url
+from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
 from pytest_neon.redact import redact
 
 __all__ = [

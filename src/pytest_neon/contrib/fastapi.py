@@ -30,8 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from pytest_neon.branch import NeonBranch
-from pytest_neon.fixtures import sqlalchemy_url
+from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
 
 __all__ = ["DbTarget", "override_db"]
 

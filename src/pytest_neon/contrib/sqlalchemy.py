@@ -36,11 +36,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
-from pytest_neon.branch import NeonBranch
-from pytest_neon.branches import NeonRun
-from pytest_neon.fixtures import checkout, current_run, sqlalchemy_url
 from pytest_neon.ini import add_ini, read_list
-from pytest_neon.state import env_var
+from pytest_neon.integration import (
+    add_reset_listener,
+    checkout,
+    current_session,
+    forget_rolled_back_work,
+    sqlalchemy_url,
+)
+from pytest_neon.neon_branch import NeonBranch
+from pytest_neon.neon_session import NeonSession
+from pytest_neon.plugin_state import STATE, env_var
 
 __all__ = [
     "ENGINES_INI",
@@ -61,7 +67,7 @@ _async_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # their sync_engine
 _lock = threading.Lock()
 _GENERATION_KEY = "pytest_neon_generation"
 _generation = 0  # bumped by every reset; async pool entries older than it are replaced
-_listening: weakref.WeakSet[NeonRun] = weakref.WeakSet()
+_listening: weakref.WeakSet[NeonSession] = weakref.WeakSet()
 
 # Tests that already say which branch they want; a test that asks for neon_session_engine
 # without any of them is treated as a readwrite test.
@@ -92,11 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Listen to this process's resets.
 
-    The run exists by now: pytest-neon makes it in ``pytest_load_initial_conftests`` and
+    The session exists by now: pytest-neon makes it in ``pytest_load_initial_conftests`` and
     never later (a plugin registered later, e.g. from a conftest's ``pytest_plugins``, has
     this hook replayed at registration).
     """
-    _listen(_run_or_none(config))
+    _listen(_session_or_none(config))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -165,22 +171,20 @@ def _after_reset(branch: NeonBranch) -> None:
         engine.dispose()
 
 
-def _run_or_none(config: pytest.Config) -> NeonRun | None:
-    from pytest_neon.plugin import STATE
-
+def _session_or_none(config: pytest.Config) -> NeonSession | None:
     state = config.stash.get(STATE, None)
-    return state.run if state is not None else None
+    return state.session if state is not None else None
 
 
-def _listen(run: NeonRun | None) -> None:
-    """Add the reset listener to ``run``, once."""
-    if run is None:
+def _listen(session: NeonSession | None) -> None:
+    """Add the reset listener to ``session``, once."""
+    if session is None:
         return
     with _lock:
-        if run in _listening:
+        if session in _listening:
             return
-        _listening.add(run)
-    run.add_reset_listener(_after_reset)
+        _listening.add(session)
+    add_reset_listener(session, _after_reset)
 
 
 def _resolve(spec: str) -> Engine | AsyncEngine:
@@ -196,13 +200,14 @@ def _resolve(spec: str) -> Engine | AsyncEngine:
     return target
 
 
-def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
+def _refuse_several_branches(session: NeonSession | None, what: str) -> None:
     """Engines made once per session stay on one branch: a worker must have just one."""
     __tracebackhide__ = True
-    if run is not None and run.settings.worker_branches > 1:
+    if session is not None and session.settings.worker_branches > 1:
         pytest.fail(
             f"pytest-neon: {what} stays on one branch, but each worker takes turns on "
-            f"{run.settings.worker_branches} ({run.settings.describe('worker_branches')}): "
+            f"{session.settings.worker_branches} "
+            f"({session.settings.describe('worker_branches')}): "
             "set --neon-worker-branches / NEON_WORKER_BRANCHES / neon_worker_branches to 1, "
             "or use neon_engine or neon_session (they follow the test's branch)",
             pytrace=False,
@@ -212,7 +217,7 @@ def _refuse_several_branches(run: NeonRun | None, what: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
     """Register the engines named by the ini key (importing their modules if needed)."""
-    run = _run_or_none(pytestconfig)
+    session = _session_or_none(pytestconfig)
     for spec in read_list(pytestconfig, ENGINES_INI, "linelist"):
         try:
             register_engine(_resolve(spec))
@@ -225,7 +230,7 @@ def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
         registered = bool(_sync_engines or _async_engines)
     if registered:
         _refuse_several_branches(
-            run, "a registered engine (register_engine, neon_sqlalchemy_engines)"
+            session, "a registered engine (register_engine, neon_sqlalchemy_engines)"
         )
 
 
@@ -287,9 +292,9 @@ class _BranchEngines:
 def _neon_branch_engines(
     _neon_source: str, pytestconfig: pytest.Config
 ) -> Iterator[_BranchEngines]:
-    run = current_run(pytestconfig)
+    session = current_session(pytestconfig)
     engines = _BranchEngines()
-    run.add_reset_listener(engines.after_reset)
+    add_reset_listener(session, engines.after_reset)
     try:
         yield engines
     finally:
@@ -305,9 +310,9 @@ def neon_session_engine(
     Its pool is emptied after every reset. A test that uses it without ``neon_session``
     or a ``neon_branch_*`` fixture gets ``neon_branch_readwrite`` too (reset after it).
     """
-    run = current_run(pytestconfig)
-    _refuse_several_branches(run, "neon_session_engine")
-    branch = run.worker_branch
+    session = current_session(pytestconfig)
+    _refuse_several_branches(session, "neon_session_engine")
+    branch = session.worker_branch
     if branch is None:  # pragma: no cover - _neon_source always creates it
         pytest.fail("pytest-neon: this worker has no branch", pytrace=False)
     return _neon_branch_engines.get(branch)
@@ -320,10 +325,10 @@ def _neon_rollback_branch(_neon_source: str, pytestconfig: pytest.Config) -> Ite
     Never reset after the test: whatever the test commits outside the rollback session
     (another engine, another connection) leaks into later tests.
     """
-    run, branch = checkout(pytestconfig)
-    with env_var(run.settings.env_var, branch.connection_string):
+    session, branch = checkout(pytestconfig)
+    with env_var(session.settings.env_var, branch.connection_string):
         yield branch
-    run.forget_position()  # the rolled-back work is in the WAL all the same
+    forget_rolled_back_work(session)  # the rolled-back work is in the WAL all the same
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-JSON = dict[str, Any]
+JSON = dict[str, Any]  # a JSON object, as the API sends and takes it
 
 #: Operation states after which nothing more happens.
 TERMINAL_OK = frozenset({"finished", "skipped", "cancelled"})

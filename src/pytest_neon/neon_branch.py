@@ -69,3 +69,11 @@ def host_of(dsn: str) -> str:
         return urlsplit(dsn).hostname or ""
     except ValueError:
         return ""
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """A ``postgresql+psycopg://`` URL for SQLAlchemy from a ``postgresql://`` DSN."""
+    for prefix in ("postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+psycopg://" + dsn[len(prefix) :]
+    return dsn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -9,11 +10,28 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_neon.branches import NeonRun
 from pytest_neon.config import Settings
+from pytest_neon.neon_session import NeonSession
 
 if TYPE_CHECKING:
     from pytest_neon.local.backend import LocalBackend
+    from pytest_neon.migrations import Migrations
+
+
+class Role(enum.Enum):
+    """What this pytest process is in the run."""
+
+    STANDALONE = "standalone"  # a run without xdist: it runs the tests
+    CONTROLLER = "controller"  # xdist's controller: hands the run to workers, runs no test
+    WORKER = "worker"  # an xdist worker
+
+
+class Backend(enum.Enum):
+    """Where branches come from."""
+
+    NEON = "neon"
+    LOCAL = "local"  # the embedded emulator over a local PostgreSQL
+    NONE = "none"  # nowhere: database tests skip
 
 
 @dataclass
@@ -22,12 +40,13 @@ class PluginState:
 
     settings: Settings
     run_id: str
-    role: str  # "standalone", "controller" or "worker"
-    backend: str = "none"  # "neon", "local" or "none"
+    role: Role
+    backend: Backend = Backend.NONE
     backend_reason: str = ""
     unavailable: str | None = None  # why database tests skip
     startup_error: str | None = None  # why database tests error (a worker's failed start)
-    run: NeonRun | None = None
+    session: NeonSession | None = None
+    migrations: Migrations | None = None
     local: LocalBackend | None = None
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
@@ -44,6 +63,10 @@ class PluginState:
     def restore_env(self) -> None:
         """Put the configured env var back as it was before the run."""
         self._env.undo()
+
+
+#: the plugin's state of this process, on ``config.stash``
+STATE = pytest.StashKey[PluginState]()
 
 
 @contextmanager

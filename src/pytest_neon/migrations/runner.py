@@ -1,0 +1,131 @@
+"""The run's migrations: once per run, from the cache when they did not change, adopted
+by every process as the state each test starts from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_neon.errors import NeonError
+from pytest_neon.migrations.cache import cache_key, find_cached, save_cache
+from pytest_neon.migrations.fingerprint import schema_fingerprint
+from pytest_neon.migrations.gate import MigrationGate, MigrationState
+from pytest_neon.neon_branch import NeonBranch
+from pytest_neon.neon_session import NeonSession
+
+WRONG_BRANCH = (
+    "pytest-neon: neon_apply_migrations changed nothing on the migration branch, but this "
+    "worker's branch changed: the migrations connected with a URL read before they ran "
+    "(e.g. Alembic's env.py taking it from application settings imported at start, or an "
+    "engine built at import); make them use neon_migration_branch.connection_string, or "
+    "DATABASE_URL (--neon-env-var) as it is while neon_apply_migrations runs"
+)
+
+
+class WrongBranchError(NeonError):
+    """The migrations changed this worker's branch instead of the migration branch."""
+
+
+class MigratedElsewhereError(NeonError):
+    """Another process of the run ran the migrations, and they failed there."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The branch every test branch is brought to, and whether it expires (the run's own
+    migration branch, kept alive by the run)."""
+
+    branch_id: str
+    expires: bool = False
+
+
+class Migrations:
+    """The run's migrations, as one process (a plain run, or an xdist worker) sees them."""
+
+    def __init__(self, session: NeonSession) -> None:
+        self.session = session
+        self._baseline: str | None = None  # the fresh migration branch's schema
+
+    def branch(self) -> NeonBranch:
+        """The branch migrations run on (created on first use), its schema noted."""
+        branch = self.session.create_migration_branch()
+        if self._baseline is None:
+            self._baseline = schema_fingerprint(branch.connection_string)
+        return branch
+
+    def prepare(
+        self,
+        *,
+        apply: Callable[[], object],
+        fingerprint: Callable[[], str | None],
+        describe: Callable[[BaseException], str],
+    ) -> Source:
+        """The migrated state: made by this process if it is the first of the run, else
+        the one the first made (another process's failure raises MigratedElsewhereError).
+
+        ``apply`` runs the migrations; ``fingerprint`` gives the key of the migration
+        cache (``None``: no cache); ``describe`` makes the message other processes report
+        when ``apply`` fails here.
+        """
+        gate = MigrationGate(self.session.run_id)
+        with gate.hold() as recorded:
+            if recorded is None:
+                try:
+                    source = self._migrate(apply, fingerprint)
+                except BaseException as exc:
+                    gate.record(MigrationState(None, error=describe(exc)))
+                    raise
+                gate.record(MigrationState(source.branch_id, expires=source.expires))
+                return source
+            if recorded.error:
+                raise MigratedElsewhereError(recorded.error)
+            return Source(recorded.source_branch_id or self.session.parent_id, recorded.expires)
+
+    def adopt(self, source: Source) -> None:
+        """Bring this process's worker branch to ``source``; resets restore from it."""
+        self.session.adopt_source(source.branch_id, expires=source.expires)
+
+    def _migrate(
+        self, apply: Callable[[], object], fingerprint: Callable[[], str | None]
+    ) -> Source:
+        """Run the migrations, or find their result in the migration cache."""
+        session = self.session
+        counters = session.counters
+        found = fingerprint() if session.settings.migration_cache else None
+        key = cache_key(session.ops, found) if found else None
+        if key is not None:
+            cached = find_cached(session.ops, key)
+            if cached is not None:
+                counters.note_cache("hit")
+                return Source(cached)
+            counters.note_cache("miss")
+        with counters.phase("migrations"):
+            apply()
+        source = self._migrated_source()
+        if key is not None and source != session.parent_id:
+            source = save_cache(session.ops, key, source)
+            session.drop_migration_branch()
+        migration = session.migration_branch
+        return Source(source, expires=migration is not None and source == migration.branch_id)
+
+    def _migrated_source(self) -> str:
+        """The migration branch, or the parent if the migrations changed nothing.
+
+        Migrations that changed nothing where they should have, but changed the worker
+        branch (which every reset would undo), are an error.
+        """
+        session = self.session
+        branch = session.migration_branch
+        if branch is None:
+            return session.parent_id
+        if schema_fingerprint(branch.connection_string) == self._baseline:
+            worker = session.worker_branch
+            if (
+                worker is not None
+                and schema_fingerprint(worker.connection_string) != self._baseline
+            ):
+                raise WrongBranchError(WRONG_BRANCH)
+            session.drop_migration_branch()
+            return session.parent_id
+        return branch.branch_id
