@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 
 from pytest_neon.local.emulator import Emulator
-from pytest_neon.local.postgres import start_postgres
+from pytest_neon.local.launcher import start_postgres
 
 API_KEY = "bench-key-0123456789"
 

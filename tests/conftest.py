@@ -21,7 +21,7 @@ def postgres_url() -> Iterator[str]:
     if _GIVEN_URL:
         yield _GIVEN_URL
         return
-    from pytest_neon.local.postgres import start_postgres
+    from pytest_neon.local.launcher import start_postgres
 
     server = start_postgres()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_neon.local.postgres import find_package
+from pytest_neon.local.pip_package import find_package
 from tests.plugin.plugin_helpers import NeonProject, clean_neon_env
 
 ISOLATION = """

@@ -1,4 +1,4 @@
-"""The throwaway PostgreSQL of pytest_neon.local.postgres, against real servers."""
+"""The throwaway PostgreSQL of pytest_neon.local (launcher, cluster), against real servers."""
 
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ import psycopg
 import pytest
 
 from pytest_neon.errors import NeonConfigError
-from pytest_neon.local.postgres import (
-    PostgresUnavailableError,
-    RunningPostgres,
-    check_postgres_url,
-    find_package,
-    find_pg_bindir,
-    start_postgres,
-)
+from pytest_neon.local.binaries import find_pg_bindir
+from pytest_neon.local.cluster import RunningPostgres
+from pytest_neon.local.given_server import check_postgres_url
+from pytest_neon.local.launcher import start_postgres
+from pytest_neon.local.pip_package import find_package
+from pytest_neon.local.unavailable import PostgresUnavailableError
 from pytest_neon.redact import redact
 
 needs_system = pytest.mark.skipif(
@@ -331,7 +329,7 @@ def test_sigint_stops_and_removes_the_cluster(tmp_path: Path) -> None:
         """
         import sys, time
         from pathlib import Path
-        from pytest_neon.local.postgres import start_postgres
+        from pytest_neon.local.launcher import start_postgres
 
         pg = start_postgres(prefer="system", base_dir=Path(sys.argv[1]))
         print(pg.data_dir, flush=True)

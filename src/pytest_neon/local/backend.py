@@ -10,14 +10,12 @@ from pathlib import Path
 
 import requests
 
+from pytest_neon.local.binaries import find_pg_bindir
+from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.emulator import Emulator
-from pytest_neon.local.postgres import (
-    RunningPostgres,
-    check_postgres_url,
-    find_package,
-    find_pg_bindir,
-    start_postgres,
-)
+from pytest_neon.local.given_server import check_postgres_url
+from pytest_neon.local.launcher import start_postgres
+from pytest_neon.local.pip_package import find_package
 from pytest_neon.local.reaper import Reaper
 from pytest_neon.local.transport import in_process_session
 from pytest_neon.probe import wal_inspector_available

@@ -83,7 +83,7 @@ def clean_up(plan: dict[str, Any], *, patience: float = 30.0) -> None:
 
 def _clean_backend(plan: dict[str, Any], patience: float) -> None:
     if plan["kind"] == "cluster":
-        from pytest_neon.local.postgres import remove_cluster
+        from pytest_neon.local.cluster import remove_cluster
 
         remove_cluster(plan)
     elif plan["kind"] == "project":

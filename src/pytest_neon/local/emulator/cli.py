@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = args.postgres_url
         if not url:
-            from pytest_neon.local.postgres import start_postgres
+            from pytest_neon.local.launcher import start_postgres
 
             log.info("starting an embedded PostgreSQL")
             embedded = start_postgres()
