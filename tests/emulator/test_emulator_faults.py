@@ -8,7 +8,7 @@ from collections.abc import Callable
 import requests
 
 from pytest_neon.local.emulator import Emulator
-from pytest_neon.local.emulator.model import CONFLICTING_OPERATIONS
+from pytest_neon.local.emulator.api_errors import CONFLICTING_OPERATIONS
 from tests.emulator.emulator_helpers import NeonHttp, load_spec
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from pytest_neon.local.emulator import FaultSettings, ids
 from pytest_neon.local.emulator.faults import Faults, RateLimiter
-from pytest_neon.local.emulator.model import parse_rfc3339, rfc3339
 from pytest_neon.local.emulator.pg import build_dsn
+from pytest_neon.local.emulator.timestamps import parse_rfc3339, rfc3339
 
 
 def test_ids_have_neons_shapes() -> None:

@@ -19,15 +19,15 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pytest_neon.local.emulator import ids
+from pytest_neon.local.emulator.api_errors import ApiError, locked
 from pytest_neon.local.emulator.faults import Faults
-from pytest_neon.local.emulator.model import ApiError, locked
+from pytest_neon.local.emulator.records import JSON
 from pytest_neon.local.emulator.service import ControlPlane
 from pytest_neon.redact import redact
 
 log = logging.getLogger("pytest_neon.emulator")
 
 BASE_PATH = "/api/v2"
-JSON = dict[str, Any]
 Handler = Callable[[dict[str, str], dict[str, str], JSON], tuple[int, JSON | None]]
 
 

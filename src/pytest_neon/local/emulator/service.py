@@ -23,31 +23,29 @@ from typing import Any
 import psycopg
 
 from pytest_neon.local.emulator import ids, store, views
+from pytest_neon.local.emulator.api_errors import ApiError, locked
 from pytest_neon.local.emulator.faults import Faults
-from pytest_neon.local.emulator.model import (
-    ApiError,
-    Branch,
-    Database,
-    Endpoint,
-    Operation,
-    Project,
-    Role,
-    locked,
-    parse_rfc3339,
-    utcnow,
-)
 from pytest_neon.local.emulator.pg import (
     Connection,
     PgServer,
     StaleCopyError,
     TemplateBusyError,
 )
+from pytest_neon.local.emulator.records import (
+    JSON,
+    BranchRecord,
+    DatabaseRecord,
+    EndpointRecord,
+    OperationRecord,
+    ProjectRecord,
+    RoleRecord,
+)
 from pytest_neon.local.emulator.spares import SparePool
+from pytest_neon.local.emulator.timestamps import parse_rfc3339, utcnow
 from pytest_neon.redact import register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
 
-JSON = dict[str, Any]
 DEFAULT_BRANCH = "main"
 DEFAULT_DATABASE = "neondb"
 DEFAULT_ROLE = "neondb_owner"
@@ -153,7 +151,7 @@ class ControlPlane:
         self._meta_lock = threading.Lock()
         # Every metadata change is written by this one thread, in the order it was made.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="neon-emulator-store")
-        self._project: Project | None = None
+        self._project: ProjectRecord | None = None
         self._comment = store.comment_for(project_id)
         self.spares = SparePool(pg, self._comment)
 
@@ -185,15 +183,15 @@ class ControlPlane:
                 self._meta = None
 
     @property
-    def project(self) -> Project:
+    def project(self) -> ProjectRecord:
         """The project (after :meth:`open`)."""
         if self._project is None:
             raise RuntimeError("the control plane is not open")
         return self._project
 
-    def _create_project(self) -> Project:
+    def _create_project(self) -> ProjectRecord:
         now = utcnow()
-        project = Project(id=self.project_id, created_at=now, updated_at=now)
+        project = ProjectRecord(id=self.project_id, created_at=now, updated_at=now)
         with self._transaction() as conn:
             store.lock_role_names(conn)
             shared = store.shared_role_password(conn, DEFAULT_ROLE)
@@ -203,9 +201,9 @@ class ControlPlane:
                 store.remember_created_role(conn, DEFAULT_ROLE)
             elif shared != password:
                 log.warning("role %s already existed: its password was reset", DEFAULT_ROLE)
-            project.roles[DEFAULT_ROLE] = Role(DEFAULT_ROLE, password, now)
+            project.roles[DEFAULT_ROLE] = RoleRecord(DEFAULT_ROLE, password, now)
             store.insert_project(conn, project)
-        branch = Branch(
+        branch = BranchRecord(
             id=ids.branch_id(),
             name=DEFAULT_BRANCH,
             parent_id=None,
@@ -217,9 +215,9 @@ class ControlPlane:
             busy_until=now,
             busy_state="init",
         )
-        branch.endpoints.append(Endpoint(ids.endpoint_id(), branch.id, now, now))
+        branch.endpoints.append(EndpointRecord(ids.endpoint_id(), branch.id, now, now))
         real = ids.real_database_name()
-        branch.databases.append(Database(DEFAULT_DATABASE, DEFAULT_ROLE, real, now, now))
+        branch.databases.append(DatabaseRecord(DEFAULT_DATABASE, DEFAULT_ROLE, real, now, now))
         try:
             self.pg.create_database(real, DEFAULT_ROLE, self._comment)
             with self._transaction() as conn:
@@ -233,7 +231,7 @@ class ControlPlane:
         log.info("created project %s (default branch %s)", project.id, branch.id)
         return project
 
-    def _resume(self, project: Project) -> None:
+    def _resume(self, project: ProjectRecord) -> None:
         for role in project.roles.values():
             self.pg.ensure_role(role.name, role.password)
         mapped = {db.real_name for b in project.branches.values() for db in b.databases}
@@ -323,13 +321,13 @@ class ControlPlane:
 
     # --- lookups ---------------------------------------------------------------------------
 
-    def _branch(self, branch_id: str, what: str = "branch") -> Branch:
+    def _branch(self, branch_id: str, what: str = "branch") -> BranchRecord:
         branch = self.project.branches.get(branch_id)
         if branch is None or not branch.visible:
             raise ApiError(404, f"{what} not found")
         return branch
 
-    def _role(self, name: str) -> Role:
+    def _role(self, name: str) -> RoleRecord:
         role = self.project.roles.get(name)
         if role is None:
             raise ApiError(404, "role not found")
@@ -342,17 +340,17 @@ class ControlPlane:
             return self.project.default_branch().id
 
     def _operations(
-        self, branch: Branch, steps: list[tuple[str, bool]], now: datetime
-    ) -> list[Operation]:
+        self, branch: BranchRecord, steps: list[tuple[str, bool]], now: datetime
+    ) -> list[OperationRecord]:
         """New operations for ``branch``: ``(action, on_endpoint)``; all finish together."""
         finish = now + timedelta(seconds=self.faults.settings.operation_delay)
         endpoint = branch.endpoints[0].id if branch.endpoints else None
-        ops: list[Operation] = []
+        ops: list[OperationRecord] = []
         for action, on_endpoint in steps:
             if on_endpoint and endpoint is None:
                 continue
             ops.append(
-                Operation(
+                OperationRecord(
                     id=ids.operation_id(),
                     branch_id=branch.id,
                     endpoint_id=endpoint if on_endpoint else None,
@@ -366,12 +364,12 @@ class ControlPlane:
             self.project.operations[op.id] = op
         return ops
 
-    def _mark_busy(self, branch: Branch, state: str, now: datetime) -> None:
+    def _mark_busy(self, branch: BranchRecord, state: str, now: datetime) -> None:
         branch.busy_state = state
         branch.busy_since = now
         branch.busy_until = now + timedelta(seconds=self.faults.settings.operation_delay)
 
-    def _op_views(self, ops: list[Operation], now: datetime) -> list[JSON]:
+    def _op_views(self, ops: list[OperationRecord], now: datetime) -> list[JSON]:
         return [views.operation_view(self.project_id, op, now) for op in ops]
 
     # --- reads -------------------------------------------------------------------------------
@@ -430,7 +428,7 @@ class ControlPlane:
         search = query.get("search", "").lower()
         descending = sort_order == "desc"
 
-        def key(b: Branch) -> tuple[Any, str]:
+        def key(b: BranchRecord) -> tuple[Any, str]:
             return (getattr(b, sort_by), b.id)
 
         now = utcnow()
@@ -583,7 +581,7 @@ class ControlPlane:
                 raise _bad("invalid cursor") from None
         now = utcnow()
 
-        def key(op: Operation) -> tuple[str, int, str]:
+        def key(op: OperationRecord) -> tuple[str, int, str]:
             return (op.created_at.astimezone(UTC).isoformat(), op.seq, op.id)
 
         with self._lock:
@@ -656,7 +654,7 @@ class ControlPlane:
             branch_id = ids.branch_id()
             while branch_id in project.branches:
                 branch_id = ids.branch_id()
-            branch = Branch(
+            branch = BranchRecord(
                 id=branch_id,
                 name=name or branch_id,
                 parent_id=parent.id,
@@ -676,7 +674,7 @@ class ControlPlane:
                 inflight=True,
             )
             if endpoint_types:
-                branch.endpoints.append(Endpoint(ids.endpoint_id(), branch_id, now, now))
+                branch.endpoints.append(EndpointRecord(ids.endpoint_id(), branch_id, now, now))
             if self.faults.operation_fails():
                 self._mark_busy(branch, "init", now)
                 ops = self._failed_operations(branch, [("create_branch", False)], now)
@@ -685,7 +683,7 @@ class ControlPlane:
             for db in parent.databases:
                 real = ids.real_database_name()
                 clones.append(_Clone(db.real_name, db.name, db.owner_name, real, real))
-                branch.databases.append(Database(db.name, db.owner_name, real, now, now))
+                branch.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
             project.branches[branch_id] = branch
             parent.pins += 1
 
@@ -728,8 +726,8 @@ class ControlPlane:
         return {str(k): v for k, v in value.items()}
 
     def _failed_operations(
-        self, branch: Branch, steps: list[tuple[str, bool]], now: datetime
-    ) -> list[Operation]:
+        self, branch: BranchRecord, steps: list[tuple[str, bool]], now: datetime
+    ) -> list[OperationRecord]:
         """Operations for ``steps``, the last one ending ``failed``; nothing else changes."""
         ops = self._operations(branch, steps, now)
         ops[-1].error = FAILED_OPERATION
@@ -740,7 +738,7 @@ class ControlPlane:
         return ops
 
     def _created_view(
-        self, branch: Branch, ops: list[Operation], now: datetime, *, roles: bool = True
+        self, branch: BranchRecord, ops: list[OperationRecord], now: datetime, *, roles: bool = True
     ) -> JSON:
         with self._lock:
             roles_ = list(self.project.roles.values()) if roles else []
@@ -775,7 +773,7 @@ class ControlPlane:
         self,
         clone: _Clone,
         branch_id: str,
-        current: Mapping[str, Database],
+        current: Mapping[str, DatabaseRecord],
         expect: tuple[str, tuple[int, ...]] | None,
         pending: list[str],
     ) -> None:
@@ -867,7 +865,7 @@ class ControlPlane:
             "operations": self._op_views(ops, done),
         }
 
-    def _remove(self, branch: Branch) -> list[Operation]:
+    def _remove(self, branch: BranchRecord) -> list[OperationRecord]:
         """Drop the (in-flight) branch's databases and forget it."""
         try:
             self.spares.discard_branch(branch.id)
@@ -977,7 +975,7 @@ class ControlPlane:
         with self._lock:
             done = utcnow()
             branch.databases = [
-                Database(
+                DatabaseRecord(
                     c.name,
                     c.owner,
                     c.target,
@@ -1053,7 +1051,7 @@ class ControlPlane:
 
     # --- expiry --------------------------------------------------------------------------------
 
-    def _expired(self, now: datetime) -> list[Branch]:
+    def _expired(self, now: datetime) -> list[BranchRecord]:
         return [
             b
             for b in self.project.branches.values()

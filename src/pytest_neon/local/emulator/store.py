@@ -11,8 +11,15 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from pytest_neon.local.emulator.model import Branch, Database, Endpoint, Operation, Project, Role
 from pytest_neon.local.emulator.pg import Connection
+from pytest_neon.local.emulator.records import (
+    BranchRecord,
+    DatabaseRecord,
+    EndpointRecord,
+    OperationRecord,
+    ProjectRecord,
+    RoleRecord,
+)
 
 SCHEMA = "neon_emulator"
 _LOCK_CLASS = 0x4E454F4E  # "NEON": advisory-lock namespace of the emulator
@@ -182,7 +189,7 @@ def role_in_use_elsewhere(conn: Connection, name: str, project_id: str) -> bool:
     return row is not None
 
 
-def insert_project(conn: Connection, project: Project) -> None:
+def insert_project(conn: Connection, project: ProjectRecord) -> None:
     """Store a new project with its roles (not its branches)."""
     conn.execute(
         f"INSERT INTO {SCHEMA}.projects (id, created_at, updated_at) VALUES (%s, %s, %s)",
@@ -201,7 +208,7 @@ def delete_project(conn: Connection, project_id: str) -> None:
     conn.execute(f"DELETE FROM {SCHEMA}.projects WHERE id = %s", (project_id,))
 
 
-def _branch_values(project_id: str, b: Branch) -> tuple[Any, ...]:
+def _branch_values(project_id: str, b: BranchRecord) -> tuple[Any, ...]:
     return (
         project_id, b.id, b.name, b.parent_id, b.default, b.protected, b.created_at,
         b.updated_at, b.busy_since, b.busy_until, b.busy_state, b.expires_at, b.ttl_seconds,
@@ -209,7 +216,7 @@ def _branch_values(project_id: str, b: Branch) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def insert_branch(conn: Connection, project_id: str, branch: Branch) -> None:
+def insert_branch(conn: Connection, project_id: str, branch: BranchRecord) -> None:
     """Store a new branch with its endpoints and databases (sets the database ids)."""
     conn.execute(_INSERT_BRANCH, _branch_values(project_id, branch))
     for ep in branch.endpoints:
@@ -218,7 +225,7 @@ def insert_branch(conn: Connection, project_id: str, branch: Branch) -> None:
 
 
 def _insert_databases(
-    conn: Connection, project_id: str, branch_id: str, databases: list[Database]
+    conn: Connection, project_id: str, branch_id: str, databases: list[DatabaseRecord]
 ) -> None:
     """Store ``databases`` of a branch and set their ids, in one round trip."""
     if not databases:
@@ -237,7 +244,7 @@ def _insert_databases(
             cur.nextset()
 
 
-def update_branch(conn: Connection, project_id: str, branch: Branch) -> None:
+def update_branch(conn: Connection, project_id: str, branch: BranchRecord) -> None:
     """Store a changed branch; its databases are replaced by the current list."""
     conn.execute(_UPDATE_BRANCH, (*_branch_values(project_id, branch)[2:], project_id, branch.id))
     conn.execute(
@@ -255,7 +262,7 @@ def delete_branch(conn: Connection, project_id: str, branch_id: str) -> None:
     )
 
 
-def insert_operations(conn: Connection, project_id: str, operations: list[Operation]) -> None:
+def insert_operations(conn: Connection, project_id: str, operations: list[OperationRecord]) -> None:
     """Store new operations."""
     for op in operations:
         conn.execute(
@@ -265,27 +272,27 @@ def insert_operations(conn: Connection, project_id: str, operations: list[Operat
         )  # fmt: skip
 
 
-def load_project(conn: Connection, project_id: str) -> Project | None:
+def load_project(conn: Connection, project_id: str) -> ProjectRecord | None:
     """Read a whole project back, or ``None`` when the metadata has no such project."""
     row = conn.execute(
         f"SELECT created_at, updated_at FROM {SCHEMA}.projects WHERE id = %s", (project_id,)
     ).fetchone()
     if row is None:
         return None
-    project = Project(id=project_id, created_at=row[0], updated_at=row[1])
+    project = ProjectRecord(id=project_id, created_at=row[0], updated_at=row[1])
     for name, password, created_at in conn.execute(
         f"SELECT name, password, created_at FROM {SCHEMA}.roles WHERE project_id = %s"
         " ORDER BY created_at, name",
         (project_id,),
     ):
-        project.roles[name] = Role(name=name, password=password, created_at=created_at)
+        project.roles[name] = RoleRecord(name=name, password=password, created_at=created_at)
     for r in conn.execute(
         f"SELECT {_BRANCH_COLUMNS} FROM {SCHEMA}.branches WHERE project_id = %s"
         " ORDER BY created_at, id",
         (project_id,),
     ):
         annotation = r[13] if isinstance(r[13], dict) else json.loads(r[13] or "{}")
-        project.branches[r[0]] = Branch(
+        project.branches[r[0]] = BranchRecord(
             id=r[0], name=r[1], parent_id=r[2], default=r[3], protected=r[4],
             created_at=r[5], updated_at=r[6], busy_since=r[7], busy_until=r[8],
             busy_state=r[9], expires_at=r[10], ttl_seconds=r[11], last_reset_at=r[12],
@@ -298,7 +305,9 @@ def load_project(conn: Connection, project_id: str) -> Project | None:
         (project_id,),
     ):
         project.branches[branch_id].endpoints.append(
-            Endpoint(id=ep_id, branch_id=branch_id, created_at=created_at, updated_at=updated_at)
+            EndpointRecord(
+                id=ep_id, branch_id=branch_id, created_at=created_at, updated_at=updated_at
+            )
         )
     for db_id, branch_id, name, owner, real, created_at, updated_at in conn.execute(
         f"SELECT id, branch_id, name, owner_name, real_name, created_at, updated_at"
@@ -306,7 +315,7 @@ def load_project(conn: Connection, project_id: str) -> Project | None:
         (project_id,),
     ):
         project.branches[branch_id].databases.append(
-            Database(
+            DatabaseRecord(
                 id=db_id,
                 name=name,
                 owner_name=owner,
@@ -320,7 +329,7 @@ def load_project(conn: Connection, project_id: str) -> Project | None:
         f" FROM {SCHEMA}.operations WHERE project_id = %s ORDER BY created_at, seq",
         (project_id,),
     ):
-        op = Operation(
+        op = OperationRecord(
             id=str(r[0]), branch_id=r[1], endpoint_id=r[2], action=r[3], seq=r[4],
             created_at=r[5], finish_at=r[6], error=r[7],
         )  # fmt: skip

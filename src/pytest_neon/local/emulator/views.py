@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pytest_neon.local.emulator.model import (
-    Branch,
-    Database,
-    Endpoint,
-    Operation,
-    Project,
-    Role,
-    rfc3339,
+from pytest_neon.local.emulator.records import (
+    JSON,
+    BranchRecord,
+    DatabaseRecord,
+    EndpointRecord,
+    OperationRecord,
+    ProjectRecord,
+    RoleRecord,
 )
+from pytest_neon.local.emulator.timestamps import rfc3339
 
-JSON = dict[str, Any]
 REGION = "local"
 CREATION_SOURCE = "pytest-neon-emulator"
 
 
 def project_view(
-    project: Project, *, host: str, pg_version: int, max_branches: int, now: datetime
+    project: ProjectRecord, *, host: str, pg_version: int, max_branches: int, now: datetime
 ) -> JSON:
     """A ``Project`` object."""
     period_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -68,7 +67,7 @@ def project_view(
     }
 
 
-def branch_view(project_id: str, branch: Branch, now: datetime) -> JSON:
+def branch_view(project_id: str, branch: BranchRecord, now: datetime) -> JSON:
     """A ``Branch`` object."""
     state = branch.state(now)
     body: JSON = {
@@ -105,7 +104,7 @@ def branch_view(project_id: str, branch: Branch, now: datetime) -> JSON:
     return body
 
 
-def annotation_view(branch: Branch) -> JSON:
+def annotation_view(branch: BranchRecord) -> JSON:
     """An ``AnnotationData`` object for ``branch`` (empty value when it has none)."""
     body: JSON = {
         "object": {"type": "console/branch", "id": branch.id},
@@ -118,7 +117,9 @@ def annotation_view(branch: Branch) -> JSON:
     return body
 
 
-def endpoint_view(project_id: str, branch: Branch, ep: Endpoint, host: str, now: datetime) -> JSON:
+def endpoint_view(
+    project_id: str, branch: BranchRecord, ep: EndpointRecord, host: str, now: datetime
+) -> JSON:
     """An ``Endpoint`` object; ``init`` while the branch's operations run, then ``active``."""
     active = branch.state(now) == "ready"
     body: JSON = {
@@ -151,7 +152,7 @@ def endpoint_view(project_id: str, branch: Branch, ep: Endpoint, host: str, now:
     return body
 
 
-def operation_view(project_id: str, op: Operation, now: datetime) -> JSON:
+def operation_view(project_id: str, op: OperationRecord, now: datetime) -> JSON:
     """An ``Operation`` object with its status at ``now``."""
     status = op.status(now)
     if status in ("finished", "failed"):
@@ -176,7 +177,7 @@ def operation_view(project_id: str, op: Operation, now: datetime) -> JSON:
     return body
 
 
-def role_view(branch_id: str, role: Role) -> JSON:
+def role_view(branch_id: str, role: RoleRecord) -> JSON:
     """A ``Role`` object (without its password)."""
     return {
         "branch_id": branch_id,
@@ -188,7 +189,7 @@ def role_view(branch_id: str, role: Role) -> JSON:
     }
 
 
-def database_view(branch_id: str, db: Database) -> JSON:
+def database_view(branch_id: str, db: DatabaseRecord) -> JSON:
     """A ``Database`` object (the logical name; the real one is in connection URIs)."""
     return {
         "id": db.id,

@@ -1,63 +1,18 @@
-"""The emulator's in-memory model of one project, its time helpers and its API error."""
+"""The emulator's in-memory records of one project: roles, branches (with their databases
+and endpoints) and operations. The metadata store keeps them; views turn them into JSON."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
-# RFC 3339 date-time: full date, 'T' (or space), time with seconds, optional fraction, zone.
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    """``moment`` as Neon writes timestamps: ``2024-02-26T12:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    """Parse an RFC 3339 date-time; raise ``ValueError`` for anything else."""
-    if not _RFC3339.match(text):
-        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
-    normalized = text.upper().replace(" ", "T").replace("Z", "+00:00")
-    fraction = re.search(r"\.(\d+)", normalized)
-    if fraction and len(fraction.group(1)) > 6:  # Python keeps microseconds at most
-        normalized = normalized.replace(fraction.group(0), "." + fraction.group(1)[:6])
-    return datetime.fromisoformat(normalized).astimezone(UTC)
-
-
-class ApiError(Exception):
-    """An error answer of the API: HTTP status, Neon error ``code`` and message."""
-
-    def __init__(
-        self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.headers = headers or {}
-
-
-CONFLICTING_OPERATIONS = (
-    "project already has running conflicting operations, scheduling of new ones is prohibited"
-)
-
-
-def locked() -> ApiError:
-    """The 423 Neon answers while a conflicting operation runs."""
-    return ApiError(423, CONFLICTING_OPERATIONS)
+#: a JSON object, as requests and responses carry them
+JSON = dict[str, Any]
 
 
 @dataclass
-class Role:
+class RoleRecord:
     """A PostgreSQL role of the project (a real, cluster-wide role with LOGIN)."""
 
     name: str
@@ -66,7 +21,7 @@ class Role:
 
 
 @dataclass
-class Database:
+class DatabaseRecord:
     """A logical database of a branch and the real database that holds it."""
 
     name: str
@@ -78,7 +33,7 @@ class Database:
 
 
 @dataclass
-class Endpoint:
+class EndpointRecord:
     """A read-write compute endpoint of a branch (the PostgreSQL server itself)."""
 
     id: str
@@ -88,7 +43,7 @@ class Endpoint:
 
 
 @dataclass
-class Operation:
+class OperationRecord:
     """An operation; its status is computed from the time it finishes."""
 
     id: str
@@ -108,7 +63,7 @@ class Operation:
 
 
 @dataclass
-class Branch:
+class BranchRecord:
     """A branch: metadata plus the real databases that hold its data."""
 
     id: str
@@ -127,8 +82,8 @@ class Branch:
     annotation: dict[str, str] = field(default_factory=dict)
     annotation_created_at: datetime | None = None
     annotation_updated_at: datetime | None = None
-    databases: list[Database] = field(default_factory=list)
-    endpoints: list[Endpoint] = field(default_factory=list)
+    databases: list[DatabaseRecord] = field(default_factory=list)
+    endpoints: list[EndpointRecord] = field(default_factory=list)
     # Runtime only, never stored: hidden while being created, in-flight database work,
     # and how many clones currently use this branch as their template.
     visible: bool = True
@@ -143,26 +98,26 @@ class Branch:
         """The branch ``current_state`` at ``now``."""
         return self.busy_state if now < self.busy_until else "ready"
 
-    def database(self, name: str) -> Database | None:
+    def database(self, name: str) -> DatabaseRecord | None:
         """The logical database called ``name``, if any."""
         return next((db for db in self.databases if db.name == name), None)
 
 
 @dataclass
-class Project:
+class ProjectRecord:
     """One emulated project: roles, branches and operations."""
 
     id: str
     created_at: datetime
     updated_at: datetime
-    roles: dict[str, Role] = field(default_factory=dict)
-    branches: dict[str, Branch] = field(default_factory=dict)
-    operations: dict[str, Operation] = field(default_factory=dict)
+    roles: dict[str, RoleRecord] = field(default_factory=dict)
+    branches: dict[str, BranchRecord] = field(default_factory=dict)
+    operations: dict[str, OperationRecord] = field(default_factory=dict)
 
-    def default_branch(self) -> Branch:
+    def default_branch(self) -> BranchRecord:
         """The project's default branch."""
         return next(b for b in self.branches.values() if b.default)
 
-    def children(self, branch_id: str) -> list[Branch]:
+    def children(self, branch_id: str) -> list[BranchRecord]:
         """Branches (also ones still being created) whose parent is ``branch_id``."""
         return [b for b in self.branches.values() if b.parent_id == branch_id]
