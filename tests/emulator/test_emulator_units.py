@@ -10,7 +10,7 @@ import pytest
 
 from pytest_neon.local.emulator import FaultSettings, ids
 from pytest_neon.local.emulator.faults import Faults, RateLimiter
-from pytest_neon.local.emulator.pg import build_dsn
+from pytest_neon.local.emulator.sql.server import build_dsn
 from pytest_neon.local.emulator.timestamps import parse_rfc3339, rfc3339
 
 

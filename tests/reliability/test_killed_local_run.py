@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_neon.local.emulator.store import comment_for
+from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.xdist import coordination_path
 from tests.plugin.plugin_helpers import clean_neon_env
 from tests.reliability.reliability_helpers import start_pytest, wait_for_file

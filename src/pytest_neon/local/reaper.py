@@ -22,8 +22,8 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_neon.local.emulator.pg import PgServer
     from pytest_neon.local.emulator.service import ControlPlane
+    from pytest_neon.local.emulator.sql.server import SqlServer
 
 POLL_SECONDS = 0.5
 
@@ -94,22 +94,22 @@ def _drop_project(url: str, project_id: str, patience: float) -> None:
     """Drop the project's databases and metadata (as ``Emulator.stop(drop=True)`` does)."""
     from pytest_neon.local.emulator import ids
     from pytest_neon.local.emulator.faults import Faults, FaultSettings
-    from pytest_neon.local.emulator.pg import PgServer
     from pytest_neon.local.emulator.service import ControlPlane
+    from pytest_neon.local.emulator.sql.server import SqlServer
 
     if not ids.PATH_ID.match(project_id):
         raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
     deadline = time.monotonic() + patience
     while True:
-        pg: PgServer | None = None
+        server: SqlServer | None = None
         plane: ControlPlane | None = None
         try:
-            pg = PgServer(url)
-            plane = ControlPlane(pg, project_id, faults=Faults(FaultSettings()))
+            server = SqlServer(url)
+            plane = ControlPlane(server, project_id, faults=Faults(FaultSettings()))
             # the dead run's session may still hold the project's lock for a moment
             plane.open()
         except BaseException as exc:
-            _close(pg, plane)
+            _close(server, plane)
             if not isinstance(exc, Exception) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
@@ -117,15 +117,15 @@ def _drop_project(url: str, project_id: str, patience: float) -> None:
         try:
             plane.drop_everything()
         finally:
-            _close(pg, plane)
+            _close(server, plane)
         return
 
 
-def _close(pg: PgServer | None, plane: ControlPlane | None) -> None:
+def _close(server: SqlServer | None, plane: ControlPlane | None) -> None:
     if plane is not None:
         plane.close()
-    if pg is not None:
-        pg.close()
+    if server is not None:
+        server.close()
 
 
 def main() -> int:

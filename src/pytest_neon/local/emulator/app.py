@@ -9,9 +9,9 @@ from typing import Any
 
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.faults import Faults, FaultSettings
-from pytest_neon.local.emulator.pg import PgServer
 from pytest_neon.local.emulator.server import BASE_PATH, Api, EmulatorHTTPServer
 from pytest_neon.local.emulator.service import ControlPlane
+from pytest_neon.local.emulator.sql.server import SqlServer
 from pytest_neon.redact import register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -66,7 +66,7 @@ class Emulator:
                 fail_operations=fail_operations,
             )
         )
-        self._pg: PgServer | None = None
+        self._sql: SqlServer | None = None
         self._plane: ControlPlane | None = None
         self._server: EmulatorHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -84,9 +84,12 @@ class Emulator:
             if self._state == "stopped":
                 raise RuntimeError("a stopped Emulator cannot be restarted; create a new one")
             try:
-                self._pg = PgServer(self._url)
+                self._sql = SqlServer(self._url)
                 self._plane = ControlPlane(
-                    self._pg, self._project_id, faults=self._faults, max_branches=self._max_branches
+                    self._sql,
+                    self._project_id,
+                    faults=self._faults,
+                    max_branches=self._max_branches,
                 )
                 self._plane.open()
                 api = Api(self._plane, self._faults, self._api_key)
@@ -145,8 +148,8 @@ class Emulator:
     def _close_backend(self) -> None:
         if self._plane is not None:
             self._plane.close()
-        if self._pg is not None:
-            self._pg.close()
+        if self._sql is not None:
+            self._sql.close()
 
     def _sweep_forever(self) -> None:
         while not self._stop_sweeper.wait(SWEEP_INTERVAL):

@@ -20,17 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
-
-from pytest_neon.local.emulator import ids, store, views
+from pytest_neon.local.emulator import ids, views
 from pytest_neon.local.emulator.api_errors import ApiError, locked
 from pytest_neon.local.emulator.faults import Faults
-from pytest_neon.local.emulator.pg import (
-    Connection,
-    PgServer,
-    StaleCopyError,
-    TemplateBusyError,
-)
 from pytest_neon.local.emulator.records import (
     JSON,
     BranchRecord,
@@ -40,7 +32,12 @@ from pytest_neon.local.emulator.records import (
     ProjectRecord,
     RoleRecord,
 )
-from pytest_neon.local.emulator.spares import SparePool
+from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.databases import RealDatabases, TemplateBusyError
+from pytest_neon.local.emulator.sql.roles import ClusterRoles
+from pytest_neon.local.emulator.sql.server import Connection, SqlServer
+from pytest_neon.local.emulator.sql.spares import SparePool
+from pytest_neon.local.emulator.sql.swap import DatabaseSwapper, StaleCopyError
 from pytest_neon.local.emulator.timestamps import parse_rfc3339, utcnow
 from pytest_neon.redact import register_secret
 
@@ -137,7 +134,7 @@ class ControlPlane:
     """The emulated control plane of one project over one PostgreSQL server."""
 
     def __init__(
-        self, pg: PgServer, project_id: str, *, faults: Faults, max_branches: int = 500
+        self, pg: SqlServer, project_id: str, *, faults: Faults, max_branches: int = 500
     ) -> None:
         self.pg = pg
         self.project_id = project_id
@@ -152,8 +149,11 @@ class ControlPlane:
         # Every metadata change is written by this one thread, in the order it was made.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="neon-emulator-store")
         self._project: ProjectRecord | None = None
-        self._comment = store.comment_for(project_id)
-        self.spares = SparePool(pg, self._comment)
+        self._comment = metadata.comment_for(project_id)
+        self.real_databases = RealDatabases(pg)
+        self.swapper = DatabaseSwapper(pg)
+        self.cluster_roles = ClusterRoles(pg)
+        self.spares = SparePool(self.real_databases, self.swapper, self._comment)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -161,10 +161,10 @@ class ControlPlane:
         """Connect, take the project lock, then resume the project or create it."""
         meta = self.pg.connect()
         self._meta = meta
-        store.ensure_schema(meta)
-        if not store.try_lock_project(meta, self.project_id):
+        metadata.ensure_schema(meta)
+        if not metadata.try_lock_project(meta, self.project_id):
             raise RuntimeError(f"project {self.project_id} is already served by another emulator")
-        project = store.load_project(meta, self.project_id)
+        project = metadata.load_project(meta, self.project_id)
         if project is None:
             project = self._create_project()
         else:
@@ -193,16 +193,16 @@ class ControlPlane:
         now = utcnow()
         project = ProjectRecord(id=self.project_id, created_at=now, updated_at=now)
         with self._transaction() as conn:
-            store.lock_role_names(conn)
-            shared = store.shared_role_password(conn, DEFAULT_ROLE)
+            metadata.lock_role_names(conn)
+            shared = metadata.shared_role_password(conn, DEFAULT_ROLE)
             password = shared or ids.password()
             register_secret(password)
-            if self.pg.ensure_role(DEFAULT_ROLE, password):
-                store.remember_created_role(conn, DEFAULT_ROLE)
+            if self.cluster_roles.ensure(DEFAULT_ROLE, password):
+                metadata.remember_created_role(conn, DEFAULT_ROLE)
             elif shared != password:
                 log.warning("role %s already existed: its password was reset", DEFAULT_ROLE)
             project.roles[DEFAULT_ROLE] = RoleRecord(DEFAULT_ROLE, password, now)
-            store.insert_project(conn, project)
+            metadata.insert_project(conn, project)
         branch = BranchRecord(
             id=ids.branch_id(),
             name=DEFAULT_BRANCH,
@@ -219,13 +219,13 @@ class ControlPlane:
         real = ids.real_database_name()
         branch.databases.append(DatabaseRecord(DEFAULT_DATABASE, DEFAULT_ROLE, real, now, now))
         try:
-            self.pg.create_database(real, DEFAULT_ROLE, self._comment)
+            self.real_databases.create(real, DEFAULT_ROLE, self._comment)
             with self._transaction() as conn:
-                store.insert_branch(conn, self.project_id, branch)
+                metadata.insert_branch(conn, self.project_id, branch)
         except BaseException:
-            self.pg.drop_database(real)
+            self.real_databases.drop(real)
             with self._transaction() as conn:
-                store.delete_project(conn, self.project_id)
+                metadata.delete_project(conn, self.project_id)
             raise
         project.branches[branch.id] = branch
         log.info("created project %s (default branch %s)", project.id, branch.id)
@@ -233,9 +233,9 @@ class ControlPlane:
 
     def _resume(self, project: ProjectRecord) -> None:
         for role in project.roles.values():
-            self.pg.ensure_role(role.name, role.password)
+            self.cluster_roles.ensure(role.name, role.password)
         mapped = {db.real_name for b in project.branches.values() for db in b.databases}
-        existing = self.pg.existing_databases()
+        existing = self.real_databases.all_names()
         for b in project.branches.values():
             for db in b.databases:
                 if db.real_name not in existing:
@@ -245,9 +245,9 @@ class ControlPlane:
                         db.name,
                         db.real_name,
                     )
-        for stray in set(self.pg.databases_commented(self._comment)) - mapped:
+        for stray in set(self.real_databases.commented(self._comment)) - mapped:
             log.info("dropping stray database %s of project %s", stray, project.id)
-            self.pg.drop_database(stray)
+            self.real_databases.drop(stray)
         log.info("resumed project %s (%d branches)", project.id, len(project.branches))
 
     def drop_everything(self) -> None:
@@ -257,32 +257,32 @@ class ControlPlane:
             project = self.project
             reals = [db.real_name for b in project.branches.values() for db in b.databases]
         for real in reals:
-            self.pg.drop_database(real)
-            self._drop_derived(real)
-        for stray in self.pg.databases_commented(self._comment):
-            self.pg.drop_database(stray)
+            self.real_databases.drop(real)
+            self.real_databases.drop_derived(real)
+        for stray in self.real_databases.commented(self._comment):
+            self.real_databases.drop(stray)
         self._writer.submit(lambda: None).result()  # after the changes still being written
         with self._lock, self._transaction() as conn:
-            store.lock_role_names(conn)
-            store.delete_project(conn, self.project_id)
+            metadata.lock_role_names(conn)
+            metadata.delete_project(conn, self.project_id)
             for name in project.roles:
-                if store.role_in_use_elsewhere(conn, name, self.project_id):
+                if metadata.role_in_use_elsewhere(conn, name, self.project_id):
                     continue
-                if store.created_role(conn, name):
+                if metadata.created_role(conn, name):
                     self._drop_made_by(name)
-                    if self.pg.drop_role(name):
-                        store.forget_created_role(conn, name)
+                    if self.cluster_roles.drop(name):
+                        metadata.forget_created_role(conn, name)
             project.branches.clear()
 
     def _drop_made_by(self, role: str) -> None:
         """Drop the databases and roles that ``role`` (about to go, used by no other
         project) created through a branch's connections."""
-        for database in self.pg.databases_owned_by(role):
+        for database in self.real_databases.owned_by(role):
             log.info("dropping database %s, made by role %s", database, role)
-            self._drop_quietly(database)
-        for made in self.pg.roles_created_by(role):
+            self.real_databases.drop_quietly(database)
+        for made in self.cluster_roles.created_by(role):
             log.info("dropping role %s, made by role %s", made, role)
-            self.pg.drop_role(made)
+            self.cluster_roles.drop(made)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -293,7 +293,7 @@ class ControlPlane:
                 if meta is not None:
                     meta.close()
                 meta = self.pg.connect()
-                if not store.try_lock_project(meta, self.project_id):
+                if not metadata.try_lock_project(meta, self.project_id):
                     log.warning("could not re-take the lock of project %s", self.project_id)
                 self._meta = meta
             # Pipelined: a whole change costs about one round trip to the server.
@@ -697,8 +697,8 @@ class ControlPlane:
                 )
 
                 def change(conn: Connection) -> None:
-                    store.insert_branch(conn, self.project_id, branch)
-                    store.insert_operations(conn, self.project_id, ops)
+                    metadata.insert_branch(conn, self.project_id, branch)
+                    metadata.insert_operations(conn, self.project_id, ops)
 
                 self._persist(change)
                 branch.visible = True
@@ -709,7 +709,7 @@ class ControlPlane:
                 for op in [o for o in project.operations.values() if o.branch_id == branch_id]:
                     del project.operations[op.id]
             for clone in clones:
-                self._drop_quietly(clone.target)
+                self.real_databases.drop_quietly(clone.target)
             raise
         finally:
             with self._lock:
@@ -731,7 +731,7 @@ class ControlPlane:
         """Operations for ``steps``, the last one ending ``failed``; nothing else changes."""
         ops = self._operations(branch, steps, now)
         ops[-1].error = FAILED_OPERATION
-        self._persist(lambda conn: store.insert_operations(conn, self.project_id, ops))
+        self._persist(lambda conn: metadata.insert_operations(conn, self.project_id, ops))
         log.info(
             "operation %s %s on %s will fail (injected)", ops[-1].action, ops[-1].id, branch.id
         )
@@ -783,11 +783,13 @@ class ControlPlane:
         """
         try:
             if clone.name in current:
-                self.spares.drop_later(self.pg.swap_in(clone.target, clone.temp, expect=expect))
+                self.spares.drop_later(
+                    self.swapper.swap_in(clone.target, clone.temp, expect=expect)
+                )
             else:
-                if expect is not None and self.pg.activity_snapshot(expect[0]) != expect[1]:
+                if expect is not None and self.swapper.activity_snapshot(expect[0]) != expect[1]:
                     raise StaleCopyError(expect[0])
-                self.pg.rename_database(clone.temp, clone.target)
+                self.real_databases.rename(clone.temp, clone.target)
         except StaleCopyError:
             pending.remove(clone.temp)
             self.spares.drop_later(clone.temp)
@@ -803,7 +805,7 @@ class ControlPlane:
         made: list[str] = []
         try:
             for clone in clones:
-                self.pg.clone_database(
+                self.real_databases.clone(
                     clone.template,
                     clone.temp,
                     clone.owner,
@@ -814,7 +816,7 @@ class ControlPlane:
                 made.append(clone.temp)
         except BaseException as exc:
             for name in made:
-                self._drop_quietly(name)
+                self.real_databases.drop_quietly(name)
             if isinstance(exc, TemplateBusyError):
                 raise ApiError(
                     423,
@@ -823,19 +825,6 @@ class ControlPlane:
                     " retry)",
                 ) from exc
             raise
-
-    def _drop_derived(self, real: str) -> None:
-        """Drop what a client made from a branch database's name (pytest-django's
-        ``test_<name>``): it goes with the branch, as it would on Neon."""
-        for derived in self.pg.derived_databases(real):
-            log.info("dropping database %s, made from %s", derived, real)
-            self._drop_quietly(derived)
-
-    def _drop_quietly(self, real: str) -> None:
-        try:
-            self.pg.drop_database(real)
-        except psycopg.Error:
-            log.warning("could not drop database %s", real, exc_info=True)
 
     # --- delete --------------------------------------------------------------------------------
 
@@ -870,8 +859,8 @@ class ControlPlane:
         try:
             self.spares.discard_branch(branch.id)
             for db in branch.databases:
-                self.pg.drop_database(db.real_name)
-                self._drop_derived(db.real_name)
+                self.real_databases.drop(db.real_name)
+                self.real_databases.drop_derived(db.real_name)
         except BaseException:
             with self._lock:
                 branch.inflight = False
@@ -883,8 +872,8 @@ class ControlPlane:
             )
 
             def change(conn: Connection) -> None:
-                store.delete_branch(conn, self.project_id, branch.id)
-                store.insert_operations(conn, self.project_id, ops)
+                metadata.delete_branch(conn, self.project_id, branch.id)
+                metadata.insert_operations(conn, self.project_id, ops)
 
             self._persist(change)
             self.project.branches.pop(branch.id, None)
@@ -965,7 +954,7 @@ class ControlPlane:
                     self.spares.drop_later(name)
                 raise
             for real in leftovers:
-                self.pg.drop_database(real)
+                self.real_databases.drop(real)
             for clone in clones:
                 self.spares.prepare((clone.template, branch.id, clone.name), clone.owner)
         except BaseException:
@@ -995,8 +984,8 @@ class ControlPlane:
             )
 
             def change(conn: Connection) -> None:
-                store.update_branch(conn, self.project_id, branch)
-                store.insert_operations(conn, self.project_id, ops)
+                metadata.update_branch(conn, self.project_id, branch)
+                metadata.insert_operations(conn, self.project_id, ops)
 
             # When every database kept its real name, only timestamps and operations change:
             # those are written behind the response.
@@ -1046,7 +1035,7 @@ class ControlPlane:
             branch.name, branch.protected = name, protected
             branch.expires_at, branch.ttl_seconds = expires_at, ttl
             branch.updated_at = now
-            self._persist(lambda conn: store.update_branch(conn, self.project_id, branch))
+            self._persist(lambda conn: metadata.update_branch(conn, self.project_id, branch))
             return {"branch": views.branch_view(self.project_id, branch, now), "operations": []}
 
     # --- expiry --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from pytest_neon.local.emulator.pg import Connection
 from pytest_neon.local.emulator.records import (
     BranchRecord,
     DatabaseRecord,
@@ -20,6 +19,7 @@ from pytest_neon.local.emulator.records import (
     ProjectRecord,
     RoleRecord,
 )
+from pytest_neon.local.emulator.sql.server import Connection
 
 SCHEMA = "neon_emulator"
 _LOCK_CLASS = 0x4E454F4E  # "NEON": advisory-lock namespace of the emulator
@@ -280,16 +280,28 @@ def load_project(conn: Connection, project_id: str) -> ProjectRecord | None:
     if row is None:
         return None
     project = ProjectRecord(id=project_id, created_at=row[0], updated_at=row[1])
+    _load_roles(conn, project)
+    _load_branches(conn, project)
+    _load_endpoints(conn, project)
+    _load_databases(conn, project)
+    _load_operations(conn, project)
+    return project
+
+
+def _load_roles(conn: Connection, project: ProjectRecord) -> None:
     for name, password, created_at in conn.execute(
         f"SELECT name, password, created_at FROM {SCHEMA}.roles WHERE project_id = %s"
         " ORDER BY created_at, name",
-        (project_id,),
+        (project.id,),
     ):
         project.roles[name] = RoleRecord(name=name, password=password, created_at=created_at)
+
+
+def _load_branches(conn: Connection, project: ProjectRecord) -> None:
     for r in conn.execute(
         f"SELECT {_BRANCH_COLUMNS} FROM {SCHEMA}.branches WHERE project_id = %s"
         " ORDER BY created_at, id",
-        (project_id,),
+        (project.id,),
     ):
         annotation = r[13] if isinstance(r[13], dict) else json.loads(r[13] or "{}")
         project.branches[r[0]] = BranchRecord(
@@ -299,20 +311,26 @@ def load_project(conn: Connection, project_id: str) -> ProjectRecord | None:
             annotation={str(k): str(v) for k, v in annotation.items()},
             annotation_created_at=r[14], annotation_updated_at=r[15],
         )  # fmt: skip
+
+
+def _load_endpoints(conn: Connection, project: ProjectRecord) -> None:
     for ep_id, branch_id, created_at, updated_at in conn.execute(
         f"SELECT id, branch_id, created_at, updated_at FROM {SCHEMA}.endpoints"
         " WHERE project_id = %s ORDER BY created_at, id",
-        (project_id,),
+        (project.id,),
     ):
         project.branches[branch_id].endpoints.append(
             EndpointRecord(
                 id=ep_id, branch_id=branch_id, created_at=created_at, updated_at=updated_at
             )
         )
+
+
+def _load_databases(conn: Connection, project: ProjectRecord) -> None:
     for db_id, branch_id, name, owner, real, created_at, updated_at in conn.execute(
         f"SELECT id, branch_id, name, owner_name, real_name, created_at, updated_at"
         f" FROM {SCHEMA}.databases WHERE project_id = %s ORDER BY id",
-        (project_id,),
+        (project.id,),
     ):
         project.branches[branch_id].databases.append(
             DatabaseRecord(
@@ -324,14 +342,16 @@ def load_project(conn: Connection, project_id: str) -> ProjectRecord | None:
                 updated_at=updated_at,
             )
         )
+
+
+def _load_operations(conn: Connection, project: ProjectRecord) -> None:
     for r in conn.execute(
         f"SELECT id, branch_id, endpoint_id, action, seq, created_at, finish_at, error"
         f" FROM {SCHEMA}.operations WHERE project_id = %s ORDER BY created_at, seq",
-        (project_id,),
+        (project.id,),
     ):
         op = OperationRecord(
             id=str(r[0]), branch_id=r[1], endpoint_id=r[2], action=r[3], seq=r[4],
             created_at=r[5], finish_at=r[6], error=r[7],
         )  # fmt: skip
         project.operations[op.id] = op
-    return project

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import psycopg
 
 from pytest_neon.local.emulator import ids
-from pytest_neon.local.emulator.pg import PgServer, TemplateBusyError
+from pytest_neon.local.emulator.sql.databases import RealDatabases, TemplateBusyError
+from pytest_neon.local.emulator.sql.swap import DatabaseSwapper
 
 log = logging.getLogger("pytest_neon.emulator")
 
@@ -42,8 +43,17 @@ class SparePool:
     the clone replacing the last one taken is still being made.
     """
 
-    def __init__(self, pg: PgServer, comment: str, *, workers: int = 2, depth: int = 2) -> None:
-        self._pg = pg
+    def __init__(
+        self,
+        databases: RealDatabases,
+        swapper: DatabaseSwapper,
+        comment: str,
+        *,
+        workers: int = 2,
+        depth: int = 2,
+    ) -> None:
+        self._databases = databases
+        self._swapper = swapper
         self._comment = comment
         self._depth = depth
         self._spares: dict[Key, list[Spare]] = {}
@@ -57,7 +67,7 @@ class SparePool:
 
         With none ready, waits for one still being cloned: that beats a clone from scratch.
         The caller swaps it in only if its source is still as the snapshot says (see
-        ``PgServer.swap_in``), and drops it otherwise.
+        ``DatabaseSwapper.swap_in``), and drops it otherwise.
         """
         with self._changed:
             self._changed.wait_for(
@@ -77,7 +87,7 @@ class SparePool:
     def enabled(self) -> bool:
         """Spares need PostgreSQL 15+: before it, activity counters arrive late (through the
         statistics collector) and a change to the source could go unseen."""
-        return self._pg.server_version >= 150000
+        return self._databases.server.server_version >= 150000
 
     def prepare(self, key: Key, owner: str) -> None:
         """Clone spares of ``key``'s template in the background until ``depth`` are kept."""
@@ -94,11 +104,11 @@ class SparePool:
         name: str | None = None
         snapshot: tuple[int, ...] | None = None
         try:
-            snapshot = self._pg.activity_snapshot(template)
+            snapshot = self._swapper.activity_snapshot(template)
             if snapshot is None:
                 return  # someone is connected to the template: no spare this time
             name = ids.real_database_name()
-            self._pg.clone_database(template, name, owner, self._comment, wait=0.0)
+            self._databases.clone(template, name, owner, self._comment, wait=0.0)
         except (psycopg.Error, TemplateBusyError) as exc:
             log.debug("no spare of %s: %s", template, exc)
             name = None
@@ -119,7 +129,7 @@ class SparePool:
             for old in stale:
                 self.drop_later(old.real_name)
             if name is not None:  # made after close
-                self._drop_now(name)
+                self._databases.drop_quietly(name)
 
     def discard_branch(self, branch_id: str) -> None:
         """Drop every spare (and wait for every clone under way) of ``branch_id``."""
@@ -130,21 +140,15 @@ class SparePool:
             keys = [key for key in self._spares if key[1] == branch_id]
             doomed = [spare.real_name for key in keys for spare in self._spares.pop(key)]
         for name in doomed:
-            self._drop_now(name)
+            self._databases.drop_quietly(name)
 
     def drop_later(self, real_name: str) -> None:
         """Drop a database in the background (a swapped-out branch copy or a stale spare)."""
         with self._changed:
             if not self._closed:
-                self._executor.submit(self._drop_now, real_name)
+                self._executor.submit(self._databases.drop_quietly, real_name)
                 return
-        self._drop_now(real_name)
-
-    def _drop_now(self, real_name: str) -> None:
-        try:
-            self._pg.drop_database(real_name)
-        except psycopg.Error:
-            log.warning("could not drop database %s", real_name, exc_info=True)
+        self._databases.drop_quietly(real_name)
 
     def close(self) -> None:
         """Finish the background work and drop every spare."""
@@ -155,4 +159,4 @@ class SparePool:
             doomed = [spare.real_name for spares in self._spares.values() for spare in spares]
             self._spares.clear()
         for name in doomed:
-            self._drop_now(name)
+            self._databases.drop_quietly(name)
