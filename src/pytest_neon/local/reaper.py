@@ -22,7 +22,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_neon.local.emulator.service import ControlPlane
+    from pytest_neon.local.emulator.plane.control_plane import ControlPlane
     from pytest_neon.local.emulator.sql.server import SqlServer
 
 POLL_SECONDS = 0.5
@@ -94,7 +94,7 @@ def _drop_project(url: str, project_id: str, patience: float) -> None:
     """Drop the project's databases and metadata (as ``Emulator.stop(drop=True)`` does)."""
     from pytest_neon.local.emulator import ids
     from pytest_neon.local.emulator.faults import Faults, FaultSettings
-    from pytest_neon.local.emulator.service import ControlPlane
+    from pytest_neon.local.emulator.plane.control_plane import ControlPlane
     from pytest_neon.local.emulator.sql.server import SqlServer
 
     if not ids.PATH_ID.match(project_id):

@@ -9,8 +9,8 @@ from typing import Any
 
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.faults import Faults, FaultSettings
+from pytest_neon.local.emulator.plane.control_plane import ControlPlane
 from pytest_neon.local.emulator.server import BASE_PATH, Api, EmulatorHTTPServer
-from pytest_neon.local.emulator.service import ControlPlane
 from pytest_neon.local.emulator.sql.server import SqlServer
 from pytest_neon.redact import register_secret
 

@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.api_errors import ApiError, locked
 from pytest_neon.local.emulator.faults import Faults
+from pytest_neon.local.emulator.plane.control_plane import ControlPlane
 from pytest_neon.local.emulator.records import JSON
-from pytest_neon.local.emulator.service import ControlPlane
 from pytest_neon.redact import redact
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -72,26 +72,30 @@ class Api:
         self._idle = threading.Condition()
         p = plane
         self._routes = [
-            self._route("GET", "/projects/{project_id}", lambda a, q, b: (200, p.get_project())),
             self._route(
-                "GET", "/projects/{project_id}/branches", lambda a, q, b: (200, p.list_branches(q))
+                "GET", "/projects/{project_id}", lambda a, q, b: (200, p.projects.get_project())
+            ),
+            self._route(
+                "GET",
+                "/projects/{project_id}/branches",
+                lambda a, q, b: (200, p.branches.list_branches(q)),
             ),
             self._route(
                 "POST",
                 "/projects/{project_id}/branches",
-                lambda a, q, b: (201, p.create_branch(b)),
+                lambda a, q, b: (201, p.creation.create_branch(b)),
                 mutating=True,
                 has_body=True,
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/count",
-                lambda a, q, b: (200, p.count_branches(q)),
+                lambda a, q, b: (200, p.branches.count_branches(q)),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}",
-                lambda a, q, b: (200, p.get_branch(a["branch_id"])),
+                lambda a, q, b: (200, p.branches.get_branch(a["branch_id"])),
             ),
             self._route(
                 "DELETE",
@@ -102,74 +106,74 @@ class Api:
             self._route(
                 "PATCH",
                 "/projects/{project_id}/branches/{branch_id}",
-                lambda a, q, b: (200, p.update_branch(a["branch_id"], b)),
+                lambda a, q, b: (200, p.branches.update_branch(a["branch_id"], b)),
                 mutating=True,
                 has_body=True,
             ),
             self._route(
                 "POST",
                 "/projects/{project_id}/branches/{branch_id}/restore",
-                lambda a, q, b: (200, p.restore_branch(a["branch_id"], b)),
+                lambda a, q, b: (200, p.restore.restore_branch(a["branch_id"], b)),
                 mutating=True,
                 has_body=True,
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}/endpoints",
-                lambda a, q, b: (200, p.branch_endpoints(a["branch_id"])),
+                lambda a, q, b: (200, p.endpoints.branch_endpoints(a["branch_id"])),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}/roles",
-                lambda a, q, b: (200, p.roles(a["branch_id"])),
+                lambda a, q, b: (200, p.roles.roles(a["branch_id"])),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}/roles/{role_name}",
-                lambda a, q, b: (200, p.role(a["branch_id"], a["role_name"])),
+                lambda a, q, b: (200, p.roles.role(a["branch_id"], a["role_name"])),
             ),
             *(
                 self._route(
                     method,
                     "/projects/{project_id}/branches/{branch_id}/roles/{role_name}/reveal_password",
-                    lambda a, q, b: (200, p.reveal_password(a["branch_id"], a["role_name"])),
+                    lambda a, q, b: (200, p.roles.reveal_password(a["branch_id"], a["role_name"])),
                 )
                 for method in ("GET", "POST")  # the API says GET; some clients use POST
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}/databases",
-                lambda a, q, b: (200, p.databases(a["branch_id"])),
+                lambda a, q, b: (200, p.databases.databases(a["branch_id"])),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/branches/{branch_id}/databases/{database_name}",
-                lambda a, q, b: (200, p.database(a["branch_id"], a["database_name"])),
+                lambda a, q, b: (200, p.databases.database(a["branch_id"], a["database_name"])),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/connection_uri",
-                lambda a, q, b: (200, p.connection_uri(q)),
+                lambda a, q, b: (200, p.databases.connection_uri(q)),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/operations",
-                lambda a, q, b: (200, p.list_operations(q)),
+                lambda a, q, b: (200, p.operations.list_operations(q)),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/operations/{operation_id}",
-                lambda a, q, b: (200, p.get_operation(a["operation_id"])),
+                lambda a, q, b: (200, p.operations.get_operation(a["operation_id"])),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/endpoints",
-                lambda a, q, b: (200, p.project_endpoints()),
+                lambda a, q, b: (200, p.endpoints.project_endpoints()),
             ),
             self._route(
                 "GET",
                 "/projects/{project_id}/endpoints/{endpoint_id}",
-                lambda a, q, b: (200, p.get_endpoint(a["endpoint_id"])),
+                lambda a, q, b: (200, p.endpoints.get_endpoint(a["endpoint_id"])),
             ),
         ]
 
@@ -187,7 +191,7 @@ class Api:
     def _delete_branch(
         self, args: dict[str, str], query: dict[str, str], body: JSON
     ) -> tuple[int, JSON | None]:
-        result = self.plane.delete_branch(args["branch_id"])
+        result = self.plane.branches.delete_branch(args["branch_id"])
         return (200, result) if result is not None else (204, None)
 
     # --- request handling ----------------------------------------------------------------------

@@ -1,0 +1,256 @@
+"""Creating a branch: check the request, reserve the branch (hidden) and pin its parent,
+clone every database of the parent, then show the branch (a ``CreatedBranch``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pytest_neon.local.emulator import ids, views
+from pytest_neon.local.emulator.api_errors import (
+    ApiError,
+    bad_request,
+    locked,
+    unprocessable,
+)
+from pytest_neon.local.emulator.plane.cloning import CloneJob, clone_all
+from pytest_neon.local.emulator.plane.context import PlaneContext
+from pytest_neon.local.emulator.plane.operations import Operations
+from pytest_neon.local.emulator.plane.params import expiry, json_object
+from pytest_neon.local.emulator.records import (
+    JSON,
+    BranchRecord,
+    DatabaseRecord,
+    EndpointRecord,
+    OperationRecord,
+)
+from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.server import Connection
+from pytest_neon.local.emulator.timestamps import utcnow
+
+log = logging.getLogger("pytest_neon.emulator")
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What a create request asks for (checked, except the parent, which is checked with
+    the project)."""
+
+    spec: JSON
+    name: str | None
+    protected: bool
+    expires_at: datetime | None
+    endpoint: bool  # a read_write endpoint
+    annotation: dict[str, str]
+
+
+class BranchCreation:
+    """``POST /branches``."""
+
+    def __init__(self, ctx: PlaneContext, operations: Operations) -> None:
+        self._ctx = ctx
+        self._operations = operations
+
+    def create_branch(self, body: JSON) -> JSON:
+        """Create a branch: clone every database of the parent. Returns a ``CreatedBranch``."""
+        now = utcnow()
+        wanted = _wanted(body, now)
+        with self._ctx.lock:
+            parent = self._parent_for(wanted, now)
+            branch = self._new_record(wanted, parent, now)
+            if self._ctx.faults.operation_fails():
+                self._operations.mark_busy(branch, "init", now)
+                ops = self._operations.start_failing(branch, [("create_branch", False)], now)
+                return self._created_view(branch, ops, now, roles=False)
+            clones = self._reserve(branch, parent, now)
+        ops, done = self._copy_in(branch, parent, clones)
+        log.info("created branch %s (%s) from %s", branch.id, branch.name, parent.id)
+        return self._created_view(branch, ops, done)
+
+    def _parent_for(self, wanted: _Wanted, now: datetime) -> BranchRecord:
+        """The parent branch, once the project may have the new branch (under the lock)."""
+        project = self._ctx.project
+        parent_id = wanted.spec.get("parent_id") or project.default_branch().id
+        if not isinstance(parent_id, str):
+            raise bad_request("parent_id must be a string")
+        parent = self._ctx.branch(parent_id, "parent branch")
+        if parent.expires_at is not None:
+            raise unprocessable(
+                f"cannot create a child of branch {parent.id}:"
+                " a branch with an expiration time cannot have children"
+            )
+        if wanted.name is not None and any(
+            b.name == wanted.name for b in project.branches.values()
+        ):
+            raise ApiError(409, "branch already exists")
+        limit = self._ctx.settings.max_branches
+        if len(project.branches) >= limit:
+            raise unprocessable(
+                f"branches limit exceeded: the project already has {len(project.branches)}"
+                f" branches (limit {limit})",
+                code="BRANCHES_LIMIT_EXCEEDED",
+            )
+        if parent.busy(now):
+            raise locked()
+        return parent
+
+    def _new_record(self, wanted: _Wanted, parent: BranchRecord, now: datetime) -> BranchRecord:
+        """The new branch, hidden and in flight until its databases are made."""
+        branches = self._ctx.project.branches
+        branch_id = ids.branch_id()
+        while branch_id in branches:
+            branch_id = ids.branch_id()
+        expires_at = wanted.expires_at
+        branch = BranchRecord(
+            id=branch_id,
+            name=wanted.name or branch_id,
+            parent_id=parent.id,
+            default=False,
+            protected=wanted.protected,
+            created_at=now,
+            updated_at=now,
+            busy_since=now,
+            busy_until=now,
+            busy_state="init",
+            expires_at=expires_at,
+            ttl_seconds=round((expires_at - now).total_seconds()) if expires_at else None,
+            annotation=wanted.annotation,
+            annotation_created_at=now if wanted.annotation else None,
+            annotation_updated_at=now if wanted.annotation else None,
+            visible=False,
+            inflight=True,
+        )
+        if wanted.endpoint:
+            branch.endpoints.append(EndpointRecord(ids.endpoint_id(), branch_id, now, now))
+        return branch
+
+    def _reserve(self, branch: BranchRecord, parent: BranchRecord, now: datetime) -> list[CloneJob]:
+        """Plan a copy of each of the parent's databases; hold the branch's place and pin
+        the parent (it is being copied)."""
+        clones = []
+        for db in parent.databases:
+            real = ids.real_database_name()
+            clones.append(CloneJob(db.real_name, db.name, db.owner_name, real, real))
+            branch.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
+        self._ctx.project.branches[branch.id] = branch
+        parent.pins += 1
+        return clones
+
+    def _copy_in(
+        self, branch: BranchRecord, parent: BranchRecord, clones: list[CloneJob]
+    ) -> tuple[list[OperationRecord], datetime]:
+        """Make the copies and store the branch with its operations, then show it; on
+        failure, forget it and drop the copies. Returns the operations and when."""
+        ctx = self._ctx
+        try:
+            clone_all(ctx, clones, branch.id)
+            with ctx.lock:
+                done = utcnow()
+                self._operations.mark_busy(branch, "init", done)
+                ops = self._operations.start(
+                    branch, [("create_branch", False), ("start_compute", True)], done
+                )
+
+                def change(conn: Connection) -> None:
+                    metadata.insert_branch(conn, ctx.project_id, branch)
+                    metadata.insert_operations(conn, ctx.project_id, ops)
+
+                ctx.metadata.persist(change)
+                branch.visible = True
+                branch.inflight = False
+        except BaseException:
+            with ctx.lock:
+                project = ctx.project
+                project.branches.pop(branch.id, None)
+                for op in [o for o in project.operations.values() if o.branch_id == branch.id]:
+                    del project.operations[op.id]
+            for clone in clones:
+                ctx.databases.drop_quietly(clone.target)
+            raise
+        finally:
+            with ctx.lock:
+                parent.pins -= 1
+        return ops, done
+
+    def _created_view(
+        self, branch: BranchRecord, ops: list[OperationRecord], now: datetime, *, roles: bool = True
+    ) -> JSON:
+        ctx = self._ctx
+        with ctx.lock:
+            roles_ = list(ctx.project.roles.values()) if roles else []
+            host = ctx.server.endpoint_host
+            body: JSON = {
+                "branch": views.branch_view(ctx.project_id, branch, now),
+                "endpoints": [
+                    views.endpoint_view(ctx.project_id, branch, ep, host, now)
+                    for ep in branch.endpoints
+                ],
+                "operations": self._operations.views_of(ops, now),
+                "roles": [views.role_view(branch.id, r) for r in roles_],
+                "databases": [views.database_view(branch.id, db) for db in branch.databases],
+            }
+            if branch.endpoints and len(roles_) == 1 and len(branch.databases) == 1:
+                role, db = roles_[0], branch.databases[0]
+                body["connection_uris"] = [
+                    {
+                        "connection_uri": ctx.server.dsn(role.name, role.password, db.real_name),
+                        "connection_parameters": {
+                            "database": db.real_name,
+                            "password": role.password,
+                            "role": role.name,
+                            "host": host,
+                            "pooler_host": host,
+                        },
+                    }
+                ]
+            return body
+
+
+def _wanted(body: JSON, now: datetime) -> _Wanted:
+    """Check a create request (``BranchCreateRequest``) as far as it goes without the project."""
+    spec = json_object(body.get("branch", {}), "branch")
+    for unsupported in ("parent_lsn", "parent_timestamp"):
+        if spec.get(unsupported) is not None:
+            raise bad_request(f"{unsupported} is not supported by the emulator (branch from head)")
+    if spec.get("init_source") not in (None, "parent-data"):
+        raise bad_request("init_source must be parent-data (schema-only is not emulated)")
+    if spec.get("archived"):
+        raise bad_request("archived branches are not supported by the emulator")
+    name = spec.get("name")
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 256):
+        raise bad_request("branch name must be a string of 1 to 256 characters")
+    protected = spec.get("protected", False)
+    if not isinstance(protected, bool):
+        raise bad_request("protected must be a boolean")
+    expires_at = expiry(spec["expires_at"], now) if spec.get("expires_at") else None
+    if expires_at is not None and protected:
+        raise bad_request("a protected branch cannot have an expiration time")
+    endpoint = _wants_endpoint(body.get("endpoints") or [])
+    annotation = _annotation(body.get("annotation_value"))
+    return _Wanted(spec, name, protected, expires_at, endpoint, annotation)
+
+
+def _wants_endpoint(endpoints: Any) -> bool:
+    """Whether the request asks for the (one, read_write) endpoint the emulator supports."""
+    endpoint_types = []
+    for ep in endpoints:
+        ep_type = json_object(ep, "endpoint").get("type")
+        if ep_type not in ("read_write", "read_only"):
+            raise bad_request("endpoint type must be read_write or read_only")
+        if ep_type == "read_only":
+            raise bad_request("read_only endpoints are not supported by the emulator")
+        endpoint_types.append(ep_type)
+    if len(endpoint_types) > 1:
+        raise bad_request("a branch can have only one read_write endpoint")
+    return bool(endpoint_types)
+
+
+def _annotation(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    value = json_object(value, "annotation_value")
+    if len(value) > 50 or not all(isinstance(v, str) for v in value.values()):
+        raise bad_request("annotation_value must map at most 50 keys to strings")
+    return {str(k): v for k, v in value.items()}

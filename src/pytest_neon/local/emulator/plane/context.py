@@ -1,0 +1,81 @@
+"""What the parts of one project's control plane share: the server and its real databases,
+the project in memory and the lock that guards it, the metadata writer, settings, faults."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from pytest_neon.local.emulator.api_errors import ApiError
+from pytest_neon.local.emulator.faults import Faults
+from pytest_neon.local.emulator.records import BranchRecord, ProjectRecord, RoleRecord
+from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.databases import RealDatabases
+from pytest_neon.local.emulator.sql.metadata_writer import MetadataWriter
+from pytest_neon.local.emulator.sql.roles import ClusterRoles
+from pytest_neon.local.emulator.sql.server import SqlServer
+from pytest_neon.local.emulator.sql.spares import SparePool
+from pytest_neon.local.emulator.sql.swap import DatabaseSwapper
+
+
+@dataclass
+class PlaneSettings:
+    """Limits and patience of a control plane (tests tune them while it serves)."""
+
+    max_branches: int = 500
+    clone_wait: float = 3.0  # seconds to retry a clone whose template is in use
+    # then sessions left on the template are cut (PostgreSQL cannot copy it otherwise)
+    evict_after: float | None = 1.0
+
+
+class PlaneContext:
+    """The state one project's control plane shares between its parts (one per resource).
+
+    ``lock`` guards the project in memory; hold it to read or change a record.
+    """
+
+    def __init__(
+        self, server: SqlServer, project_id: str, *, faults: Faults, settings: PlaneSettings
+    ) -> None:
+        self.server = server
+        self.project_id = project_id
+        self.faults = faults
+        self.settings = settings
+        self.lock = threading.RLock()
+        self.comment = metadata.comment_for(project_id)
+        self.metadata = MetadataWriter(server, project_id)
+        self.databases = RealDatabases(server)
+        self.swapper = DatabaseSwapper(server)
+        self.roles = ClusterRoles(server)
+        self.spares = SparePool(self.databases, self.swapper, self.comment)
+        self._project: ProjectRecord | None = None
+
+    @property
+    def project(self) -> ProjectRecord:
+        """The project (once the control plane is open)."""
+        if self._project is None:
+            raise RuntimeError("the control plane is not open")
+        return self._project
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the project is loaded (or created)."""
+        return self._project is not None
+
+    def set_project(self, project: ProjectRecord) -> None:
+        """Serve ``project`` from now on (when the control plane opens)."""
+        self._project = project
+
+    def branch(self, branch_id: str, what: str = "branch") -> BranchRecord:
+        """The visible branch ``branch_id``, else a 404 naming it ``what``."""
+        branch = self.project.branches.get(branch_id)
+        if branch is None or not branch.visible:
+            raise ApiError(404, f"{what} not found")
+        return branch
+
+    def role(self, name: str) -> RoleRecord:
+        """The project's role ``name``, else a 404."""
+        role = self.project.roles.get(name)
+        if role is None:
+            raise ApiError(404, "role not found")
+        return role
