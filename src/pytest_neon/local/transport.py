@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from pytest_neon.local.emulator.server import Api
+from pytest_neon.local.emulator.dispatch import ApiDispatcher
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
@@ -28,7 +28,7 @@ class InProcessSession(requests.Session):
     Other URLs, and calls with other arguments, are sent by ``requests`` as usual.
     """
 
-    def __init__(self, api_host: str, api: Api) -> None:
+    def __init__(self, api_host: str, api: ApiDispatcher) -> None:
         super().__init__()
         self.trust_env = False
         self._prefix = api_host.rstrip("/") + "/"
@@ -68,6 +68,6 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def in_process_session(api_host: str, api: Api) -> requests.Session:
+def in_process_session(api_host: str, api: ApiDispatcher) -> requests.Session:
     """A session whose requests under ``api_host`` go straight to ``api``."""
     return InProcessSession(api_host, api)

@@ -8,9 +8,11 @@ from types import TracebackType
 from typing import Any
 
 from pytest_neon.local.emulator import ids
+from pytest_neon.local.emulator.dispatch import ApiDispatcher
 from pytest_neon.local.emulator.faults import Faults, FaultSettings
+from pytest_neon.local.emulator.http_server import EmulatorHTTPServer
 from pytest_neon.local.emulator.plane.control_plane import ControlPlane
-from pytest_neon.local.emulator.server import BASE_PATH, Api, EmulatorHTTPServer
+from pytest_neon.local.emulator.routes import BASE_PATH
 from pytest_neon.local.emulator.sql.server import SqlServer
 from pytest_neon.redact import register_secret
 
@@ -92,7 +94,7 @@ class Emulator:
                     max_branches=self._max_branches,
                 )
                 self._plane.open()
-                api = Api(self._plane, self._faults, self._api_key)
+                api = ApiDispatcher(self._plane, self._faults, self._api_key)
                 self._server = EmulatorHTTPServer((self._host, self._port), api)
             except BaseException:
                 self._close_backend()
@@ -196,7 +198,7 @@ class Emulator:
         return self._api_key
 
     @property
-    def api(self) -> Api:
+    def api(self) -> ApiDispatcher:
         """The request handler (for in-process callers; see ``pytest_neon.local.transport``)."""
         if self._server is None:
             raise RuntimeError("the emulator is not started")

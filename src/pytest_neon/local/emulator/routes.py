@@ -1,0 +1,158 @@
+"""The API's routes under ``/api/v2``: which method and path go to which control-plane call,
+and whether the call changes something (faults are injected only there) or takes a body."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from pytest_neon.local.emulator.api_errors import ApiError
+from pytest_neon.local.emulator.plane.control_plane import ControlPlane
+from pytest_neon.local.emulator.records import JSON
+
+BASE_PATH = "/api/v2"
+
+#: a route's call: (control plane, path arguments, query, body) -> (status, body or None)
+Call = Callable[[ControlPlane, dict[str, str], dict[str, str], JSON], tuple[int, JSON | None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A method and a path template (``{name}`` matches one path segment) and its call."""
+
+    method: str
+    template: str
+    call: Call
+    mutating: bool = False
+    has_body: bool = False
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+
+def _delete_branch(
+    p: ControlPlane, args: dict[str, str], query: dict[str, str], body: JSON
+) -> tuple[int, JSON | None]:
+    result = p.branches.delete_branch(args["branch_id"])
+    return (200, result) if result is not None else (204, None)
+
+
+#: in the order they are tried (``/branches/count`` before ``/branches/{branch_id}``)
+ROUTES = (
+    Route("GET", "/projects/{project_id}", lambda p, a, q, b: (200, p.projects.get_project())),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches",
+        lambda p, a, q, b: (200, p.branches.list_branches(q)),
+    ),
+    Route(
+        "POST",
+        "/projects/{project_id}/branches",
+        lambda p, a, q, b: (201, p.creation.create_branch(b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/count",
+        lambda p, a, q, b: (200, p.branches.count_branches(q)),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}",
+        lambda p, a, q, b: (200, p.branches.get_branch(a["branch_id"])),
+    ),
+    Route("DELETE", "/projects/{project_id}/branches/{branch_id}", _delete_branch, mutating=True),
+    Route(
+        "PATCH",
+        "/projects/{project_id}/branches/{branch_id}",
+        lambda p, a, q, b: (200, p.branches.update_branch(a["branch_id"], b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "POST",
+        "/projects/{project_id}/branches/{branch_id}/restore",
+        lambda p, a, q, b: (200, p.restore.restore_branch(a["branch_id"], b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}/endpoints",
+        lambda p, a, q, b: (200, p.endpoints.branch_endpoints(a["branch_id"])),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}/roles",
+        lambda p, a, q, b: (200, p.roles.roles(a["branch_id"])),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}/roles/{role_name}",
+        lambda p, a, q, b: (200, p.roles.role(a["branch_id"], a["role_name"])),
+    ),
+    *(
+        Route(
+            method,
+            "/projects/{project_id}/branches/{branch_id}/roles/{role_name}/reveal_password",
+            lambda p, a, q, b: (200, p.roles.reveal_password(a["branch_id"], a["role_name"])),
+        )
+        for method in ("GET", "POST")  # the API says GET; some clients use POST
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}/databases",
+        lambda p, a, q, b: (200, p.databases.databases(a["branch_id"])),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/branches/{branch_id}/databases/{database_name}",
+        lambda p, a, q, b: (200, p.databases.database(a["branch_id"], a["database_name"])),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/connection_uri",
+        lambda p, a, q, b: (200, p.databases.connection_uri(q)),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/operations",
+        lambda p, a, q, b: (200, p.operations.list_operations(q)),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/operations/{operation_id}",
+        lambda p, a, q, b: (200, p.operations.get_operation(a["operation_id"])),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/endpoints",
+        lambda p, a, q, b: (200, p.endpoints.project_endpoints()),
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/endpoints/{endpoint_id}",
+        lambda p, a, q, b: (200, p.endpoints.get_endpoint(a["endpoint_id"])),
+    ),
+)
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route of ``method`` on ``path`` (under ``BASE_PATH``) and its path arguments;
+    a 405 when the path has routes for other methods only, else a 404."""
+    allowed = False
+    for route in ROUTES:
+        m = route.pattern.match(path)
+        if m is None:
+            continue
+        if route.method == method:
+            return route, {k: unquote(v) for k, v in m.groupdict().items()}
+        allowed = True
+    if allowed:
+        raise ApiError(405, f"method {method} not allowed")
+    raise ApiError(404, "not found")
