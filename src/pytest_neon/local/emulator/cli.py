@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="write JSON {api_host, project_id, api_key, default_branch_id} here once serving",
     )
+    _add_fault_options(parser)
+    parser.add_argument("--max-branches", type=int, default=500, help="branch limit (422)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (logs go to stderr)",
+    )
+    return parser
+
+
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+    """The latency and fault options (see ``FaultSettings``)."""
     parser.add_argument("--request-delay", type=_non_negative, default=0.0, metavar="S")
     parser.add_argument(
         "--operation-delay",
@@ -103,14 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of --fail-rate and --fail-operations"
     )
-    parser.add_argument("--max-branches", type=int, default=500, help="branch limit (422)")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (logs go to stderr)",
-    )
-    return parser
 
 
 def write_ready_file(path: Path, emulator: Emulator) -> None:
