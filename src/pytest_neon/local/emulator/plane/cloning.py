@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pytest_neon.local.emulator.api_errors import ApiError
 from pytest_neon.local.emulator.plane.context import PlaneContext
-from pytest_neon.local.emulator.sql.databases import TemplateBusyError
+from pytest_neon.local.emulator.sql.real_databases import TemplateBusyError
 
 
 @dataclass

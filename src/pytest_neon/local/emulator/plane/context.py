@@ -10,9 +10,9 @@ from pytest_neon.local.emulator.api_errors import ApiError
 from pytest_neon.local.emulator.faults import Faults
 from pytest_neon.local.emulator.records import BranchRecord, ProjectRecord, RoleRecord
 from pytest_neon.local.emulator.sql import metadata
-from pytest_neon.local.emulator.sql.databases import RealDatabases
+from pytest_neon.local.emulator.sql.cluster_roles import ClusterRoles
 from pytest_neon.local.emulator.sql.metadata_writer import MetadataWriter
-from pytest_neon.local.emulator.sql.roles import ClusterRoles
+from pytest_neon.local.emulator.sql.real_databases import RealDatabases
 from pytest_neon.local.emulator.sql.server import SqlServer
 from pytest_neon.local.emulator.sql.spares import SparePool
 from pytest_neon.local.emulator.sql.swap import DatabaseSwapper

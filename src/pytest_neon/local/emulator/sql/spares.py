@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import psycopg
 
 from pytest_neon.local.emulator import ids
-from pytest_neon.local.emulator.sql.databases import RealDatabases, TemplateBusyError
+from pytest_neon.local.emulator.sql.real_databases import RealDatabases, TemplateBusyError
 from pytest_neon.local.emulator.sql.swap import DatabaseSwapper
 
 log = logging.getLogger("pytest_neon.emulator")
