@@ -141,7 +141,7 @@ class BranchCreation:
     def _copy_in(
         self, branch: BranchRecord, parent: BranchRecord, clones: list[CloneJob]
     ) -> tuple[list[OperationRecord], datetime]:
-        """Make the copies and store the branch with its operations, then show it; on
+        """Make the copies, store the branch with its operations and make it visible; on
         failure, forget it and drop the copies. Returns the operations and when."""
         ctx = self._ctx
         try:
