@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_neon.local.emulator import Emulator
+from tests.support.pytest_runs import API_KEY, NeonProject, clean_neon_env
 
 # A server given by URL (for quick local iteration) is used as is; otherwise the suite
 # starts a throwaway cluster of its own and removes it at the end.
@@ -43,3 +44,15 @@ def emulator(postgres_url: str) -> Iterator[Emulator]:
         yield emu
     finally:
         emu.stop(drop=True)
+
+
+@pytest.fixture
+def neon(
+    postgres_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NeonProject]:
+    """A fresh emulated project; NEON_API_KEY is set for inner runs, other NEON_* cleared."""
+    clean_neon_env(monkeypatch)
+    monkeypatch.setenv("NEON_API_KEY", API_KEY)
+    with Emulator(postgres_url, api_key=API_KEY) as emulator:
+        yield NeonProject(emulator, pytester)
+        emulator.stop(drop=True)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.pip_package import find_package
-from tests.plugin.plugin_helpers import NeonProject, clean_neon_env
+from tests.support.pytest_runs import NeonProject, clean_neon_env
 
 ISOLATION = """
 import os

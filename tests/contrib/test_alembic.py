@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_neon.contrib.alembic import fingerprint
-from tests.plugin import plugin_helpers
-from tests.plugin.plugin_helpers import NeonProject, times_reported
-
-neon = plugin_helpers.neon
+from tests.support.pytest_runs import NeonProject, times_reported
 
 ALEMBIC_INI = """
 [alembic]

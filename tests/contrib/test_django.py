@@ -13,9 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, neon, run_local
-
-__all__ = ["neon"]
+from tests.support.pytest_runs import NeonProject, run_local
 
 SETTINGS = """
 SECRET_KEY = "inner-project"

@@ -10,10 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from pytest_neon.contrib.fastapi import override_db
-from tests.plugin import plugin_helpers
-from tests.plugin.plugin_helpers import NeonProject
-
-neon = plugin_helpers.neon
+from tests.support.pytest_runs import NeonProject
 
 APP = """
 import os

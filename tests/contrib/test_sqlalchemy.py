@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin import plugin_helpers
-from tests.plugin.plugin_helpers import NeonProject, clean_neon_env, run_local
-
-neon = plugin_helpers.neon
+from tests.support.pytest_runs import NeonProject, clean_neon_env, run_local
 
 MIGRATIONS = """
 import psycopg

@@ -26,7 +26,7 @@ import requests
 
 from pytest_neon.config import OPTIONS
 from pytest_neon.local.emulator import Emulator
-from tests.plugin.plugin_helpers import clean_neon_env
+from tests.support.pytest_runs import clean_neon_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

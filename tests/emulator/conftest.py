@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, OpenApiSpec, load_spec, spec_path
+from tests.support.emulator_http import NeonHttp, OpenApiSpec, load_spec, spec_path
 
 
 @pytest.fixture(scope="session")

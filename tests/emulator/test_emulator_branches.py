@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
+from tests.support.emulator_http import NeonHttp, database_exists, load_spec, real_name, sql
 
 
 def test_branches_are_isolated_copies_of_their_parent(emulator: Emulator, api: NeonHttp) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
+from tests.support.emulator_http import NeonHttp, database_exists, load_spec, real_name, sql
 
 WORKERS = 8
 ROUNDS = 3

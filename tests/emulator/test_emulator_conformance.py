@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, OpenApiSpec
+from tests.support.emulator_http import NeonHttp, OpenApiSpec
 
 
 def test_every_call_conforms_to_openapi(emulator: Emulator, openapi_spec: OpenApiSpec) -> None:

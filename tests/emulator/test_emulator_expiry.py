@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, database_exists
+from tests.support.emulator_http import NeonHttp, database_exists
 
 
 def _at(delta: timedelta) -> str:

@@ -9,7 +9,7 @@ import requests
 
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.api_errors import CONFLICTING_OPERATIONS
-from tests.emulator.emulator_helpers import NeonHttp, load_spec
+from tests.support.emulator_http import NeonHttp, load_spec
 
 
 def test_api_key_is_required(emulator: Emulator) -> None:

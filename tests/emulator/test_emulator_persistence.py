@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, database_exists, load_spec, real_name, sql
+from tests.support.emulator_http import NeonHttp, database_exists, load_spec, real_name, sql
 
 
 def test_restart_resumes_the_project(postgres_url: str) -> None:

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.emulator.emulator_helpers import NeonHttp, sql
+from tests.support.emulator_http import NeonHttp, sql
 
 
 def _wait_for_spare(emulator: Emulator, branch_id: str) -> list[str]:

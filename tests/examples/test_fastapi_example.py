@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.examples.example_runner import run_example
+from tests.support.examples import run_example
 
 
 def test_fastapi_example_suite_passes_under_xdist() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.plugin_helpers import clean_neon_env, run_local
+from tests.support.pytest_runs import clean_neon_env, run_local
 
 APP = """
 import os

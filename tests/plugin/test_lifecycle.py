@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.support.pytest_runs import NeonProject
 
 
 def test_cleanup_after_failures_errors_and_maxfail(neon: NeonProject) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, clean_neon_env, run_local, times_reported
+from tests.support.pytest_runs import NeonProject, clean_neon_env, run_local, times_reported
 
 MIGRATING_CONFTEST = """
 import os, pathlib

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.plugin_helpers import clean_neon_env, run_local
+from tests.support.pytest_runs import clean_neon_env, run_local
 
 # An application that logs everything at INFO through a handler of its own on the root
 # logger, as a Django LOGGING setting or a basicConfig call in conftest.py does.

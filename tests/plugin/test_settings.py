@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.plugin_helpers import API_KEY, NeonProject
+from tests.support.pytest_runs import API_KEY, NeonProject
 
 SHOW_BRANCH = """
 import os

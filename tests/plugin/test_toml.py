@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.support.pytest_runs import NeonProject
 
 NATIVE = """
 neon_keep_branches = false

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, clean_neon_env, run_local
+from tests.support.pytest_runs import NeonProject, clean_neon_env, run_local
 
 # Inner tests: test 0 waits until the other branches are made (reading only: in neon mode
 # the WAL their creation writes would count as its write).

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests: the ``neon`` project, a switchboard, a hanging proxy."""
+"""Fixtures of the reliability tests: a switchboard, a hanging proxy."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, neon
-from tests.reliability.reliability_helpers import SWITCHBOARD_ENV, HangingProxy, Switchboard
-
-__all__ = ["neon"]
+from tests.support.pytest_runs import NeonProject
+from tests.support.reliability import SWITCHBOARD_ENV, HangingProxy, Switchboard
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
-from tests.reliability.reliability_helpers import ours
+from tests.support.pytest_runs import NeonProject
+from tests.support.reliability import ours
 
 
 def _one_error_line(result: pytest.RunResult) -> str:

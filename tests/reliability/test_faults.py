@@ -10,9 +10,9 @@ import pytest
 
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.cli import build_parser
-from tests.emulator.emulator_helpers import NeonHttp, load_spec, sql
-from tests.plugin.plugin_helpers import NeonProject
-from tests.reliability.reliability_helpers import (
+from tests.support.emulator_http import NeonHttp, load_spec, sql
+from tests.support.pytest_runs import NeonProject
+from tests.support.reliability import (
     FLIP,
     HangingProxy,
     Switchboard,

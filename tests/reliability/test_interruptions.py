@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject, clean_neon_env
-from tests.reliability.reliability_helpers import (
+from tests.support.pytest_runs import NeonProject, clean_neon_env
+from tests.support.reliability import (
     ours,
     processes_mentioning,
     start_pytest,

@@ -16,8 +16,8 @@ import pytest
 
 from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.xdist import coordination_path
-from tests.plugin.plugin_helpers import clean_neon_env
-from tests.reliability.reliability_helpers import start_pytest, wait_for_file
+from tests.support.pytest_runs import clean_neon_env
+from tests.support.reliability import start_pytest, wait_for_file
 
 KILLED = """
 import json, os, pathlib, time

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from tests.plugin.plugin_helpers import API_KEY, NeonProject, times_reported
-from tests.reliability.reliability_helpers import ours, start_pytest, wait_for_file
+from tests.support.pytest_runs import API_KEY, NeonProject, times_reported
+from tests.support.reliability import ours, start_pytest, wait_for_file
 
 KILLED = """
 import os, pathlib, time

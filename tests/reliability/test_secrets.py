@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.plugin.plugin_helpers import API_KEY, NeonProject
+from tests.support.pytest_runs import API_KEY, NeonProject
 
 WRONG_KEY = "wrong-key-5ecret-b1d2"
 

@@ -22,10 +22,14 @@ SPEC_URI = "https://spec.invalid/neon-openapi.json"
 JSON = dict[str, Any]
 
 
+#: Neon's openapi.yaml, vendored with its licence next to the emulator's tests
+SPEC = Path(__file__).resolve().parents[1] / "emulator" / "neon_api" / "openapi.yaml"
+
+
 def spec_path() -> Path:
-    """Where Neon's openapi.yaml is: ``$NEON_OPENAPI_SPEC``, else the copy in this folder."""
+    """Where Neon's openapi.yaml is: ``$NEON_OPENAPI_SPEC``, else the vendored copy."""
     given = os.environ.get("NEON_OPENAPI_SPEC")
-    return Path(given) if given else Path(__file__).parent / "neon_api" / "openapi.yaml"
+    return Path(given) if given else SPEC
 
 
 def _escape(segment: str) -> str:

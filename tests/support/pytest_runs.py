@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pluggy
@@ -138,15 +137,3 @@ def clean_neon_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def neon(
-    postgres_url: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[NeonProject]:
-    """A fresh emulated project; NEON_API_KEY is set for inner runs, other NEON_* cleared."""
-    clean_neon_env(monkeypatch)
-    monkeypatch.setenv("NEON_API_KEY", API_KEY)
-    with Emulator(postgres_url, api_key=API_KEY) as emulator:
-        yield NeonProject(emulator, pytester)
-        emulator.stop(drop=True)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.plugin.plugin_helpers import NeonProject
+from tests.support.pytest_runs import NeonProject
 
 SWITCHBOARD_ENV = "RELIABILITY_SWITCHBOARD"
 
