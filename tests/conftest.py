@@ -11,6 +11,10 @@ import pytest
 from pytest_neon.local.emulator import Emulator
 from tests.support.pytest_runs import API_KEY, NeonProject, clean_neon_env
 
+# Inner runs start a throwaway cluster each, as in CI, unless a test asks for the kept
+# server (with a directory of its own).
+os.environ.setdefault("NEON_LOCAL_REUSE", "false")
+
 # A server given by URL (for quick local iteration) is used as is; otherwise the suite
 # starts a throwaway cluster of its own and removes it at the end.
 _GIVEN_URL = os.environ.get("PYTEST_NEON_TEST_POSTGRES_URL")

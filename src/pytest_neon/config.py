@@ -13,6 +13,7 @@ from pytest_neon.redact import register_secret
 DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
 PG_SOURCES = ("auto", "system", "package")
+REUSE_CHOICES = ("auto", "true", "false")
 MAX_EXPIRY = 30 * 24 * 3600
 MAX_WORKER_BRANCHES = 10  # Neon's free plan allows 10 branches in all
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -85,6 +86,16 @@ OPTIONS: tuple[Option, ...] = (
            "NEON_LOCAL_POSTGRES_SOURCE", "neon_local_postgres_source", "auto",
            "Throwaway cluster from: auto (system binaries, else the local extra's PostgreSQL "
            "package), system or package."),
+    Option("local_reuse", "--neon-local-reuse", "NEON_LOCAL_REUSE", "neon_local_reuse",
+           "auto",
+           "Keep one local PostgreSQL per user between runs (true), or start a throwaway "
+           "cluster per run (false); auto: true unless the CI variable is set."),
+    Option("local_idle_timeout", "--neon-local-idle-timeout", "NEON_LOCAL_IDLE_TIMEOUT",
+           "neon_local_idle_timeout", 600,
+           "Seconds the kept local PostgreSQL waits unused before it stops.", "int",
+           int_hint=" of seconds (at least 10)"),
+    Option("local_dir", "--neon-local-dir", "NEON_LOCAL_DIR", "neon_local_dir", None,
+           "Where the kept local PostgreSQL lives (default: the user's cache directory)."),
 )  # fmt: skip
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -112,7 +123,19 @@ class Settings:
     migration_cache: bool
     local_postgres_url: str | None = field(repr=False)
     local_postgres_source: str
+    local_reuse: str
+    local_idle_timeout: int
+    local_dir: str | None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def reuse_local_server(self, env: Mapping[str, str]) -> bool:
+        """Whether the local backend keeps its PostgreSQL between runs (``auto``: unless
+        ``CI`` is set, or a server is given by URL)."""
+        if self.local_postgres_url:
+            return False
+        if self.local_reuse == "auto":
+            return not to_bool_or(env.get("CI"), default=bool(env.get("CI")))
+        return self.local_reuse == "true"
 
     @property
     def has_credentials(self) -> bool:
@@ -148,6 +171,16 @@ def to_bool(raw: object, where: str) -> bool:
     if text in _FALSE:
         return False
     raise NeonConfigError(f"{where} must be true or false, got {str(raw)!r}")
+
+
+def to_bool_or(raw: str | None, *, default: bool) -> bool:
+    """``raw`` read as a bool, ``default`` when it is no bool literal (``CI=github``)."""
+    text = (raw or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE and raw is not None:
+        return False
+    return default
 
 
 def _convert(opt: Option, raw: object, source: str) -> Any:
@@ -249,6 +282,22 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             f"got {values['local_postgres_source']!r}"
         )
     values["local_postgres_source"] = pg_source
+    reuse = values["local_reuse"]
+    reuse = str(reuse).strip().lower() if not isinstance(reuse, bool) else str(reuse).lower()
+    reuse = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false"}.get(
+        reuse, reuse
+    )
+    reuse = "false" if reuse == "off" else reuse
+    if reuse not in REUSE_CHOICES:
+        raise NeonConfigError(
+            f"{where('local_reuse')} must be auto, true or false, got {values['local_reuse']!r}"
+        )
+    values["local_reuse"] = reuse
+    if values["local_idle_timeout"] < 10:
+        raise NeonConfigError(
+            f"{where('local_idle_timeout')} must be at least 10 seconds, "
+            f"got {values['local_idle_timeout']}"
+        )
     env_var = values["env_var"]
     if not _ENV_NAME.match(env_var):
         raise NeonConfigError(

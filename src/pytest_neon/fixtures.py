@@ -93,7 +93,8 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     __tracebackhide__ = True
     state = plugin_state(pytestconfig)
     migrations = _migrations(pytestconfig)
-    use_cache = migrations.session.settings.migration_cache
+    session = migrations.session
+    use_cache = session.settings.migration_cache or session.cache_url is not None
 
     def fingerprint() -> str | None:
         return request.getfixturevalue("neon_migration_fingerprint") if use_cache else None

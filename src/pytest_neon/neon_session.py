@@ -38,10 +38,13 @@ class NeonSession:
         parent_id: str | None = None,
         workers: int = 1,
         inspector_url: str | None = None,
+        cache_url: str | None = None,
     ) -> None:
         """``worker``: this process's name (``main``, ``gw0``…); ``parent_id``: the parent
         branch as another process of the run found it; ``workers``: processes of the run;
-        ``inspector_url``: a local server's superuser DSN for ``pg_walinspect``."""
+        ``inspector_url``: a local server's superuser DSN for ``pg_walinspect``;
+        ``cache_url``: the kept local server's superuser DSN, where migrations are cached."""
+        self.cache_url = cache_url
         self.counters = RunCounters()
         self.ops = BranchOps(
             client,

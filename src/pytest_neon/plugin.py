@@ -6,6 +6,7 @@ Thin: each hook hands over to the module that does the work (``startup``, ``head
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
@@ -59,6 +60,7 @@ __all__ = [
     "neon_migration_fingerprint",
 ]
 
+_FALSE_WORDS = ("false", "0", "no", "off")
 _INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "float": "float"}
 
 
@@ -76,6 +78,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 dest=dest,
                 help=f"{opt.help} [env {opt.env}]",
             )
+            # --flag=false / --flag=true (argparse matches the whole word first)
+            for const, words in ((True, ("true", "1", "yes", "on")), (False, _FALSE_WORDS)):
+                group.addoption(
+                    *(f"{opt.flag}={word}" for word in words),
+                    action="store_const",
+                    const=const,
+                    dest=dest,
+                    help=argparse.SUPPRESS,
+                )
         else:
             group.addoption(
                 opt.flag,
@@ -87,6 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if opt.ini:
             kind = _INI_KINDS.get(opt.kind, "string")
             add_ini(parser, opt.ini, f"{opt.help} (pytest-neon)", kind)
+    group.addoption(
+        "--neon-local-stop",
+        action="store_true",
+        default=False,
+        dest="neon_local_stop",
+        help="Stop the kept local PostgreSQL, remove its data, and exit.",
+    )
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -116,6 +134,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     namespace = early_config.known_args_namespace
     if getattr(namespace, "help", False) or getattr(namespace, "version", False):
         return
+    if getattr(namespace, "neon_local_stop", False):
+        return  # pytest_cmdline_main does it, and nothing else
     # Before anything is created: a SIGTERM during start-up cleans up too.
     _install_sigterm_handler()
     # The plugin's (and its emulator's) records reach pytest's log handlers, never the
@@ -267,3 +287,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "pytest_neon_xdist_hooks")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--neon-local-stop``: stop the kept local PostgreSQL, remove its data, exit."""
+    if not config.getoption("neon_local_stop", False):
+        return None
+    from pytest_neon.local.shared_server import stop_shared_server
+    from pytest_neon.local.user_dirs import shared_server_dir
+
+    try:
+        root = shared_server_dir(_settings(config).local_dir)
+        removed = stop_shared_server(root)
+    except NeonError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    what = "stopped it and removed" if removed else "nothing to remove:"
+    print(f"pytest-neon: kept local PostgreSQL in {root}: {what} {root}")
+    return 0

@@ -56,6 +56,7 @@ def start_process(settings: Settings, *, xdist_controller: bool) -> PluginState:
                     api_key=handoff.api_key or "",
                     local=True,
                     inspector_url=handoff.inspector_url,
+                    cache_url=handoff.cache_url,
                     worker=worker_id() or "main",
                 ),
             )
@@ -104,6 +105,7 @@ def _start_controller(state: PluginState) -> None:
                 "project_id": local.project_id,
                 "api_key": local.api_key,
                 "inspector_url": local.inspector_url,
+                "cache_url": local.cache_url,
             }
             if local
             else {}
@@ -145,13 +147,18 @@ def _choose_neon(state: PluginState) -> None:
 
 
 def _start_local(state: PluginState) -> None:
-    from pytest_neon.local.backend import LocalBackend
+    from pytest_neon.local.backend import KeptServer, LocalBackend
+    from pytest_neon.local.user_dirs import shared_server_dir
 
     settings = state.settings
+    kept = None
+    if settings.reuse_local_server(os.environ):
+        kept = KeptServer(shared_server_dir(settings.local_dir), settings.local_idle_timeout)
     state.local = LocalBackend.start(
         settings.local_postgres_url,
         settings.local_postgres_source,
         leftovers=[coordination_path(state.run_id)],
+        kept=kept,
     )
     state.backend_reason += f" [{state.local.description}]"
 
@@ -181,8 +188,8 @@ def _client(
 def _local_settings(settings: Settings, project_id: str) -> Settings:
     """Settings for the run's own emulated project.
 
-    No migration cache: each local run has a project of its own, so a later run could
-    never find the cache branch.
+    No migration cache on branches: each local run has a project of its own, so a later
+    run could never find a cache branch (the kept server caches databases instead).
     """
     from dataclasses import replace
 
@@ -198,6 +205,7 @@ def _make_session(
     local: bool,
     worker: str,
     inspector_url: str | None = None,
+    cache_url: str | None = None,
     session: requests.Session | None = None,
 ) -> NeonSession:
     settings = _local_settings(state.settings, project_id) if local else state.settings
@@ -210,6 +218,7 @@ def _make_session(
         parent_id=state.parent_id,
         workers=_worker_count(),
         inspector_url=inspector_url,
+        cache_url=cache_url if state.settings.migration_cache else None,
     )
 
 
@@ -230,6 +239,7 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             api_key=state.local.api_key,
             local=True,
             inspector_url=state.local.inspector_url,
+            cache_url=state.local.cache_url,
             worker=worker,
             session=state.local.session(),  # this process runs the emulator
         )

@@ -33,6 +33,11 @@ def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:
         lines[0] += f", stale branches swept: {summary['branches_swept']}"
     if summary.get("migration_cache"):
         lines[0] += f", migration cache: {summary['migration_cache']}"
+    migrated = (summary.get("phases") or {}).get("migrations")
+    if summary.get("migration_cache") == "hit":
+        lines[0] += ", migrations: cached"
+    elif migrated is not None and migrated >= 0.005:
+        lines[0] += f", migrations: {migrated:.2f}s"
     if verbose:
         for name, seconds in sorted((summary.get("phases") or {}).items()):
             lines.append(f"  {name}: {seconds:.3f}s")

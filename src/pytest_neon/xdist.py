@@ -39,6 +39,7 @@ class Handoff:
     api_key: str | None = None
     inspector_url: str | None = None  # local backend: superuser DSN for pg_walinspect
     parent_id: str | None = None  # the branch test branches come from, looked up once
+    cache_url: str | None = None  # kept local server: superuser DSN of the migration cache
 
     def publish(self) -> None:
         """Put the hand-off in this process's environment, for workers to inherit."""

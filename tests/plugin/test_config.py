@@ -26,6 +26,9 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "migration_cache": ("false", False),
     "local_postgres_url": ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
     "local_postgres_source": ("package", "package"),
+    "local_reuse": ("no", "false"),
+    "local_idle_timeout": ("120", 120),
+    "local_dir": ("/srv/pn-kept", "/srv/pn-kept"),
 }
 
 
@@ -90,6 +93,8 @@ def test_false_and_zero_are_honoured(source: str, raw: str) -> None:
         ({"worker_branches": "0"}, "--neon-worker-branches must be from 1 to 10"),
         ({"worker_branches": "11"}, "--neon-worker-branches must be from 1 to 10"),
         ({"worker_branches": "two"}, "--neon-worker-branches must be a whole number from 1"),
+        ({"local_reuse": "sometimes"}, "--neon-local-reuse must be auto, true or false"),
+        ({"local_idle_timeout": "5"}, "--neon-local-idle-timeout must be at least 10 seconds"),
     ],
 )
 def test_bad_values_name_the_setting(cli: dict[str, str], message: str) -> None:
@@ -109,3 +114,24 @@ def test_api_key_is_kept_out_of_repr() -> None:
     assert isinstance(settings, Settings)
     assert "very-secret-key-42" not in repr(settings)
     assert settings.describe("api_key") == "env NEON_API_KEY"
+
+
+@pytest.mark.parametrize(
+    ("reuse", "env", "kept"),
+    [
+        ("auto", {}, True),
+        ("auto", {"CI": "true"}, False),
+        ("auto", {"CI": "github"}, False),
+        ("auto", {"CI": "false"}, True),
+        ("auto", {"CI": ""}, True),
+        ("true", {"CI": "true"}, True),
+        ("false", {}, False),
+    ],
+)
+def test_the_local_server_is_kept_off_ci_unless_told(
+    reuse: str, env: dict[str, str], kept: bool
+) -> None:
+    settings = resolve({"local_reuse": reuse}, {}, {})
+    assert settings.reuse_local_server(env) is kept
+    given = resolve({"local_reuse": "true", "local_postgres_url": "postgresql://h/db"}, {}, {})
+    assert given.reuse_local_server({}) is False  # a server given by URL is never kept

@@ -137,3 +137,5 @@ def clean_neon_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("NEON_", "PYTEST_NEON_", "PYTEST_XDIST_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
+    # a throwaway cluster per inner run, as in CI: the kept server has tests of its own
+    monkeypatch.setenv("NEON_LOCAL_REUSE", "false")

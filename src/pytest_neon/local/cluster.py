@@ -54,7 +54,8 @@ _TUNING = {
 }
 
 
-def _read_postmaster_pid(data_dir: Path) -> int | None:
+def read_postmaster_pid(data_dir: Path) -> int | None:
+    """The postmaster's pid from ``postmaster.pid`` (``None`` when there is none)."""
     try:
         first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
         return int(first)
@@ -62,7 +63,8 @@ def _read_postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -156,18 +158,20 @@ class Cluster:
             return ""  # path too long for a unix socket: TCP only
         return str(self.root)
 
-    def write_config(self) -> None:
+    def write_config(self, *, kept: bool = False) -> None:
+        """Append the test tuning to ``postgresql.conf``."""
         settings = dict(_TUNING, unix_socket_directories=_conf_quote(self.socket_dir()))
         block = "".join(f"{k} = {v}\n" for k, v in settings.items())
+        what = "kept local test server" if kept else "throwaway test server"
         with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# pytest-neon: throwaway test server\n{block}")
+            conf.write(f"\n# pytest-neon: {what}\n{block}")
 
     # -- start
 
     def start(self, password: str, deadline: float) -> str:
         """Start the server on a free port; return its superuser URL once it accepts logins."""
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             offset = self.log_size()
             wait = max(1, int(deadline - time.monotonic()))
             args = ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file)]
@@ -184,7 +188,7 @@ class Cluster:
                 self.wait_accepting(url, deadline, offset)
                 return url
             tail = self.log_tail(offset)
-            pid = _read_postmaster_pid(self.data_dir)
+            pid = read_postmaster_pid(self.data_dir)
             port_taken = "Address already in use" in tail or "Address already in use" in (
                 proc.stdout or ""
             )
@@ -228,7 +232,7 @@ class Cluster:
         with _live_lock:
             _live.pop(id(self), None)
         try:
-            self._stop_server()
+            self.stop_server()
         finally:
             if self.package_handle is not None:
                 # Drops it from the package's registry; the server was already stopped.
@@ -236,8 +240,9 @@ class Cluster:
                     self.package_handle.cleanup()
             self._remove_root()
 
-    def _stop_server(self) -> None:
-        pid = _read_postmaster_pid(self.data_dir)
+    def stop_server(self) -> None:
+        """Stop the server (immediate shutdown, then SIGKILL of what is left)."""
+        pid = read_postmaster_pid(self.data_dir)
         if pid is not None and pid_alive(pid):
             args = ["pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "10"]
             with contextlib.suppress(OSError, subprocess.SubprocessError):

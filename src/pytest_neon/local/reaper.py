@@ -87,10 +87,10 @@ def _clean_backend(plan: dict[str, Any], patience: float) -> None:
 
         remove_cluster(plan)
     elif plan["kind"] == "project":
-        _drop_project(plan["url"], plan["project_id"], patience)
+        drop_project(plan["url"], plan["project_id"], patience)
 
 
-def _drop_project(url: str, project_id: str, patience: float) -> None:
+def drop_project(url: str, project_id: str, patience: float) -> None:
     """Drop the project's databases and metadata (as ``Emulator.stop(drop=True)`` does)."""
     from pytest_neon.local.emulator import ids
     from pytest_neon.local.emulator.faults import Faults, FaultSettings

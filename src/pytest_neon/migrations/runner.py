@@ -11,6 +11,7 @@ from pytest_neon.errors import NeonError
 from pytest_neon.migrations.cache import cache_key, find_cached, save_cache
 from pytest_neon.migrations.fingerprint import schema_fingerprint
 from pytest_neon.migrations.gate import MigrationGate, MigrationState
+from pytest_neon.migrations.local_cache import LocalMigrationCache, local_cache_key
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.neon_session import NeonSession
 
@@ -91,6 +92,8 @@ class Migrations:
     ) -> Source:
         """Run the migrations, or find their result in the migration cache."""
         session = self.session
+        if session.cache_url:
+            return self._migrate_kept_server(session.cache_url, apply, fingerprint)
         counters = session.counters
         found = fingerprint() if session.settings.migration_cache else None
         key = cache_key(session.ops, found) if found else None
@@ -108,6 +111,36 @@ class Migrations:
             session.drop_migration_branch()
         migration = session.migration_branch
         return Source(source, expires=migration is not None and source == migration.branch_id)
+
+    def _migrate_kept_server(
+        self, url: str, apply: Callable[[], object], fingerprint: Callable[[], str | None]
+    ) -> Source:
+        """Run the migrations, or copy their result from the kept local server's cache."""
+        session = self.session
+        counters = session.counters
+        found = fingerprint()
+        settings = session.settings
+        key = local_cache_key(found, settings.database, settings.role) if found else None
+        cache = LocalMigrationCache(url)
+        if key is not None:
+            with counters.phase("migration cache lookup"):
+                hit = cache.find(key)
+            if hit:
+                branch = session.create_migration_branch()
+                with counters.phase("migration cache load"):
+                    cache.load(key, branch)
+                counters.note_cache("hit")
+                return Source(branch.branch_id, expires=True)
+            counters.note_cache("miss")
+        with counters.phase("migrations"):
+            apply()
+        source = self._migrated_source()
+        migration = session.migration_branch
+        migrated = migration is not None and source == migration.branch_id
+        if key is not None and migration is not None and migrated:
+            with counters.phase("migration cache save"):
+                cache.save(key, migration)
+        return Source(source, expires=migrated)
 
     def _migrated_source(self) -> str:
         """The migration branch, or the parent if the migrations changed nothing.

@@ -27,7 +27,9 @@ class Emulator:
     ``postgres_url`` is a superuser DSN. Branches are real databases cloned by template;
     metadata lives in the schema ``neon_emulator`` of the URL's database, so starting again
     with the same ``project_id`` resumes the project. ``api_key=None`` disables auth.
-    ``fail_operations`` is the probability that a create or restore answers as usual but
+    ``client_address`` is the (host, port) the branches' connection strings name, when not
+    the URL's; ``tablespace`` the one the branches' databases go to (default: the
+    server's). ``fail_operations`` is the probability that a create or restore answers as usual but
     its operation ends ``failed`` (with an error text) and nothing is done.
     """
 
@@ -46,6 +48,8 @@ class Emulator:
         seed: int | None = None,
         max_branches: int = 500,
         fail_operations: float = 0.0,
+        client_address: tuple[str, int] | None = None,
+        tablespace: str | None = None,
     ) -> None:
         if project_id is not None and not ids.PATH_ID.match(project_id):
             raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
@@ -58,6 +62,8 @@ class Emulator:
         self._project_id = project_id or ids.project_id()
         self._api_key = api_key
         self._max_branches = max_branches
+        self._client_address = client_address
+        self._tablespace = tablespace
         self._faults = Faults(
             FaultSettings(
                 request_delay=request_delay,
@@ -86,7 +92,9 @@ class Emulator:
             if self._state == "stopped":
                 raise RuntimeError("a stopped Emulator cannot be restarted; create a new one")
             try:
-                self._sql = SqlServer(self._url)
+                self._sql = SqlServer(
+                    self._url, client_address=self._client_address, tablespace=self._tablespace
+                )
                 self._plane = ControlPlane(
                     self._sql,
                     self._project_id,

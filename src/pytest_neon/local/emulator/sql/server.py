@@ -45,15 +45,30 @@ def build_dsn(
 
 
 class SqlServer:
-    """The PostgreSQL server behind the emulator, reached with a superuser DSN."""
+    """The PostgreSQL server behind the emulator, reached with a superuser DSN.
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    ``client_address`` (host, port) is where the branches' clients connect, when not where
+    ``url`` does (the superuser over a Unix socket, the clients over TCP). ``tablespace``:
+    where new databases go (default: their template's).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 8,
+        *,
+        client_address: tuple[str, int] | None = None,
+        tablespace: str | None = None,
+    ) -> None:
         self.url = url
+        self.tablespace = tablespace
         params = conninfo_to_dict(url)
         host = str(params.get("host") or "").split(",")[0]
         port = str(params.get("port") or "").split(",")[0]
         self.host: str = host
         self.port: int = int(port) if port else 5432
+        if client_address is not None:
+            self.host, self.port = client_address
         self.sslmode: str | None = str(params["sslmode"]) if params.get("sslmode") else None
         register_secret(str(params.get("password") or ""))
         self._idle: list[Connection] = []

@@ -1,0 +1,69 @@
+"""Dropping what runs killed without cleaning up left on a server that outlives them.
+
+A run's emulator holds its project's advisory lock on a connection of its own for as long
+as it runs (:func:`~pytest_neon.local.emulator.sql.metadata.try_lock_project`), so the
+server knows which projects are alive: one whose lock is free belongs to a run that is
+gone, and its databases and metadata are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pytest_neon.local.emulator.sql.metadata import SCHEMA, comment_for, try_lock_project
+
+log = logging.getLogger("pytest_neon.local")
+
+_COMMENT_PREFIX = comment_for("")
+
+
+def project_ids(url: str) -> set[str]:
+    """Every project with metadata or databases on the server at ``url`` (a superuser DSN)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT substr(d, %s) FROM (SELECT pg_catalog.shobj_description(oid, 'pg_database')"
+            " AS d FROM pg_database) s WHERE d LIKE %s",
+            (len(_COMMENT_PREFIX) + 1, _COMMENT_PREFIX.replace("_", r"\_") + "%"),
+        ).fetchall()
+        found = {row[0] for row in rows}
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.projects",)).fetchone()
+        if exists and exists[0] is not None:
+            found |= {row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.projects")}
+    return found
+
+
+def dead_projects(url: str) -> list[str]:
+    """The projects on the server whose run is gone (nobody holds their lock)."""
+    import psycopg
+
+    dead = []
+    ids = project_ids(url)
+    if not ids:
+        return []
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        for project_id in sorted(ids):
+            if try_lock_project(conn, project_id):
+                dead.append(project_id)
+        conn.execute("SELECT pg_advisory_unlock_all()")
+    return dead
+
+
+def drop_dead_projects(url: str) -> int:
+    """Drop every project of a dead run from the server at ``url``; how many were dropped.
+
+    A project that comes alive meanwhile (its lock taken again) is left alone.
+    """
+    from pytest_neon.local.reaper import drop_project
+
+    dropped = 0
+    for project_id in dead_projects(url):
+        try:
+            drop_project(url, project_id, patience=0.0)
+        except Exception as exc:  # taken by a live run meanwhile, or a server hiccup
+            log.debug("project %s not dropped: %s", project_id, exc)
+            continue
+        log.info("dropped project %s of a run that is gone", project_id)
+        dropped += 1
+    return dropped

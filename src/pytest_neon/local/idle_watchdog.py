@@ -1,0 +1,118 @@
+"""The kept local PostgreSQL's watchdog: stops the server once nobody used it for a while,
+and drops what killed runs left on it.
+
+Started (detached, one per server) by the run that starts or reuses the server, it checks
+every few seconds whether any other client is connected. Runs hold connections for as long
+as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
+in the server's directory, rewritten by each run) is idle: the watchdog takes the
+directory's lock, so that no run starts meanwhile, and stops the server. Usage:
+``python -m pytest_neon.local.idle_watchdog <server directory>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pytest_neon.local.shared_server import (
+    IDLE_FILE,
+    WATCHDOG_PID,
+    locked,
+    running_port,
+    socket_url,
+    stamped_cluster,
+)
+
+POLL_SECONDS = 2.0
+SWEEP_EVERY = 30.0
+
+
+def _idle_timeout(root: Path) -> float:
+    try:
+        return max(10.0, float((root / IDLE_FILE).read_text().strip()))
+    except (OSError, ValueError):
+        return 600.0
+
+
+def _other_clients(url: str) -> int | None:
+    """Client connections other than this one (``None``: the server does not answer)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else 0
+
+
+def _stop(root: Path) -> None:
+    cluster = stamped_cluster(root)
+    if cluster is None:
+        return
+    args = ["pg_ctl", "-D", str(cluster.data_dir), "-m", "fast", "-w", "-t", "30", "stop"]
+    with contextlib.suppress(Exception):
+        cluster.run(args, timeout=40)
+    cluster.stop_server()  # whatever is left
+
+
+def watch(root: Path) -> None:
+    """Watch the server in ``root`` until it stops (or is stopped for being idle)."""
+    last_busy = time.monotonic()
+    last_sweep = 0.0
+    while True:
+        time.sleep(POLL_SECONDS)
+        port = _port(root)
+        if port is None:
+            return  # stopped by somebody else
+        url = socket_url(root, port)
+        clients = _other_clients(url)
+        now = time.monotonic()
+        if clients is None:
+            continue
+        if now - last_sweep > SWEEP_EVERY:
+            last_sweep = now
+            from pytest_neon.local.dead_runs import drop_dead_projects
+
+            with contextlib.suppress(Exception):
+                drop_dead_projects(url)
+        if clients:
+            last_busy = now
+            continue
+        if now - last_busy < _idle_timeout(root):
+            continue
+        with locked(root):
+            if _other_clients(url):
+                last_busy = time.monotonic()
+                continue
+            _stop(root)
+        return
+
+
+def _port(root: Path) -> int | None:
+    cluster = stamped_cluster(root)
+    return None if cluster is None else running_port(cluster)
+
+
+def main() -> int:
+    """Watch the server whose directory is the first argument."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = Path(sys.argv[1])
+    try:
+        watch(root)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if int((root / WATCHDOG_PID).read_text()) == os.getpid():
+                (root / WATCHDOG_PID).unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

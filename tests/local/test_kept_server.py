@@ -1,0 +1,267 @@
+"""The kept local PostgreSQL: one server per user, reused between runs, its migration cache,
+what killed runs leave, and how it stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pytest_neon.local.cluster import read_postmaster_pid
+from pytest_neon.local.processes import pid_alive
+from pytest_neon.local.shared_server import (
+    STAMP,
+    running_port,
+    socket_url,
+    stamped_cluster,
+    stop_shared_server,
+)
+from tests.support.pytest_runs import clean_neon_env, run_pytest
+
+pytestmark = pytest.mark.usefixtures("kept_dir")
+
+WRITE_TEST = """
+import os, psycopg
+
+def test_writes(neon_branch_readwrite):
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS seen (x int)")
+        assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 0
+        conn.execute("INSERT INTO seen VALUES (1)")
+"""
+
+MIGRATIONS = """
+import os, pathlib, psycopg, pytest
+
+LOG = pathlib.Path(os.environ["MIGRATION_LOG"])
+
+@pytest.fixture(scope="session")
+def neon_migration_fingerprint():
+    return os.environ["SCHEMA_VERSION"]
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(neon_migration_branch):
+    with LOG.open("a") as f:
+        f.write(os.environ["SCHEMA_VERSION"] + "\\n")
+    with psycopg.connect(neon_migration_branch.connection_string) as conn:
+        conn.execute("CREATE TABLE items (name text)")
+        conn.execute("INSERT INTO items VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
+"""
+
+READ_ITEMS = """
+import os, psycopg
+
+def test_migrated(neon_branch_readwrite):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        rows = conn.execute("SELECT name FROM items").fetchall()
+    assert rows == [(os.environ["SCHEMA_VERSION"],)]
+"""
+
+
+@pytest.fixture
+def kept_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A kept server's directory of its own (short: it holds a Unix socket)."""
+    clean_neon_env(monkeypatch)
+    root = Path(tempfile.mkdtemp(prefix="pn-kept-")) / "pg"
+    monkeypatch.setenv("NEON_LOCAL_REUSE", "true")
+    monkeypatch.setenv("NEON_LOCAL_DIR", str(root))
+    monkeypatch.delenv("CI", raising=False)
+    yield root
+    stop_shared_server(root)
+    assert not root.exists()
+
+
+def _url(root: Path) -> str:
+    cluster = stamped_cluster(root)
+    assert cluster is not None
+    port = running_port(cluster)
+    assert port is not None, "the kept server is not running"
+    return socket_url(root, port)
+
+
+def _postmaster(root: Path) -> int | None:
+    return read_postmaster_pid(root / "data")
+
+
+def _databases(root: Path) -> set[str]:
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname <> 'postgres'")
+        return {row[0] for row in rows} - {"template0", "template1"}
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return run_pytest(pytester, "-p", "no:cacheprovider", "--neon-backend=local", *args)
+
+
+def test_the_second_run_reuses_the_server_and_each_drops_its_databases(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    first = _run(pytester)
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (started;*"])
+    server = _postmaster(kept_dir)
+    assert server is not None
+    assert pid_alive(server)
+    assert _databases(kept_dir) == set()
+
+    second = _run(pytester)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (reused;*"])
+    assert _postmaster(kept_dir) == server
+    assert _databases(kept_dir) == set()
+    # its files are on disk (the branches are in RAM where there is one)
+    assert (kept_dir / "data" / "PG_VERSION").is_file()
+
+
+def test_reuse_off_ci_and_a_given_server_start_no_kept_server(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester, "--neon-local-reuse=false").stdout.fnmatch_lines(["*throwaway cluster*"])
+    monkeypatch.delenv("NEON_LOCAL_REUSE")
+    monkeypatch.setenv("CI", "true")
+    _run(pytester).stdout.fnmatch_lines(["*throwaway cluster*"])
+    assert not kept_dir.exists()
+    result = _run(pytester, "--neon-local-reuse=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--neon-local-reuse must be auto, true or false*"])
+
+
+def test_unchanged_migrations_run_once_and_older_caches_are_pruned(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = pytester.path / "migrations.log"
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    pytester.makeconftest(MIGRATIONS)
+    pytester.makepyfile(test_items=READ_ITEMS)
+
+    def run(version: str, *args: str) -> pytest.RunResult:
+        monkeypatch.setenv("SCHEMA_VERSION", version)
+        result = _run(pytester, *args)
+        result.assert_outcomes(passed=1)
+        return result
+
+    run("v1").stdout.fnmatch_lines(["*migration cache: miss, migrations: *s"])
+    run("v1").stdout.fnmatch_lines(["*migration cache: hit, migrations: cached"])
+    assert log.read_text().split() == ["v1"]
+    run("v2")
+    run("v3")
+    run("v2").stdout.fnmatch_lines(["*migrations: cached"])
+    assert log.read_text().split() == ["v1", "v2", "v3"]
+    cached = {d for d in _databases(kept_dir) if d.startswith("pytest_neon_cache_")}
+    assert len(cached) == 2  # v2 and v3; v1 was pruned
+    run("v1")
+    assert log.read_text().split() == ["v1", "v2", "v3", "v1"]
+    # off: migrations run, nothing is looked up
+    run("v1", "--neon-migration-cache=false").stdout.no_fnmatch_line("*migration cache*")
+    assert log.read_text().split() == ["v1", "v2", "v3", "v1", "v1"]
+
+
+def test_a_killed_run_leaves_nothing_after_the_next_run(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(
+        test_slow="""
+        import time
+        def test_hangs(neon_branch_readwrite):
+            print("STARTED", flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--neon-backend=local"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the run, its watchdog and all
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if b"STARTED" in line:
+            break
+    assert _databases(kept_dir)  # the run's branches
+    os.killpg(proc.pid, signal.SIGKILL)  # the run's cleanup watchdog too
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    assert _databases(kept_dir)
+
+    pytester.makepyfile(test_w=WRITE_TEST)
+    (pytester.path / "test_slow.py").unlink()
+    _run(pytester).assert_outcomes(passed=1)
+    assert _databases(kept_dir) == set()
+
+
+def test_a_server_of_another_version_or_broken_is_made_again(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester).assert_outcomes(passed=1)
+    first = _postmaster(kept_dir)
+    stamp = json.loads((kept_dir / STAMP).read_text())
+    (kept_dir / STAMP).write_text(json.dumps({**stamp, "plugin": "0.0.1"}))
+    result = _run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*kept local PostgreSQL in * (started;*"])
+    second = _postmaster(kept_dir)
+    assert second != first
+    assert first is not None
+    assert not pid_alive(first)
+
+    # broken: stopped, and its control file gone
+    cluster = stamped_cluster(kept_dir)
+    assert cluster is not None
+    cluster.stop_server()
+    (kept_dir / "data" / "global" / "pg_control").unlink()
+    result = _run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*kept local PostgreSQL in * (started;*"])
+
+
+def test_runs_at_once_share_the_server(pytester: pytest.Pytester, kept_dir: Path) -> None:
+    for i in range(3):
+        pytester.makepyfile(**{f"test_w{i}": WRITE_TEST})
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--neon-backend=local"]
+    runs = [
+        subprocess.Popen(
+            [*command, *extra],
+            cwd=pytester.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for extra in ([], [], ["-n", "2"])
+    ]
+    outputs = [run.communicate(timeout=180)[0] for run in runs]
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+        assert "3 passed" in output
+    assert _databases(kept_dir) == set()
+
+
+def test_an_idle_server_stops_and_neon_local_stop_removes_it(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester, "--neon-local-idle-timeout=10").assert_outcomes(passed=1)
+    server = _postmaster(kept_dir)
+    assert server is not None
+    deadline = time.monotonic() + 40
+    while pid_alive(server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not pid_alive(server), "the idle server did not stop"
+    # the next run starts it again from the same data
+    _run(pytester).stdout.fnmatch_lines(["*kept local PostgreSQL in * (started;*"])
+    result = run_pytest(pytester, "--neon-local-stop")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"pytest-neon: kept local PostgreSQL in {kept_dir}: stopped*"])
+    assert not kept_dir.exists()
