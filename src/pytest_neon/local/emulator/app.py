@@ -232,6 +232,12 @@ class Emulator:
             raise RuntimeError("the emulator is not started")
         return self._plane.default_branch_id
 
+    def name_database(self, branch_name: str, real_name: str) -> None:
+        """Give the database of the next branch named ``branch_name`` (of a parent with one
+        database) the real name ``real_name``: its connection string is then known before
+        it exists (the plugin's kept local server)."""
+        self.control_plane.settings.database_names[branch_name] = real_name
+
     @property
     def control_plane(self) -> ControlPlane:
         """The control plane (internal; for tests that tune it)."""

@@ -130,8 +130,9 @@ class BranchCreation:
         """Plan a copy of each of the parent's databases; hold the branch's place and pin
         the parent (it is being copied)."""
         clones = []
+        asked = self._ctx.settings.database_names.pop(branch.name, None)
         for db in parent.databases:
-            real = ids.real_database_name()
+            real = asked if asked and len(parent.databases) == 1 else ids.real_database_name()
             clones.append(CloneJob(db.real_name, db.name, db.owner_name, real, real))
             branch.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
         self._ctx.project.branches[branch.id] = branch

@@ -4,7 +4,7 @@ the project in memory and the lock that guards it, the metadata writer, settings
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_neon.local.emulator.api_errors import ApiError
 from pytest_neon.local.emulator.faults import Faults
@@ -26,6 +26,8 @@ class PlaneSettings:
     clone_wait: float = 3.0  # seconds to retry a clone whose template is in use
     # then sessions left on the template are cut (PostgreSQL cannot copy it otherwise)
     evict_after: float | None = 1.0
+    # real database names asked for up front, by branch name (one-database parents only)
+    database_names: dict[str, str] = field(default_factory=dict)
 
 
 class PlaneContext:

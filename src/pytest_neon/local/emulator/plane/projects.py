@@ -116,8 +116,10 @@ class Projects:
 
     def _resume(self, project: ProjectRecord) -> None:
         ctx = self._ctx
-        for role in project.roles.values():
-            ctx.roles.ensure(role.name, role.password)
+        with ctx.metadata.transaction() as conn:
+            metadata.lock_role_names(conn)  # roles are the server's: one emulator at a time
+            for role in project.roles.values():
+                ctx.roles.ensure(role.name, role.password)
         mapped = {db.real_name for b in project.branches.values() for db in b.databases}
         existing = ctx.databases.all_names()
         for b in project.branches.values():

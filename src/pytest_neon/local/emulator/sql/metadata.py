@@ -149,8 +149,12 @@ def try_lock_project(conn: Connection, project_id: str) -> bool:
 
 
 def lock_role_names(conn: Connection) -> None:
-    """Serialize role creation across emulators (inside a transaction)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (_LOCK_CLASS,))
+    """Serialize role changes across emulators (inside a transaction).
+
+    Waits until the lock is held, also on a pipelined connection (whose statements are
+    otherwise only queued): the role changes that follow run on other connections.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (_LOCK_CLASS,)).fetchone()
 
 
 def shared_role_password(conn: Connection, name: str) -> str | None:
