@@ -22,7 +22,7 @@ from pytest_neon.errors import (
     NeonNotFoundError,
 )
 from pytest_neon.naming import branch_name, run_annotations
-from pytest_neon.neon_branch import NeonBranch, host_of
+from pytest_neon.neon_branch import NeonBranch, host_of, with_credentials
 
 log = logging.getLogger("pytest_neon.branches")
 
@@ -47,7 +47,10 @@ class BranchOps:
         counters: RunCounters,
         parent_id: str | None = None,
         workers: int = 1,
+        login: tuple[str, str] | None = None,
     ) -> None:
+        """``login``: (user, password) every connection string is given instead of the
+        role's (the kept local server's run login)."""
         if not settings.project_id:
             raise NeonConfigError("no Neon project: set NEON_PROJECT_ID or --neon-project-id")
         self.client = client
@@ -56,6 +59,7 @@ class BranchOps:
         self.run_id = run_id
         self.counters = counters
         self.workers = workers
+        self.login = login
         #: modules that use neon_branch_shared (``None`` until collected)
         self.shared_modules: int | None = None
         self.created: dict[str, str] = {}  # branch id -> name, in creation order
@@ -183,6 +187,10 @@ class BranchOps:
         return branch
 
     def _connection_uri(self, branch_id: str, endpoint_id: str) -> str:
+        uri = self._role_connection_uri(branch_id, endpoint_id)
+        return with_credentials(uri, *self.login) if self.login else uri
+
+    def _role_connection_uri(self, branch_id: str, endpoint_id: str) -> str:
         try:
             return self.client.connection_uri(
                 self.project_id,

@@ -31,7 +31,7 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
             if created:
                 kept = ", ".join(f"{name} ({bid})" for bid, name in created.items())
                 warn(f"pytest-neon: kept branches in project {session.ops.project_id}: {kept}")
-        else:
+        elif state.local is None or not state.local.hands_over:
             try:
                 failures = session.delete_branches(whole_run=state.role is not Role.WORKER)
             except NeonError as exc:

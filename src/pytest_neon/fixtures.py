@@ -7,7 +7,7 @@ import importlib
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,10 +21,12 @@ from pytest_neon.integration import (
     plugin_state,
     write_start,
 )
-from pytest_neon.migrations import MigratedElsewhereError, Migrations
 from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
-from pytest_neon.neon_session import NeonSession
 from pytest_neon.plugin_state import env_var
+
+if TYPE_CHECKING:
+    from pytest_neon.migrations import Migrations
+    from pytest_neon.neon_session import NeonSession
 
 _WRITING_FIXTURES = frozenset({"neon_branch_readwrite", "neon_branch"})
 
@@ -91,6 +93,8 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
     Returns the id of the branch that every reset restores from.
     """
     __tracebackhide__ = True
+    from pytest_neon.migrations import MigratedElsewhereError
+
     state = plugin_state(pytestconfig)
     migrations = _migrations(pytestconfig)
     session = migrations.session

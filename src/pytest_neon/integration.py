@@ -13,14 +13,16 @@ its own that calls :func:`on_clean_branch`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from pytest_neon.errors import NeonBranchGoneError, NeonError, api_unavailable
 from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
-from pytest_neon.neon_session import NeonSession
 from pytest_neon.plugin_state import STATE, PluginState, env_var
+
+if TYPE_CHECKING:
+    from pytest_neon.neon_session import NeonSession
 
 __all__ = [
     "CHECKOUT_FIRST",
@@ -63,6 +65,10 @@ def current_session(config: pytest.Config) -> NeonSession:
     (no backend, a worker whose branch could not be made, failed migrations)."""
     __tracebackhide__ = True
     state = plugin_state(config)
+    if state.reservation is not None and state.session is None:
+        from pytest_neon.startup import start_deferred
+
+        start_deferred(state)
     if state.unavailable:
         pytest.skip(state.unavailable)
     if state.startup_error:

@@ -8,7 +8,10 @@ Branches kept on purpose across runs (the migration cache) start with
 
 from __future__ import annotations
 
-from pytest_neon.api.types import Branch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_neon.api.types import Branch
 
 BRANCH_PREFIX = "pytest-neon-"
 #: kept on purpose across runs (the migration cache): never swept

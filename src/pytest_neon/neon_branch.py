@@ -63,6 +63,14 @@ def with_option(dsn: str, option: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, encoded, parts.fragment))
 
 
+def with_credentials(dsn: str, user: str, password: str) -> str:
+    """``dsn`` with another user and password (URL-encoded)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def host_of(dsn: str) -> str:
     """The host part of a URL DSN ('' when there is none)."""
     try:

@@ -39,11 +39,13 @@ class NeonSession:
         workers: int = 1,
         inspector_url: str | None = None,
         cache_url: str | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         """``worker``: this process's name (``main``, ``gw0``…); ``parent_id``: the parent
         branch as another process of the run found it; ``workers``: processes of the run;
         ``inspector_url``: a local server's superuser DSN for ``pg_walinspect``;
-        ``cache_url``: the kept local server's superuser DSN, where migrations are cached."""
+        ``cache_url``: the kept local server's superuser DSN, where migrations are cached;
+        ``login``: the (user, password) of the run's login on the kept server."""
         self.cache_url = cache_url
         self.counters = RunCounters()
         self.ops = BranchOps(
@@ -53,6 +55,7 @@ class NeonSession:
             counters=self.counters,
             parent_id=parent_id,
             workers=workers,
+            login=login,
         )
         self.pool = WorkerPool(
             self.ops, worker=worker, size=settings.worker_branches, inspector_url=inspector_url

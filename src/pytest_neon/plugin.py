@@ -40,7 +40,7 @@ from pytest_neon.integration import checkout_first, uses_worker_branch
 from pytest_neon.logs import route_to_pytest
 from pytest_neon.plugin_state import STATE, PluginState, Role
 from pytest_neon.redact import redact
-from pytest_neon.startup import create_worker_branch, start_process
+from pytest_neon.startup import create_worker_branch, start_deferred, start_process
 from pytest_neon.summary import merge_summary, summary_lines
 
 __all__ = [
@@ -216,9 +216,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Count the modules that use ``neon_branch_shared`` (for the branch-limit message)."""
+    """Make the kept server's branch if a test will use it; count the modules that use
+    ``neon_branch_shared`` (for the branch-limit message)."""
     state = session.config.stash.get(STATE, None)
-    if state is None or state.session is None:
+    if state is None:
+        return
+    needed = any(uses_worker_branch(item) for item in session.items)
+    if state.reservation is not None and needed and not session.config.option.collectonly:
+        start_deferred(state)  # a test will need the branch: make it now
+    if state.session is None:
         return
     modules = {
         item.nodeid.split("::", 1)[0]

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_neon.config import Settings
-from pytest_neon.neon_session import NeonSession
 
 if TYPE_CHECKING:
     from pytest_neon.local.backend import LocalBackend
+    from pytest_neon.local.lazy_start import Reservation
     from pytest_neon.migrations import Migrations
+    from pytest_neon.neon_session import NeonSession
 
 
 class Role(enum.Enum):
@@ -48,6 +49,8 @@ class PluginState:
     session: NeonSession | None = None
     migrations: Migrations | None = None
     local: LocalBackend | None = None
+    # the kept server's branch, promised in the env var and made when a test needs it
+    reservation: Reservation | None = None
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
     parent_id: str | None = None  # the parent branch, from the xdist controller

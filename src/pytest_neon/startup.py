@@ -3,17 +3,17 @@ needed, make the ``NeonSession``, create the worker branch."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import requests
-
-from pytest_neon.api import NeonClient, client_limits
 from pytest_neon.config import Settings
-from pytest_neon.migrations import Migrations
-from pytest_neon.neon_session import NeonSession
+from pytest_neon.errors import NeonConfigError, NeonError
 from pytest_neon.plugin_state import Backend, PluginState, Role
-from pytest_neon.redact import register_secret
+from pytest_neon.redact import redact, register_secret
 from pytest_neon.xdist import (
     Handoff,
     claim_coordination_dir,
@@ -24,6 +24,15 @@ from pytest_neon.xdist import (
     sweep_coordination_dirs,
     worker_id,
 )
+
+if TYPE_CHECKING:
+    from pytest_neon.api import NeonClient
+    from pytest_neon.api.transport import HttpSession
+    from pytest_neon.local.shared_server import KeptServer
+    from pytest_neon.neon_session import NeonSession
+
+_deferred_lock = threading.Lock()
+log = logging.getLogger("pytest_neon")
 
 CONTROLLER_PLACEHOLDER = "postgresql://pytest-neon-xdist-controller.invalid/no-database-here"
 NO_CREDENTIALS = (
@@ -74,7 +83,7 @@ def start_process(settings: Settings, *, xdist_controller: bool) -> PluginState:
     claim_coordination_dir(state.run_id)  # so that no later run takes this one for dead
     try:
         _choose(state)
-        if state.backend is Backend.LOCAL:
+        if state.backend is Backend.LOCAL and not _defer_local(state):
             _start_local(state)
         if role is Role.CONTROLLER:
             _start_controller(state)
@@ -124,7 +133,7 @@ def _choose(state: PluginState) -> None:
         state.backend = Backend.NEON
         state.backend_reason = "auto: NEON_API_KEY and NEON_PROJECT_ID are set"
     else:
-        from pytest_neon.local.backend import local_postgres_available
+        from pytest_neon.local.availability import local_postgres_available
 
         ok, why = local_postgres_available(
             settings.local_postgres_url, settings.local_postgres_source
@@ -146,21 +155,92 @@ def _choose_neon(state: PluginState) -> None:
         state.backend = Backend.NONE
 
 
-def _start_local(state: PluginState) -> None:
-    from pytest_neon.local.backend import KeptServer, LocalBackend
+def _kept(settings: Settings) -> KeptServer | None:
+    from pytest_neon.local.shared_server import KeptServer
     from pytest_neon.local.user_dirs import shared_server_dir
 
+    if not settings.reuse_local_server(os.environ):
+        return None
+    return KeptServer(shared_server_dir(settings.local_dir), settings.local_idle_timeout)
+
+
+def _defer_local(state: PluginState) -> bool:
+    """Promise a plain run its branch on the running kept server, to be made when a test
+    needs it (:func:`start_deferred`); ``False`` when it must start now."""
+    from pytest_neon.local.lazy_start import reserve
+    from pytest_neon.naming import branch_name
+
+    kept = _kept(state.settings)
+    if state.role is not Role.STANDALONE or kept is None:
+        return False
+    state.reservation = reserve(
+        kept.root, run_id=state.run_id, branch_name=branch_name(state.run_id, "main")
+    )
+    if state.reservation is None:
+        return False
+    state.backend_reason += (
+        f" [kept local PostgreSQL in {kept.root} (running); the branch is made when the "
+        "first test needs it]"
+    )
+    return True
+
+
+def start_deferred(state: PluginState) -> None:
+    """Make the branch promised at start, if it is not made yet (thread-safe).
+
+    A failure is kept in ``state.startup_error``: the tests that need the branch fail
+    with it.
+    """
+    with _deferred_lock:
+        reservation = state.reservation
+        if reservation is None or state.session is not None or state.startup_error:
+            return
+        try:
+            _start_local(state)
+            _use(state, _own_session(state, "main"))
+            assert state.session is not None
+            branch = state.session.create_worker_branch()
+            if branch.connection_string != reservation.dsn:
+                raise NeonConfigError(
+                    "pytest-neon: the kept local PostgreSQL gave the branch another "
+                    f"connection string than {state.settings.env_var} holds; run again, or "
+                    "set --neon-local-reuse=false"
+                )
+        except NeonError as exc:
+            state.startup_error = str(exc)
+            _stop_local(state)
+        except Exception as exc:  # the server misbehaved: the tests say so, not pytest
+            log.warning("the local backend did not start", exc_info=True)
+            state.startup_error = (
+                f"the local backend did not start: {type(exc).__name__}: {redact(str(exc))}"
+            )
+            _stop_local(state)
+
+
+def _stop_local(state: PluginState) -> None:
+    session, state.session, state.migrations = state.session, None, None
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.shutdown()
+    if state.local is not None:
+        local, state.local = state.local, None
+        with contextlib.suppress(Exception):  # (after a failed start: the error says it)
+            local.stop()
+
+
+def _start_local(state: PluginState) -> None:
+    from pytest_neon.local.backend import LocalBackend
+
     settings = state.settings
-    kept = None
-    if settings.reuse_local_server(os.environ):
-        kept = KeptServer(shared_server_dir(settings.local_dir), settings.local_idle_timeout)
     state.local = LocalBackend.start(
         settings.local_postgres_url,
         settings.local_postgres_source,
         leftovers=[coordination_path(state.run_id)],
-        kept=kept,
+        kept=_kept(settings),
+        reservation=state.reservation,
     )
-    state.backend_reason += f" [{state.local.description}]"
+    if state.reservation is None:
+        state.backend_reason += f" [{state.local.description}]"
 
 
 def _client(
@@ -169,11 +249,13 @@ def _client(
     api_key: str,
     *,
     local: bool = False,
-    session: requests.Session | None = None,
+    session: HttpSession | None = None,
 ) -> NeonClient:
     source = "the local backend" if local else settings.describe("api_key")
     if source == "default":
         source = "NEON_API_KEY"
+    from pytest_neon.api import NeonClient, client_limits
+
     timeout, retry = client_limits(settings.api_timeout)
     return NeonClient(
         api_key,
@@ -206,10 +288,13 @@ def _make_session(
     worker: str,
     inspector_url: str | None = None,
     cache_url: str | None = None,
-    session: requests.Session | None = None,
+    login: tuple[str, str] | None = None,
+    session: HttpSession | None = None,
 ) -> NeonSession:
     settings = _local_settings(state.settings, project_id) if local else state.settings
     client = _client(settings, api_host, api_key, local=local, session=session)
+    from pytest_neon.neon_session import NeonSession
+
     return NeonSession(
         client,
         settings,
@@ -219,11 +304,14 @@ def _make_session(
         workers=_worker_count(),
         inspector_url=inspector_url,
         cache_url=cache_url if state.settings.migration_cache else None,
+        login=login,
     )
 
 
 def _use(state: PluginState, session: NeonSession | None) -> None:
     """Make ``session`` this process's (with the migrations it runs or adopts)."""
+    from pytest_neon.migrations import Migrations
+
     state.session = session
     state.migrations = Migrations(session) if session is not None else None
 
@@ -240,6 +328,7 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             local=True,
             inspector_url=state.local.inspector_url,
             cache_url=state.local.cache_url,
+            login=_login(state),
             worker=worker,
             session=state.local.session(),  # this process runs the emulator
         )
@@ -253,6 +342,11 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             worker=worker,
         )
     return None
+
+
+def _login(state: PluginState) -> tuple[str, str] | None:
+    res = state.reservation
+    return (res.login, res.password) if res is not None else None
 
 
 def _worker_count() -> int:
@@ -272,6 +366,9 @@ def create_worker_branch(state: PluginState) -> None:
         return
     if state.role is Role.CONTROLLER:
         state.point_env_at(CONTROLLER_PLACEHOLDER)
+        return
+    if state.reservation is not None:
+        state.point_env_at(state.reservation.dsn)  # made by start_deferred()
         return
     if state.session is None:
         _use(state, _own_session(state, worker_id() or "main"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def kept_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
     stop_shared_server(root)
     assert not root.exists()
+    root.parent.rmdir()
 
 
 def _url(root: Path) -> str:
@@ -98,6 +100,37 @@ def _databases(root: Path) -> set[str]:
         return {row[0] for row in rows} - {"template0", "template1"}
 
 
+def _left(root: Path) -> set[str]:
+    """The runs' databases and login roles still on the server, once the watchdog that
+    each run hands its cleanup to is done (it drops them as the run exits)."""
+    deadline = time.monotonic() + 15
+    while True:
+        left = _databases(root) - _cached(root) | _logins(root)
+        left |= {"(a project)"} if _projects(root) else set()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _cached(root: Path) -> set[str]:
+    return {d for d in _databases(root) if d.startswith("pytest_neon_cache_")}
+
+
+def _logins(root: Path) -> set[str]:
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'pytest_neon_%'")
+        return {row[0] for row in rows}
+
+
+def _projects(root: Path) -> int:
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('neon_emulator.projects')").fetchone()
+        if row is None or row[0] is None:
+            return 0
+        count = conn.execute("SELECT count(*) FROM neon_emulator.projects").fetchone()
+        return int(count[0]) if count else 0
+
+
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return run_pytest(pytester, "-p", "no:cacheprovider", "--neon-backend=local", *args)
 
@@ -112,13 +145,17 @@ def test_the_second_run_reuses_the_server_and_each_drops_its_databases(
     server = _postmaster(kept_dir)
     assert server is not None
     assert pid_alive(server)
-    assert _databases(kept_dir) == set()
+    assert _left(kept_dir) == set()
 
     second = _run(pytester)
     second.assert_outcomes(passed=1)
-    second.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (reused;*"])
+    second.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (running)*"])
     assert _postmaster(kept_dir) == server
-    assert _databases(kept_dir) == set()
+    assert _left(kept_dir) == set()
+    with_xdist = _run(pytester, "-n", "2")  # workers start the branch at once, as before
+    with_xdist.assert_outcomes(passed=1)
+    with_xdist.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (reused;*"])
+    assert _left(kept_dir) == set()
     # its files are on disk (the branches are in RAM where there is one)
     assert (kept_dir / "data" / "PG_VERSION").is_file()
 
@@ -158,8 +195,7 @@ def test_unchanged_migrations_run_once_and_older_caches_are_pruned(
     run("v3")
     run("v2").stdout.fnmatch_lines(["*migrations: cached"])
     assert log.read_text().split() == ["v1", "v2", "v3"]
-    cached = {d for d in _databases(kept_dir) if d.startswith("pytest_neon_cache_")}
-    assert len(cached) == 2  # v2 and v3; v1 was pruned
+    assert len(_cached(kept_dir)) == 2  # v2 and v3; v1 was pruned
     run("v1")
     assert log.read_text().split() == ["v1", "v2", "v3", "v1"]
     # off: migrations run, nothing is looked up
@@ -198,7 +234,7 @@ def test_a_killed_run_leaves_nothing_after_the_next_run(
     pytester.makepyfile(test_w=WRITE_TEST)
     (pytester.path / "test_slow.py").unlink()
     _run(pytester).assert_outcomes(passed=1)
-    assert _databases(kept_dir) == set()
+    assert _left(kept_dir) == set()
 
 
 def test_a_server_of_another_version_or_broken_is_made_again(
@@ -245,7 +281,7 @@ def test_runs_at_once_share_the_server(pytester: pytest.Pytester, kept_dir: Path
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output
         assert "3 passed" in output
-    assert _databases(kept_dir) == set()
+    assert _left(kept_dir) == set()
 
 
 def test_an_idle_server_stops_and_neon_local_stop_removes_it(
@@ -265,3 +301,59 @@ def test_an_idle_server_stops_and_neon_local_stop_removes_it(
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"pytest-neon: kept local PostgreSQL in {kept_dir}: stopped*"])
     assert not kept_dir.exists()
+
+
+PROMISED = """
+import os, psycopg
+
+def test_no_database():
+    print("URL", os.environ["DATABASE_URL"].split("@")[-1])
+
+def test_promised_branch(neon_branch_readwrite):
+    assert os.environ["DATABASE_URL"] == neon_branch_readwrite.connection_string
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        user = conn.execute("SELECT current_user").fetchone()[0]
+        conn.execute("CREATE TABLE made (x int)")
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'made'"
+        ).fetchone()[0]
+    assert user == owner == "neondb_owner"  # the run's login acts as the owner role
+"""
+
+
+def test_a_run_pays_for_the_branch_only_when_a_test_needs_it(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester).assert_outcomes(passed=1)  # the server runs from now on
+    pytester.makepyfile(test_w=PROMISED)
+
+    # no test needs it: nothing is made, the env var still names where it would be
+    result = _run(pytester, "-s", "-k", "no_database")
+    result.assert_outcomes(passed=1, deselected=1)
+    port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
+    result.stdout.fnmatch_lines([f"*URL 127.0.0.1:{port}/pytest_neon_*"])
+    result.stdout.no_fnmatch_line("*branches created*")
+    collected = _run(pytester, "--collect-only")
+    assert collected.ret == 0
+    assert _projects(kept_dir) == 0
+
+    # a test needs it: it is made as promised, and gone after the run
+    _run(pytester).assert_outcomes(passed=2)
+    assert _left(kept_dir) == set()
+
+
+def test_the_django_example_migrates_once_with_warnings_as_errors(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    """Its second run copies the cached migrations; its filterwarnings = error also fails
+    a run that leaves a watchdog process to the garbage collector."""
+    example = Path(__file__).parents[2] / "example_projects" / "django_app"
+    shutil.copytree(example, pytester.path, dirs_exist_ok=True)
+    first = run_pytest(pytester, "-p", "no:cacheprovider", "tests/test_models.py")
+    first.assert_outcomes(passed=5)
+    first.stdout.fnmatch_lines(["*migration cache: miss, migrations: *s"])
+    second = run_pytest(pytester, "-p", "no:cacheprovider", "tests/test_models.py")
+    second.assert_outcomes(passed=5)
+    second.stdout.fnmatch_lines(["*migrations: cached"])
+    assert _left(kept_dir) == set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from pytest_neon.api import NeonClient
 from pytest_neon.errors import NeonAuthError, NeonNotFoundError
@@ -64,6 +63,23 @@ def test_a_wrong_key_is_refused_in_process_too(emulator: Emulator) -> None:
 
 def test_only_the_emulator_is_answered_in_process(emulator: Emulator) -> None:
     session = in_process_session(emulator.api_host, emulator.api)
-    assert session.trust_env is False  # no proxy for a loopback emulator
-    with pytest.raises(requests.ConnectionError):
-        session.get("http://127.0.0.1:9/not-the-emulator", timeout=2)
+    with pytest.raises(ConnectionError, match="not the emulator"):
+        session.request(
+            "GET", "http://127.0.0.1:9/not-the-emulator", params=None, json=None, timeout=(2, 2)
+        )
+
+
+def test_the_local_backend_never_imports_requests(pytester: pytest.Pytester) -> None:
+    """The in-process session is all a local run needs: ``requests`` (a tenth of a
+    second to import) stays out of a run that has no Neon to talk to."""
+    pytester.makepyfile(
+        """
+        import sys
+        def test_branch(neon_branch_readwrite):
+            assert "requests" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--neon-backend=local", "-p", "no:postgresql"
+    )
+    result.assert_outcomes(passed=1)

@@ -11,10 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import requests
-
 from pytest_neon.api.retry import RetryPolicy
-from pytest_neon.api.transport import ApiStats, ApiTransport
+from pytest_neon.api.transport import ApiStats, ApiTransport, HttpSession
 from pytest_neon.api.types import (
     JSON,
     Branch,
@@ -49,7 +47,7 @@ class NeonClient:
         key_source: str = "NEON_API_KEY",
         timeout: tuple[float, float] | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
     ) -> None:
         self.http = ApiTransport(
             api_key,

@@ -11,10 +11,8 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-
-import requests
 
 from pytest_neon.api.retry import RETRY_STATUSES, RetryPolicy, retry_after_seconds
 from pytest_neon.api.types import JSON
@@ -27,6 +25,58 @@ from pytest_neon.errors import (
     NeonTimeoutError,
 )
 from pytest_neon.redact import register_secret
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+
+class HttpResponse(Protocol):
+    """What the transport reads of an answer (a ``requests.Response`` has it)."""
+
+    status_code: int
+    reason: str | None
+    content: bytes
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def json(self) -> Any: ...
+
+
+class HttpSession(Protocol):
+    """What the transport needs of an HTTP session (a ``requests.Session`` has it)."""
+
+    @property
+    def headers(self) -> MutableMapping[str, str | bytes]: ...
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        timeout: tuple[float, float],
+    ) -> HttpResponse: ...
+
+    def close(self) -> None: ...
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of an HTTP call that failed on the way (worth retrying)."""
+    import requests
+
+    return (requests.ConnectionError, requests.Timeout)
+
+
+def _requests_session(loopback: bool) -> HttpSession:
+    import requests
+
+    session = requests.Session()
+    if loopback:  # a local emulator: never through a proxy, and no per-request proxy lookup
+        session.trust_env = False
+    return session  # type: ignore[return-value]
+
 
 log = logging.getLogger("pytest_neon.api")
 
@@ -94,7 +144,7 @@ class _Attempt:
     """What one try of a call came back with, when it was not a final answer."""
 
     failure: str
-    response: requests.Response | None = None
+    response: HttpResponse | None = None
     throttled: bool = False  # a 429: the API is up, only busy
     retry_after: float | None = None
 
@@ -114,7 +164,7 @@ class ApiTransport:
         key_source: str = "NEON_API_KEY",
         timeout: tuple[float, float] | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
     ) -> None:
         register_secret(api_key)
         self.api_host = api_host.rstrip("/")
@@ -123,10 +173,7 @@ class ApiTransport:
         self.timeout = default_timeout if timeout is None else timeout
         self.retry = retry or default_retry
         self.stats = ApiStats()
-        self._session = session or requests.Session()
-        if session is None and _is_loopback(self.api_host):
-            # a local emulator: never through a proxy, and no per-request proxy lookup
-            self._session.trust_env = False
+        self._session = session or _requests_session(_is_loopback(self.api_host))
         self._session.headers.update(
             {
                 "Authorization": f"Bearer {api_key}",
@@ -197,7 +244,7 @@ class ApiTransport:
             response = self._session.request(
                 method, self.api_host + path, params=params, json=body, timeout=self.timeout
             )
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except _network_errors() as exc:
             log.debug("%s %s -> %s", method, path, type(exc).__name__)
             return _Attempt(type(exc).__name__)
         status = response.status_code
@@ -231,7 +278,7 @@ class ApiTransport:
         )
 
     @staticmethod
-    def _json(response: requests.Response, method: str, path: str) -> JSON:
+    def _json(response: HttpResponse, method: str, path: str) -> JSON:
         try:
             data = response.json()
         except ValueError:
@@ -245,7 +292,7 @@ class ApiTransport:
             )
         return data
 
-    def _error(self, response: requests.Response, method: str, path: str) -> NeonAPIError:
+    def _error(self, response: HttpResponse, method: str, path: str) -> NeonAPIError:
         try:
             data = response.json()
         except ValueError:

@@ -30,10 +30,11 @@ from pytest_neon.integration import (
     write_start,
 )
 from pytest_neon.neon_branch import NeonBranch
-from pytest_neon.neon_session import NeonSession
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
+
+    from pytest_neon.neon_session import NeonSession
 
 _WRITING_FIXTURES = frozenset({"neon_branch_readwrite", "neon_branch"})
 

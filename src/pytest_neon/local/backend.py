@@ -4,56 +4,33 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from pytest_neon.local.binaries import find_pg_bindir
+from pytest_neon.api.transport import HttpSession
 from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.emulator import Emulator
+from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
+from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
 from pytest_neon.local.launcher import start_postgres
-from pytest_neon.local.pip_package import find_package
-from pytest_neon.local.reaper import Reaper
+from pytest_neon.local.lazy_start import Reservation, create_login, drop_login
+from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
+    KeptServer,
     SharedServer,
     SharedServerUnavailable,
     ensure_shared_server,
 )
 from pytest_neon.local.transport import in_process_session
+from pytest_neon.local.unavailable import PostgresUnavailableError
+from pytest_neon.local.write_checks import given_server_checks
 from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
 log = logging.getLogger("pytest_neon.local")
-
-
-def local_postgres_available(postgres_url: str | None, source: str = "auto") -> tuple[bool, str]:
-    """Whether the local backend can get a PostgreSQL, and a one-line reason."""
-    if postgres_url:
-        try:
-            check_postgres_url(postgres_url)
-        except Exception as exc:
-            return False, str(exc)
-        return True, f"PostgreSQL at {redact(postgres_url)}"
-    bindir = find_pg_bindir() if source in ("auto", "system") else None
-    if bindir is not None:
-        return True, f"PostgreSQL binaries in {bindir}"
-    if source == "system":
-        return False, "no PostgreSQL server binaries found"
-    package = find_package()
-    if package is None:
-        return False, "no PostgreSQL server binaries and no PostgreSQL package (local extra)"
-    return True, package.label
-
-
-@dataclass(frozen=True)
-class KeptServer:
-    """Where the kept local PostgreSQL lives and how long it waits unused."""
-
-    root: Path
-    idle_timeout: int
 
 
 @dataclass
@@ -82,7 +59,7 @@ class LocalBackend:
         """The emulated project."""
         return self.emulator.project_id
 
-    def session(self) -> requests.Session:
+    def session(self) -> HttpSession:
         """An HTTP session for this process's client that calls the emulator in-process."""
         return in_process_session(self.api_host, self.emulator.api)
 
@@ -99,12 +76,14 @@ class LocalBackend:
         *,
         leftovers: Sequence[Path] = (),
         kept: KeptServer | None = None,
+        reservation: Reservation | None = None,
     ) -> LocalBackend:
         """Start the emulator over ``postgres_url``, the kept server (``kept``), or a new
         throwaway cluster.
 
         ``source`` picks where the server's binaries come from (see ``start_postgres``).
         ``leftovers``: more paths the watchdog removes if this process is killed.
+        ``reservation``: what the first branch was promised to be (on the kept server).
         """
         postgres: RunningPostgres | None = None
         shared: SharedServer | None = None
@@ -115,8 +94,10 @@ class LocalBackend:
             fallback = ""
             if kept is not None:
                 try:
-                    shared = _kept_server(kept, source)
+                    shared = _kept_server(kept, source, reservation)
                 except SharedServerUnavailable as exc:
+                    if reservation is not None:
+                        raise
                     fallback = f"; not kept: {exc.message}"
             if shared is not None:
                 url, description = shared.url, shared.description
@@ -130,6 +111,7 @@ class LocalBackend:
         try:
             emulator = Emulator(
                 url,
+                project_id=reservation.project_id if reservation is not None else None,
                 api_key=api_key,
                 client_address=client_address,
                 tablespace=shared.tablespace if shared is not None else None,
@@ -139,10 +121,22 @@ class LocalBackend:
             if postgres is not None:
                 postgres.stop()
             raise
-        # pg_walinspect lets the plugin tell which database a WAL record touched; it is
-        # installed on a throwaway cluster and used on a given server if already there.
-        ours = postgres is not None or shared is not None
-        inspector = url if wal_inspector_available(url, install=ours) else None
+        if reservation is not None:
+            try:
+                emulator.name_database(reservation.branch_name, reservation.database)
+                create_login(url, reservation, owner=DEFAULT_ROLE)
+            except BaseException:
+                emulator.stop(drop=True)
+                raise
+        # pg_walinspect lets the plugin tell which database a WAL record touched: installed
+        # on our own servers; on a given one, created in a database of the run if it may.
+        if postgres_url:
+            checks = given_server_checks(url, comment_for(emulator.project_id))
+            inspector = checks.url
+            if checks.note:
+                description += f"; {checks.note}"
+        else:
+            inspector = url if wal_inspector_available(url, install=True) else None
         backend = cls(emulator, postgres, description, inspector, shared=shared)
         # after a kill -9 of this process, a watchdog cleans up what it would have
         plan = postgres.cleanup_plan() if postgres is not None else None
@@ -155,10 +149,32 @@ class LocalBackend:
             log.warning("pytest-neon: no cleanup watchdog for a killed run: %s", exc)
         return backend
 
+    @property
+    def hands_over(self) -> bool:
+        """Whether :meth:`stop` leaves dropping the run's project to the watchdog (the kept
+        server: the run need not wait for it), so its branches need no deleting first."""
+        return self.shared is not None and self.reaper is not None
+
     def stop(self) -> None:
-        """Stop serving; drop the run's databases from a given server, or remove the cluster."""
+        """Stop serving; drop the run's databases from a given server (on the kept server,
+        the watchdog does that while this process exits), or remove the cluster."""
+        if self.hands_over:
+            assert self.reaper is not None
+            assert self.shared is not None
+            self.emulator.stop(drop=False)  # (its lock goes: the watchdog may drop it)
+            if self.reaper.hand_over():
+                self.reaper = None
+                return
+            try:
+                drop_project(self.shared.url, self.emulator.project_id, patience=5.0)
+            finally:
+                self.reaper.dismiss()
+                self.reaper = None
+            return
         try:
             self.emulator.stop(drop=self.postgres is None)
+            if self.shared is not None:
+                drop_login(self.shared.url, self.emulator.project_id)
         finally:
             try:
                 if self.postgres is not None:
@@ -170,13 +186,30 @@ class LocalBackend:
                     self.reaper = None
 
 
-def _kept_server(kept: KeptServer, source: str) -> SharedServer:
-    """The kept server, running, with what dead runs left on it dropped."""
+def _kept_server(
+    kept: KeptServer, source: str, reservation: Reservation | None = None
+) -> SharedServer:
+    """The kept server, running (on the port ``reservation`` promised), with what dead
+    runs left on it dropped."""
     from pytest_neon.local.dead_runs import drop_dead_projects
 
-    shared = ensure_shared_server(kept.root, source=source, idle_timeout=kept.idle_timeout)
-    try:
-        drop_dead_projects(shared.url)
-    except Exception as exc:  # the watchdog tries again later
-        log.debug("could not drop the projects of dead runs: %s", exc)
+    port = reservation.port if reservation is not None else None
+    shared = ensure_shared_server(
+        kept.root, source=source, idle_timeout=kept.idle_timeout, port=port
+    )
+    if port is not None and shared.port != port:
+        raise PostgresUnavailableError(
+            f"the kept local PostgreSQL in {kept.root} restarted on port {shared.port}, not "
+            f"{port} as the env var says (the port was taken "
+            "meanwhile): run again, or set --neon-local-reuse=false"
+        )
+
+    def sweep() -> None:
+        try:
+            drop_dead_projects(shared.url)
+        except Exception as exc:  # the watchdog tries again later
+            log.debug("could not drop the projects of dead runs: %s", exc)
+
+    # beside the run's own start: nothing waits for it
+    threading.Thread(target=sweep, name="pytest-neon-dead-runs", daemon=True).start()
     return shared

@@ -20,9 +20,21 @@ def has_server_binaries(directory: Path) -> bool:
     return all(os.access(directory / name, os.X_OK) for name in SERVER_BINARIES)
 
 
+#: installations with the version in a directory name, newest first: Debian/Ubuntu, RPM,
+#: Homebrew's postgresql@N (Apple silicon, then Intel), Postgres.app
+_VERSIONED_DIRS = (
+    "/usr/lib/postgresql/*/bin",
+    "/usr/pgsql-*/bin",
+    "/opt/homebrew/opt/postgresql@*/bin",
+    "/usr/local/opt/postgresql@*/bin",
+    "/Applications/Postgres.app/Contents/Versions/*/bin",
+)
+
+
 def _version_key(path: Path) -> tuple[int, ...]:
     """Sort key of ``/usr/lib/postgresql/<version>/bin``: numeric parts of the version."""
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
+    name = path.parent.name
+    return tuple(int(part) for part in re.findall(r"\d+", name.rsplit("@", 1)[-1]))
 
 
 def _default_bindir_candidates(path: str | None) -> Iterator[Path]:
@@ -47,10 +59,11 @@ def _default_bindir_candidates(path: str | None) -> Iterator[Path]:
             # /usr/local/bin/initdb may be a symlink into the real installation.
             yield initdb.resolve().parent
             yield Path(entry)
-    for pattern in ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"):
+    for pattern in _VERSIONED_DIRS:
         found = [Path(p) for p in glob.glob(pattern)]
         yield from sorted(found, key=_version_key, reverse=True)
     yield Path("/usr/local/pgsql/bin")
+    yield Path("/opt/homebrew/bin")  # Homebrew's unversioned formula (Apple silicon)
 
 
 def find_pg_bindir(search: Iterable[str | Path] | None = None) -> Path | None:

@@ -66,4 +66,22 @@ def drop_dead_projects(url: str) -> int:
             continue
         log.info("dropped project %s of a run that is gone", project_id)
         dropped += 1
+    _drop_orphan_logins(url)
     return dropped
+
+
+def _drop_orphan_logins(url: str) -> None:
+    """Drop login roles (the kept server's) whose run's project is gone."""
+    import psycopg
+
+    from pytest_neon.local.lazy_start import LOGIN_PREFIX, drop_role
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (LOGIN_PREFIX,)
+        ).fetchall()
+        # after the roles: a run makes its project before its login role
+        live = project_ids(url)
+        for (name,) in rows:
+            if name[len(LOGIN_PREFIX) :] not in live:
+                drop_role(conn, name)

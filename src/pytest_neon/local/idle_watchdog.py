@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
+    LAST_USE,
     WATCHDOG_PID,
     locked,
     running_port,
@@ -36,6 +37,14 @@ def _idle_timeout(root: Path) -> float:
         return max(10.0, float((root / IDLE_FILE).read_text().strip()))
     except (OSError, ValueError):
         return 600.0
+
+
+def _since_last_use(root: Path) -> float:
+    """Seconds since a run last said it counts on the server."""
+    try:
+        return max(0.0, time.time() - (root / LAST_USE).stat().st_mtime)
+    except OSError:
+        return float("inf")
 
 
 def _other_clients(url: str) -> int | None:
@@ -86,7 +95,8 @@ def watch(root: Path) -> None:
         if clients:
             last_busy = now
             continue
-        if now - last_busy < _idle_timeout(root):
+        idle = min(now - last_busy, _since_last_use(root))
+        if idle < _idle_timeout(root):
             continue
         with locked(root):
             if _other_clients(url):

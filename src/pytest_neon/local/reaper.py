@@ -11,12 +11,14 @@ the run's emulated project (its databases and metadata) from a server given by U
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import SqlServer
 
 POLL_SECONDS = 0.5
+log = logging.getLogger("pytest_neon.local")
 
 
 READY = b"R"  # what the watchdog writes once it has its plan
@@ -47,28 +50,53 @@ class Reaper:
             env=env,
         )
         assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
         self._proc.stdin.write(json.dumps({**plan, "owner": os.getpid()}).encode())
         self._proc.stdin.close()
-        ready = select.select([self._proc.stdout], [], [], READY_TIMEOUT)[0]
-        if not ready or self._proc.stdout.read(1) != READY:
-            self._proc.kill()
-            with suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)
-            raise OSError(f"the cleanup watchdog did not start (exit status {self._proc.poll()})")
-        self._proc.stdout.close()
+        # Not waited for here: the plan is in the pipe, and the watchdog acts on it even if
+        # this process dies before it has read it. Whether it started is checked at the end.
 
     @property
     def pid(self) -> int:
         """The watchdog's process id."""
         return self._proc.pid
 
+    def ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Whether the watchdog has read its plan (waits up to ``timeout`` seconds)."""
+        assert self._proc.stdout is not None
+        if self._proc.stdout.closed:
+            return True
+        ready = select.select([self._proc.stdout], [], [], timeout)[0]
+        started = bool(ready) and self._proc.stdout.read(1) == READY
+        self._proc.stdout.close()
+        return started
+
+    def hand_over(self) -> bool:
+        """Have the watchdog clean up now, without waiting for it; ``False`` when it
+        cannot (it never started, or is gone): the owner then cleans up itself."""
+        if not self.ready(timeout=5) or self._proc.poll() is not None:
+            return False
+        try:
+            self._proc.send_signal(signal.SIGUSR1)
+        except OSError:
+            return False
+        # Reaped in the background: never left to the garbage collector while it runs
+        # (a ResourceWarning, an error under filterwarnings=error).
+        threading.Thread(target=self._proc.wait, name="pytest-neon-reaper", daemon=True).start()
+        return True
+
     def dismiss(self) -> None:
         """The owner cleans up itself: stop the watchdog (it does nothing then)."""
+        if self._proc.poll() is not None and not self.ready(timeout=0):
+            log.warning(
+                "pytest-neon: the cleanup watchdog had not started (exit status %s)",
+                self._proc.returncode,
+            )
         with suppress(OSError):
             self._proc.send_signal(signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=5)
+        if self._proc.stdout is not None and not self._proc.stdout.closed:
+            self._proc.stdout.close()
 
 
 def clean_up(plan: dict[str, Any], *, patience: float = 30.0) -> None:
@@ -118,6 +146,9 @@ def drop_project(url: str, project_id: str, patience: float) -> None:
             plane.drop_everything()
         finally:
             _close(server, plane)
+        from pytest_neon.local.lazy_start import drop_login
+
+        drop_login(url, project_id)  # the run's login role, on the kept server
         return
 
 
@@ -131,13 +162,28 @@ def _close(server: SqlServer | None, plane: ControlPlane | None) -> None:
 def main() -> int:
     """The watchdog: read the plan, wait for the owner to go, then clean up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _handed_over)  # (before READY: the owner waits for it)
     plan = json.loads(sys.stdin.read())
-    sys.stdout.buffer.write(READY)
-    sys.stdout.buffer.flush()
-    while os.getppid() == plan["owner"]:  # a dead owner's children are adopted by another
-        time.sleep(POLL_SECONDS)
+    try:
+        sys.stdout.buffer.write(READY)
+        sys.stdout.buffer.flush()
+    except OSError:  # the owner is gone already: clean up all the same
+        pass
+    try:
+        while os.getppid() == plan["owner"]:  # a dead owner's children are adopted by another
+            time.sleep(POLL_SECONDS)
+    except HandedOver:
+        pass
     clean_up(plan)
     return 0
+
+
+class HandedOver(Exception):
+    """The owner asked for the cleanup now (SIGUSR1), and is on its way out."""
+
+
+def _handed_over(signum: int, frame: object) -> None:
+    raise HandedOver
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, re
 STAMP = "pytest-neon.json"
 LOCK = "lock"
 IDLE_FILE = "idle_timeout"
+LAST_USE = "last_use"  # touched by every run that counts on the server
 WATCHDOG_PID = "watchdog.pid"
 LAYOUT = 1  # bump when the directory's layout or the server's settings change
 _MAX_SOCKET_DIR = 100 - len("/.s.PGSQL.65535")
@@ -47,6 +48,14 @@ TABLESPACE = "pytest_neon_ram"
 
 class SharedServerUnavailable(PostgresUnavailableError):
     """The kept server cannot be used here (the run falls back to a throwaway cluster)."""
+
+
+@dataclass(frozen=True)
+class KeptServer:
+    """Where the kept local PostgreSQL lives and how long it waits unused."""
+
+    root: Path
+    idle_timeout: int
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,15 @@ def _prepare_root(root: Path, run_as: OsUser | None) -> None:
 
 
 def ensure_shared_server(
-    root: Path, *, source: str = "auto", idle_timeout: int = 600, timeout: float = 60.0
+    root: Path,
+    *,
+    source: str = "auto",
+    idle_timeout: int = 600,
+    timeout: float = 60.0,
+    port: int | None = None,
 ) -> SharedServer:
-    """The kept server in ``root``: reused when it runs and is ours, else (re)started.
+    """The kept server in ``root``: reused when it runs and is ours, else (re)started
+    (on ``port`` when it is free: a run that named it in a connection string already).
 
     Raises :class:`SharedServerUnavailable` when a kept server is impossible here, or
     :class:`PostgresUnavailableError` when it does not start.
@@ -175,19 +190,19 @@ def ensure_shared_server(
     cluster = _cluster(root, bindir, run_as)
     deadline = time.monotonic() + timeout
     with locked(root):
-        reused = False
-        port = running_port(cluster) if read_stamp(root) == identity else None
-        if port is not None and _accepts(socket_url(root, port)):
-            reused = True
-        else:
+        touch_last_use(root)
+        wanted, port = port, running_port(cluster) if read_stamp(root) == identity else None
+        reused = port is not None and _accepts(socket_url(root, port))
+        if not reused:
             port = None
             if read_stamp(root) == identity and (cluster.data_dir / "PG_VERSION").exists():
                 with contextlib.suppress(PostgresUnavailableError):
-                    port = _start(cluster, deadline)
+                    port = _start(cluster, deadline, wanted)
             if port is None:
                 _remake(cluster, deadline)
-                port = _start(cluster, deadline)
+                port = _start(cluster, deadline, wanted)
             (root / STAMP).write_text(json.dumps(identity))
+        assert port is not None
         (root / IDLE_FILE).write_text(str(idle_timeout))
         _ensure_watchdog(root)
         url = socket_url(root, port)
@@ -332,9 +347,27 @@ def _remake(cluster: Cluster, deadline: float) -> None:
     cluster.write_config(kept=True)
 
 
-def _start(cluster: Cluster, deadline: float) -> int:
-    """Start the server on a free port; return the port once it accepts connections."""
-    port = free_port()
+def touch_last_use(root: Path) -> None:
+    """Note that a run counts on the server now (the watchdog waits that long too)."""
+    with contextlib.suppress(OSError):
+        (root / LAST_USE).touch()
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start(cluster: Cluster, deadline: float, wanted: int | None = None) -> int:
+    """Start the server on ``wanted`` if free, else a free port; return the port once it
+    accepts connections."""
+    port = wanted if wanted and _port_is_free(wanted) else free_port()
     offset = cluster.log_size()
     wait = max(1, int(deadline - time.monotonic()))
     args = ["pg_ctl", "-D", str(cluster.data_dir), "-l", str(cluster.log_file)]

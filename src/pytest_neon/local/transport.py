@@ -1,9 +1,9 @@
 """Requests to the emulator this process runs, answered in-process instead of over HTTP.
 
 Same requests, same answers (the emulator's own request handling, faults and delays
-included); only the socket, the HTTP parsing, two thread hand-offs and ``requests``'
-preparation of each request (cookies, hooks, redirects, proxies) are left out.
-xdist workers are other processes: they still talk HTTP to the controller's emulator.
+included); only the socket, the HTTP parsing, two thread hand-offs and an HTTP library
+are left out (``requests`` is not even imported). xdist workers are other processes: they
+still talk HTTP to the controller's emulator.
 """
 
 from __future__ import annotations
@@ -13,61 +13,82 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.structures import CaseInsensitiveDict
-
+from pytest_neon.api.transport import HttpResponse, HttpSession
 from pytest_neon.local.emulator.dispatch import ApiDispatcher
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
 
-class InProcessSession(requests.Session):
-    """A ``requests`` session whose ``request()`` calls under ``api_host`` go straight to
-    ``api`` (as ``NeonClient`` makes them: ``params``, ``json`` and ``timeout``).
+class _Headers(dict[str, str]):
+    """Response headers, looked up without regard to case."""
 
-    Other URLs, and calls with other arguments, are sent by ``requests`` as usual.
-    """
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+
+class InProcessAnswer:
+    """The emulator's answer, as the transport reads an HTTP response."""
+
+    def __init__(self, status: int, content: bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = status
+        self.reason: str | None = _REASONS.get(status, "")
+        self.content = content
+        self.headers = _Headers({k.lower(): v for k, v in headers.items()})
+
+    def json(self) -> Any:
+        """The body, decoded."""
+        return json.loads(self.content)
+
+
+class InProcessSession:
+    """A session whose calls under ``api_host`` go straight to ``api``, as ``NeonClient``
+    makes them (``params``, ``json`` and ``timeout``); any other URL is refused."""
+
+    trust_env = False  # there is no proxy to look up
 
     def __init__(self, api_host: str, api: ApiDispatcher) -> None:
-        super().__init__()
-        self.trust_env = False
+        self.headers: dict[str, str | bytes] = {}
         self._prefix = api_host.rstrip("/") + "/"
         self._api = api
 
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str,
         url: str,
+        *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        **kwargs: Any,
-    ) -> requests.Response:
+        timeout: tuple[float, float] | None = None,
+    ) -> HttpResponse:
         """Answer a request to the emulator by calling it directly."""
-        if not url.startswith(self._prefix) or set(kwargs) - {"timeout"}:
-            return super().request(method, url, params=params, json=json, **kwargs)
+        if not url.startswith(self._prefix):
+            raise ConnectionError(f"{url} is not the emulator this process runs")
         query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
         target = urlsplit(url).path + (f"?{query}" if query else "")
-        headers = {name.lower(): str(value) for name, value in self.headers.items()}
+        headers = {name.lower(): _text(value) for name, value in self.headers.items()}
         body = b""
         if json is not None:
             body = _dumps(json)
             headers["content-type"] = "application/json"
         answer = self._api.handle(method.upper(), target, headers, body)
-        response = requests.Response()
-        response.status_code = answer.status
-        response.reason = _REASONS.get(answer.status, "")
-        response._content, content_headers = answer.encode()
-        response.headers = CaseInsensitiveDict(answer.headers)
-        response.headers.update(content_headers)
-        response.encoding = "utf-8"
-        response.url = url + (f"?{query}" if query else "")
-        return response
+        content, content_headers = answer.encode()
+        return InProcessAnswer(answer.status, content, {**answer.headers, **content_headers})
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def in_process_session(api_host: str, api: ApiDispatcher) -> requests.Session:
+def in_process_session(api_host: str, api: ApiDispatcher) -> HttpSession:
     """A session whose requests under ``api_host`` go straight to ``api``."""
     return InProcessSession(api_host, api)

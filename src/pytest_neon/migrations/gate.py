@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from filelock import FileLock
-
 from pytest_neon.xdist import coordination_dir
 
 
@@ -30,6 +28,8 @@ class MigrationGate:
 
     def __init__(self, run_id: str) -> None:
         directory = coordination_dir(run_id)
+        from filelock import FileLock  # (imported by the runs that migrate only)
+
         self._lock = FileLock(str(directory / "migrations.lock"))
         self._state = directory / "migrations.json"
 

@@ -1,0 +1,133 @@
+"""A run on the kept local server that pays for its branch only when a test needs it.
+
+``DATABASE_URL`` must name the test branch before ``conftest.py`` is imported, but most
+runs a developer starts never open it. With the kept server running, everything in that
+connection string can be chosen up front, without connecting: the server's port (from
+its ``postmaster.pid``), the name of the first branch's database (the emulator is asked to
+use it), and a login role of the run's own with a new password. That role logs in as the
+project's owner role (``SET role``), so everything it makes belongs to the owner, as on
+Neon. The emulator, the project and the branch are then made when the first test needs
+them, or never.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pytest_neon.local.binaries import has_server_binaries
+from pytest_neon.local.shared_server import (
+    LAYOUT,
+    read_stamp,
+    running_port,
+    stamped_cluster,
+    touch_last_use,
+)
+from pytest_neon.redact import register_secret
+
+
+def lock_role_names(conn: Any) -> None:
+    """The emulator's server-wide lock on role changes (inside a transaction)."""
+    from pytest_neon.local.emulator.sql.metadata import lock_role_names as lock
+
+    lock(conn)
+
+
+LOGIN_PREFIX = "pytest_neon_login_"
+
+
+def login_role(project_id: str) -> str:
+    """The login role of the run whose project is ``project_id``."""
+    return LOGIN_PREFIX + project_id
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What the run's first branch will be, before it exists."""
+
+    root: Path
+    port: int
+    project_id: str
+    branch_name: str
+    database: str
+    password: str = field(repr=False)
+
+    @property
+    def login(self) -> str:
+        """The run's login role."""
+        return login_role(self.project_id)
+
+    @property
+    def dsn(self) -> str:
+        """The branch's connection string, as the env var gets it now."""
+        return (
+            f"postgresql://{quote(self.login, safe='')}:{quote(self.password, safe='')}"
+            f"@127.0.0.1:{self.port}/{quote(self.database, safe='')}"
+        )
+
+
+def reserve(root: Path, *, run_id: str, branch_name: str) -> Reservation | None:
+    """A reservation on the kept server in ``root``; ``None`` when it is not running, or
+    was made by another version (the run then starts it before conftest.py, as before)."""
+    from pytest_neon import __version__
+
+    stamp = read_stamp(root)
+    if stamp.get("layout") != LAYOUT or stamp.get("plugin") != __version__:
+        return None
+    if not has_server_binaries(Path(str(stamp.get("bindir")))):
+        return None
+    cluster = stamped_cluster(root)
+    port = running_port(cluster) if cluster is not None else None
+    if port is None:
+        return None
+    touch_last_use(root)  # the watchdog does not stop it under this run
+    password = secrets.token_urlsafe(24)
+    register_secret(password)
+    return Reservation(
+        root=root,
+        port=port,
+        project_id=f"pytest-neon-{run_id}",  # the run's own (ids are unique per run)
+        branch_name=branch_name,
+        database=f"pytest_neon_{run_id}",
+        password=password,
+    )
+
+
+def create_login(url: str, reservation: Reservation, owner: str) -> None:
+    """Create the run's login role on the server at ``url`` (a superuser DSN)."""
+    import psycopg
+    from psycopg import sql
+
+    login = sql.Identifier(reservation.login)
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        verifier = conn.pgconn.encrypt_password(
+            reservation.password.encode(), reservation.login.encode(), b"scram-sha-256"
+        )
+        with conn.transaction():
+            lock_role_names(conn)  # the owner role's row: one change at a time, server-wide
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                    login, sql.Literal(verifier.decode()), sql.Identifier(owner)
+                )
+            )
+            conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(owner)))
+
+
+def drop_login(url: str, project_id: str) -> None:
+    """Drop the login role of ``project_id``'s run, if there is one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        drop_role(conn, login_role(project_id))
+
+
+def drop_role(conn: Any, name: str) -> None:
+    """Drop role ``name`` if it exists, one role change on the server at a time."""
+    from psycopg import sql
+
+    with conn.transaction():
+        lock_role_names(conn)
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
