@@ -66,6 +66,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/loop.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,343 @@
+"""The everyday local loop: what a whole pytest run costs with pytest-neon installed.
+
+Each row times whole pytest processes, side by side with a baseline in the same
+invocation (the two commands take turns, medians are compared), on the kept local
+server (``--neon-local-reuse``) in a directory of its own:
+
+- a run with no database test, against ``-p no:neon``;
+- a run of one readwrite test on a warm machine, against a plain pytest run;
+- the Django example's ``tests/test_models.py`` run again (migrations unchanged), against
+  pytest-django with ``--reuse-db`` on the same server;
+- a burst: 20 writing tests back to back (no work of their own), then 20 reading tests, on
+  10 tables of 2,000 rows, per test as pytest reports setup + teardown, against no
+  isolation and pytest-postgresql, on the kept server, a throwaway cluster and a server
+  given by URL.
+
+``python benchmarks/loop.py`` (``make bench`` runs it after ``run.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import psycopg
+
+from pytest_neon.local.launcher import start_postgres
+from pytest_neon.local.shared_server import (
+    running_port,
+    socket_url,
+    stamped_cluster,
+    stop_shared_server,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example_projects" / "django_app"
+
+NO_DB = "def test_add():\n    assert 1 + 1 == 2\n"
+ONE_TEST = """
+import psycopg
+
+def test_rw(neon_branch_readwrite):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        conn.execute("SELECT 1")
+"""
+
+BURST_SCHEMA = "\n".join(
+    f"CREATE TABLE t{i} (id serial PRIMARY KEY, label text NOT NULL, n int NOT NULL);"
+    f"INSERT INTO t{i} (label, n) SELECT 'row ' || g, g FROM generate_series(1, 2000) g;"
+    for i in range(10)
+)
+
+BURST_TESTS = """
+import psycopg
+import pytest
+
+def connect(value):
+    if isinstance(value, psycopg.Connection):
+        return value
+    return psycopg.connect(value.connection_string)
+
+@pytest.mark.parametrize("n", range(40))
+def test_case({fixture}, n):
+    conn = connect({fixture})
+    try:
+        conn.execute("SELECT count(*) FROM t0").fetchone()
+        if n < 20:  # a burst of writing tests, then reading ones
+            conn.execute("INSERT INTO t0 (label, n) VALUES ('written', %s)", (n,))
+            conn.commit()
+    finally:
+        conn.close()
+"""
+
+RECORDER = """
+import json, os, psycopg, pytest
+
+_PHASES = {}
+
+def pytest_runtest_logreport(report):
+    _PHASES.setdefault(report.nodeid, {})[report.when] = report.duration
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_OUT"], "w") as f:
+        json.dump(_PHASES, f)
+"""
+
+NEON_CONFTEST = """
+@pytest.fixture(scope="session")
+def neon_apply_migrations(neon_migration_branch):
+    with psycopg.connect(neon_migration_branch.connection_string) as conn:
+        conn.execute(open({schema!r}).read())
+"""
+
+PLAIN_CONFTEST = """
+class Database:
+    connection_string = {url!r}
+
+@pytest.fixture
+def plain():
+    return Database()
+"""
+
+PG_CONFTEST = """
+from pytest_postgresql import factories
+
+def load(host, port, user, dbname, password, **kwargs):
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password) as c:
+        c.execute(open({schema!r}).read())
+
+pg_noproc = factories.postgresql_noproc(
+    host={host!r}, port={port!r}, user={user!r}, password={password!r},
+    dbname="bench_burst", load=[load],
+)
+postgresql = factories.postgresql("pg_noproc")
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "PYTEST_NEON"))}
+    for name in ("DATABASE_URL", "CI", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)  # a developer's shell: bytecode is cached, no CI variable
+    return {**env, **extra}
+
+
+def _pytest(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+
+
+def _wall(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-2000:])
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}")
+    return wall
+
+
+def side_by_side(
+    a: tuple[Sequence[str], Path, dict[str, str]],
+    b: tuple[Sequence[str], Path, dict[str, str]],
+    runs: int,
+) -> tuple[float, float]:
+    """Medians of ``runs`` runs of ``a`` and ``b``, taking turns (one warm-up each)."""
+    _wall(*a)
+    _wall(*b)
+    walls_a, walls_b = [], []
+    for _ in range(runs):
+        walls_a.append(_wall(*a))
+        walls_b.append(_wall(*b))
+    return statistics.median(walls_a), statistics.median(walls_b)
+
+
+def _superuser_login(url: str, role: str, password: str) -> None:
+    """A role with a password on the kept server, for pytest-django's side."""
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+
+
+def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
+    """The first three rows: (what, pytest-neon s, baseline s, baseline name)."""
+    kept = work / "kept"
+    env = _env(NEON_LOCAL_REUSE="true", NEON_LOCAL_DIR=str(kept))
+    plain_env = _env()
+    small = work / "small"
+    small.mkdir()
+    (small / "test_utils.py").write_text(NO_DB)
+    (small / "test_db.py").write_text(ONE_TEST)
+    _wall(_pytest("test_db.py"), small, env)  # starts the kept server
+    rows = []
+    no_db, no_plugin = side_by_side(
+        (_pytest("test_utils.py"), small, env),
+        (_pytest("-p", "no:neon", "test_utils.py"), small, plain_env),
+        runs,
+    )
+    rows.append(("no database test", no_db, no_plugin, "`-p no:neon`"))
+    one, plain = side_by_side(
+        (_pytest("test_db.py"), small, env),
+        (_pytest("-p", "no:neon", "test_utils.py"), small, plain_env),
+        runs,
+    )
+    rows.append(("one readwrite test, warm", one, plain, "a plain pytest run"))
+
+    ours, theirs = work / "django", work / "django-plain"
+    shutil.copytree(EXAMPLE, ours)
+    shutil.copytree(EXAMPLE, theirs)
+    (theirs / "conftest.py").unlink()  # plain pytest-django
+    cluster = stamped_cluster(kept)
+    assert cluster is not None
+    port = running_port(cluster)
+    assert port is not None
+    password = secrets.token_urlsafe(16)
+    _superuser_login(socket_url(kept, port), "bench_django", password)
+    url = f"postgresql://bench_django:{quote(password)}@127.0.0.1:{port}/library"
+    django_env = _env(DATABASE_URL=url)
+    _wall(_pytest("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env)
+    _wall(_pytest("tests/test_models.py"), ours, env)  # the migration cache is filled
+    check = subprocess.run(
+        _pytest("tests/test_models.py"), cwd=ours, env=env, capture_output=True, text=True
+    )
+    if "migrations: cached" not in check.stdout:
+        raise SystemExit("the Django example's second run migrated again:\n" + check.stdout)
+    django, reuse = side_by_side(
+        (_pytest("tests/test_models.py"), ours, env),
+        (_pytest("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env),
+        runs,
+    )
+    rows.append(("Django example, one file, second run", django, reuse, "pytest-django --reuse-db"))
+    return rows
+
+
+def _burst(
+    work: Path, name: str, conftest: str, fixture: str, args: list[str], env: dict[str, str]
+) -> tuple[float, float]:
+    """Median setup + teardown (ms) of the reading tests after the burst, and of the
+    writing tests but the first."""
+    folder = work / name
+    folder.mkdir()
+    (folder / "conftest.py").write_text(RECORDER + conftest)
+    (folder / "test_burst.py").write_text(BURST_TESTS.format(fixture=fixture))
+    out = folder / "phases.json"
+    _wall(_pytest(*args), folder, {**env, "BENCH_OUT": str(out)})
+    phases = json.loads(out.read_text())
+
+    def cost(n: int) -> float:
+        p = next(v for k, v in phases.items() if k.endswith(f"[{n}]"))
+        return float(p.get("setup", 0.0) + p.get("teardown", 0.0)) * 1000
+
+    writing = [cost(n) for n in range(1, 20)]
+    reading = [cost(n) for n in range(21, 40)]
+    return statistics.median(reading), statistics.median(writing)
+
+
+def bursts(work: Path) -> list[tuple[str, float, float]]:
+    """The burst on each server: (what, reading ms, writing ms)."""
+    schema = work / "burst.sql"
+    schema.write_text(BURST_SCHEMA)
+    ours = NEON_CONFTEST.format(schema=str(schema))
+    kept_env = _env(NEON_LOCAL_REUSE="true", NEON_LOCAL_DIR=str(work / "kept"))
+    rows = []
+    rows.append(
+        (
+            "pytest-neon, kept server",
+            *_burst(work, "burst-kept", ours, "neon_branch_readwrite", [], kept_env),
+        )
+    )
+    throwaway = _env(NEON_LOCAL_REUSE="false")
+    rows.append(
+        (
+            "pytest-neon, throwaway cluster",
+            *_burst(work, "burst-throwaway", ours, "neon_branch_readwrite", [], throwaway),
+        )
+    )
+    with start_postgres() as given:  # a server given by URL, pg_walinspect not installed
+        parts = urlsplit(given.url)
+        with psycopg.connect(given.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench_plain")
+        plain_url = given.url.rsplit("/", 1)[0] + "/bench_plain"
+        with psycopg.connect(plain_url, autocommit=True) as conn:
+            conn.execute(BURST_SCHEMA)
+        args = [f"--neon-local-postgres-url={given.url}"]
+        rows.append(
+            (
+                "pytest-neon, server given by URL",
+                *_burst(work, "burst-given", ours, "neon_branch_readwrite", args, throwaway),
+            )
+        )
+        pg = PG_CONFTEST.format(
+            schema=str(schema),
+            host=parts.hostname,
+            port=parts.port,
+            user=parts.username,
+            password=unquote(parts.password or ""),
+        )
+        rows.append(
+            (
+                "pytest-postgresql, same given server",
+                *_burst(work, "burst-pg", pg, "postgresql", ["-p", "no:neon"], throwaway),
+            )
+        )
+        rows.append(
+            (
+                "no isolation, same given server",
+                *_burst(
+                    work,
+                    "burst-plain",
+                    PLAIN_CONFTEST.format(url=plain_url),
+                    "plain",
+                    ["-p", "no:neon"],
+                    throwaway,
+                ),
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    """Print the local-loop tables."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per command")
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pn-loop-"))  # short: the kept server's socket
+    try:
+        rows = whole_runs(work, opts.runs)
+        print("\n### The local loop: whole runs (median wall seconds, kept local server)\n")
+        print("| run | pytest-neon s | baseline s | over the baseline | baseline |")
+        print("|---|---|---|---|---|")
+        for what, ours, base, name in rows:
+            print(f"| {what} | {ours:.2f} | {base:.2f} | {ours - base:+.2f} s | {name} |")
+        burst = bursts(work)
+        baseline_read, baseline_write = burst[-1][1], burst[-1][2]
+        print("\n### A burst of 20 writing tests, then 20 reading tests (median ms per test)\n")
+        print("| strategy | reading test | over no isolation | writing test | over no isolation |")
+        print("|---|---|---|---|---|")
+        for what, reading, writing in burst:
+            print(
+                f"| {what} | {reading:.1f} | {reading - baseline_read:+.1f} | {writing:.1f} "
+                f"| {writing - baseline_write:+.1f} |"
+            )
+    finally:
+        stop_shared_server(work / "kept")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
