@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
+from run import PG_CONFTEST, PLAIN_CONFTEST  # the same baselines as run.py's
 
 from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.shared_server import (
@@ -99,29 +100,6 @@ NEON_CONFTEST = """
 def neon_apply_migrations(neon_migration_branch):
     with psycopg.connect(neon_migration_branch.connection_string) as conn:
         conn.execute(open({schema!r}).read())
-"""
-
-PLAIN_CONFTEST = """
-class Database:
-    connection_string = {url!r}
-
-@pytest.fixture
-def plain():
-    return Database()
-"""
-
-PG_CONFTEST = """
-from pytest_postgresql import factories
-
-def load(host, port, user, dbname, password, **kwargs):
-    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password) as c:
-        c.execute(open({schema!r}).read())
-
-pg_noproc = factories.postgresql_noproc(
-    host={host!r}, port={port!r}, user={user!r}, password={password!r},
-    dbname="bench_burst", load=[load],
-)
-postgresql = factories.postgresql("pg_noproc")
 """
 
 

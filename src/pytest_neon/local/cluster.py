@@ -172,16 +172,7 @@ class Cluster:
         """Start the server on a free port; return its superuser URL once it accepts logins."""
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = free_port()
-            offset = self.log_size()
-            wait = max(1, int(deadline - time.monotonic()))
-            args = ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file)]
-            args += ["-w", "-t", str(wait), "-o", f"-p {port}", "start"]
-            try:
-                proc = self.run(args, timeout=wait + 10)
-            except subprocess.TimeoutExpired:
-                raise self.failure(f"pg_ctl start did not return within {wait} s", offset) from None
-            except OSError as exc:
-                raise self.failure(f"cannot run {self.bindir / 'pg_ctl'}: {exc}") from None
+            proc, offset = self.pg_ctl_start(port, deadline)
             if proc.returncode == 0:
                 secret = quote(password, safe="")
                 url = f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{port}/postgres"
@@ -199,6 +190,22 @@ class Cluster:
                 offset,
             )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def pg_ctl_start(
+        self, port: int, deadline: float
+    ) -> tuple[subprocess.CompletedProcess[str], int]:
+        """Run ``pg_ctl start`` on ``port``: its result, and the log's size before it (a
+        hang or a missing ``pg_ctl`` raises)."""
+        offset = self.log_size()
+        wait = max(1, int(deadline - time.monotonic()))
+        args = ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file)]
+        args += ["-w", "-t", str(wait), "-o", f"-p {port}", "start"]
+        try:
+            return self.run(args, timeout=wait + 10), offset
+        except subprocess.TimeoutExpired:
+            raise self.failure(f"pg_ctl start did not return within {wait} s", offset) from None
+        except OSError as exc:
+            raise self.failure(f"cannot run {self.bindir / 'pg_ctl'}: {exc}") from None
 
     def wait_accepting(self, url: str, deadline: float, log_offset: int) -> None:
         import psycopg

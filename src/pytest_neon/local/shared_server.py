@@ -368,14 +368,7 @@ def _start(cluster: Cluster, deadline: float, wanted: int | None = None) -> int:
     """Start the server on ``wanted`` if free, else a free port; return the port once it
     accepts connections."""
     port = wanted if wanted and _port_is_free(wanted) else free_port()
-    offset = cluster.log_size()
-    wait = max(1, int(deadline - time.monotonic()))
-    args = ["pg_ctl", "-D", str(cluster.data_dir), "-l", str(cluster.log_file)]
-    args += ["-w", "-t", str(wait), "-o", f"-p {port}", "start"]
-    try:
-        proc = cluster.run(args, timeout=wait + 10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise cluster.failure(f"pg_ctl start: {exc}", offset) from None
+    proc, offset = cluster.pg_ctl_start(port, deadline)
     if proc.returncode != 0:
         raise cluster.failure(f"pg_ctl start: {one_line(proc.stdout or '')}", offset)
     cluster.wait_accepting(socket_url(cluster.root, port), deadline, offset)
