@@ -39,6 +39,7 @@ __all__ = [
     "plugin_state",
     "sqlalchemy_url",
     "uses_worker_branch",
+    "when_session_ready",
     "write_start",
 ]
 
@@ -173,6 +174,19 @@ def forget_rolled_back_work(session: NeonSession) -> None:
     """The last test's work was rolled back: no reset, but its WAL must not be taken for
     the next test's writes."""
     session.pool.forget_position()
+
+
+def when_session_ready(config: pytest.Config, callback: Callable[[NeonSession], None]) -> None:
+    """Call ``callback(session)`` with this process's ``NeonSession``: now if there is one,
+    else once it is made (a plain run on the kept local server makes it when a test first
+    needs it; a process with no backend never calls it)."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    if state.session is not None:
+        callback(state.session)
+    else:
+        state.when_ready.append(callback)
 
 
 def add_reset_listener(session: NeonSession, listener: Callable[[NeonBranch], None]) -> None:

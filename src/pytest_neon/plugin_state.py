@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,8 @@ class PluginState:
     local: LocalBackend | None = None
     # the kept server's branch, promised in the env var and made when a test needs it
     reservation: Reservation | None = None
+    # called with the session once there is one (integrations' reset listeners)
+    when_ready: list[Callable[[NeonSession], None]] = field(default_factory=list)
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
     parent_id: str | None = None  # the parent branch, from the xdist controller

@@ -314,6 +314,9 @@ def _use(state: PluginState, session: NeonSession | None) -> None:
 
     state.session = session
     state.migrations = Migrations(session) if session is not None else None
+    if session is not None:
+        for callback in state.when_ready:
+            callback(session)
 
 
 def _own_session(state: PluginState, worker: str) -> NeonSession | None:

@@ -357,3 +357,18 @@ def test_the_django_example_migrates_once_with_warnings_as_errors(
     second.assert_outcomes(passed=5)
     second.stdout.fnmatch_lines(["*migrations: cached"])
     assert _left(kept_dir) == set()
+
+
+def test_the_fastapi_example_passes_when_its_branch_is_made_late(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    """Its engine is built at import and follows resets through the SQLAlchemy
+    integration, whose listener must reach a session made after pytest_configure."""
+    example = Path(__file__).parents[2] / "example_projects" / "fastapi_app"
+    shutil.copytree(example, pytester.path, dirs_exist_ok=True)
+    args = ("-p", "no:cacheprovider", "--neon-backend=local")
+    run_pytest(pytester, *args, subprocess=True).assert_outcomes(passed=16)  # starts it
+    late = run_pytest(pytester, *args, subprocess=True)
+    late.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
+    late.assert_outcomes(passed=16)
+    assert _left(kept_dir) == set()

@@ -43,6 +43,7 @@ from pytest_neon.integration import (
     current_session,
     forget_rolled_back_work,
     sqlalchemy_url,
+    when_session_ready,
 )
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.neon_session import NeonSession
@@ -96,13 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Listen to this process's resets.
-
-    The session exists by now: pytest-neon makes it in ``pytest_load_initial_conftests`` and
-    never later (a plugin registered later, e.g. from a conftest's ``pytest_plugins``, has
-    this hook replayed at registration).
-    """
-    _listen(_session_or_none(config))
+    """Listen to this process's resets, from the moment it has a session (made before
+    ``conftest.py``, or, on the kept local server, when a test first needs it)."""
+    when_session_ready(config, _listen)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
