@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,6 +273,22 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             f"{where('backend')} must be one of {', '.join(BACKENDS)}, got {values['backend']!r}"
         )
     values["backend"] = backend
+    _validate_local(values, where)
+    env_var = values["env_var"]
+    if not _ENV_NAME.match(env_var):
+        raise NeonConfigError(
+            f"{where('env_var')} must be an environment variable name "
+            f"(letters, digits and _, not starting with a digit), got {env_var!r}"
+        )
+    host = values["api_host"]
+    if not str(host).startswith(("http://", "https://")):
+        raise NeonConfigError(
+            f"{where('api_host')} must be an http(s) URL such as {DEFAULT_API_HOST}, got {host!r}"
+        )
+
+
+def _validate_local(values: dict[str, Any], where: Callable[[str], str]) -> None:
+    """The local backend's settings (normalized in place)."""
     pg_source = str(values["local_postgres_source"]).lower()
     if pg_source == "pgserver":  # the package's earlier name
         pg_source = "package"
@@ -297,15 +313,4 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('local_idle_timeout')} must be at least 10 seconds, "
             f"got {values['local_idle_timeout']}"
-        )
-    env_var = values["env_var"]
-    if not _ENV_NAME.match(env_var):
-        raise NeonConfigError(
-            f"{where('env_var')} must be an environment variable name "
-            f"(letters, digits and _, not starting with a digit), got {env_var!r}"
-        )
-    host = values["api_host"]
-    if not str(host).startswith(("http://", "https://")):
-        raise NeonConfigError(
-            f"{where('api_host')} must be an http(s) URL such as {DEFAULT_API_HOST}, got {host!r}"
         )

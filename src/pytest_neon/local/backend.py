@@ -85,63 +85,24 @@ class LocalBackend:
         ``leftovers``: more paths the watchdog removes if this process is killed.
         ``reservation``: what the first branch was promised to be (on the kept server).
         """
-        postgres: RunningPostgres | None = None
-        shared: SharedServer | None = None
-        if postgres_url:
-            check_postgres_url(postgres_url)
-            url, description = postgres_url, f"PostgreSQL at {redact(postgres_url)}"
-        else:
-            fallback = ""
-            if kept is not None:
-                try:
-                    shared = _kept_server(kept, source, reservation)
-                except SharedServerUnavailable as exc:
-                    if reservation is not None:
-                        raise
-                    fallback = f"; not kept: {exc.message}"
-            if shared is not None:
-                url, description = shared.url, shared.description
-            else:
-                postgres = start_postgres(prefer=source)
-                url = postgres.url
-                description = f"throwaway cluster ({postgres.source}){fallback}"
-        api_key = secrets.token_urlsafe(24)
-        register_secret(api_key)
-        client_address = ("127.0.0.1", shared.port) if shared is not None else None
-        try:
-            emulator = Emulator(
-                url,
-                project_id=reservation.project_id if reservation is not None else None,
-                api_key=api_key,
-                client_address=client_address,
-                tablespace=shared.tablespace if shared is not None else None,
-            )
-            emulator.start()
-        except BaseException:
-            if postgres is not None:
-                postgres.stop()
-            raise
-        if reservation is not None:
-            try:
-                emulator.name_database(reservation.branch_name, reservation.database)
-                create_login(url, reservation, owner=DEFAULT_ROLE)
-            except BaseException:
-                emulator.stop(drop=True)
-                raise
+        server = _server(postgres_url, source, kept, reservation)
+        emulator = _start_emulator(server, reservation)
         # pg_walinspect lets the plugin tell which database a WAL record touched: installed
         # on our own servers; on a given one, created in a database of the run if it may.
+        description = server.description
         if postgres_url:
-            checks = given_server_checks(url, comment_for(emulator.project_id))
+            checks = given_server_checks(server.url, comment_for(emulator.project_id))
             inspector = checks.url
             if checks.note:
                 description += f"; {checks.note}"
         else:
-            inspector = url if wal_inspector_available(url, install=True) else None
-        backend = cls(emulator, postgres, description, inspector, shared=shared)
+            inspector = server.url if wal_inspector_available(server.url, install=True) else None
+        backend = cls(emulator, server.postgres, description, inspector, shared=server.shared)
         # after a kill -9 of this process, a watchdog cleans up what it would have
+        postgres = server.postgres
         plan = postgres.cleanup_plan() if postgres is not None else None
         if plan is None:
-            plan = {"kind": "project", "url": url, "project_id": emulator.project_id}
+            plan = {"kind": "project", "url": server.url, "project_id": emulator.project_id}
         plan["leftovers"] = [str(path) for path in leftovers]
         try:
             backend.reaper = Reaper(plan)
@@ -213,3 +174,66 @@ def _kept_server(
     # beside the run's own start: nothing waits for it
     threading.Thread(target=sweep, name="pytest-neon-dead-runs", daemon=True).start()
     return shared
+
+
+@dataclass
+class _Server:
+    """The PostgreSQL a run's emulator serves from, and what to say of it."""
+
+    url: str
+    description: str
+    postgres: RunningPostgres | None = None  # a throwaway cluster of this run's
+    shared: SharedServer | None = None  # the kept server
+
+
+def _server(
+    postgres_url: str | None,
+    source: str,
+    kept: KeptServer | None,
+    reservation: Reservation | None,
+) -> _Server:
+    """The server given by URL, else the kept one, else a new throwaway cluster."""
+    if postgres_url:
+        check_postgres_url(postgres_url)
+        return _Server(postgres_url, f"PostgreSQL at {redact(postgres_url)}")
+    fallback = ""
+    if kept is not None:
+        try:
+            shared = _kept_server(kept, source, reservation)
+            return _Server(shared.url, shared.description, shared=shared)
+        except SharedServerUnavailable as exc:
+            if reservation is not None:
+                raise
+            fallback = f"; not kept: {exc.message}"
+    postgres = start_postgres(prefer=source)
+    return _Server(
+        postgres.url, f"throwaway cluster ({postgres.source}){fallback}", postgres=postgres
+    )
+
+
+def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulator:
+    """The run's emulator over ``server`` (stopping a throwaway cluster if it fails)."""
+    api_key = secrets.token_urlsafe(24)
+    register_secret(api_key)
+    shared = server.shared
+    try:
+        emulator = Emulator(
+            server.url,
+            project_id=reservation.project_id if reservation is not None else None,
+            api_key=api_key,
+            client_address=("127.0.0.1", shared.port) if shared is not None else None,
+            tablespace=shared.tablespace if shared is not None else None,
+        )
+        emulator.start()
+    except BaseException:
+        if server.postgres is not None:
+            server.postgres.stop()
+        raise
+    if reservation is not None:
+        try:
+            emulator.name_database(reservation.branch_name, reservation.database)
+            create_login(server.url, reservation, owner=DEFAULT_ROLE)
+        except BaseException:
+            emulator.stop(drop=True)
+            raise
+    return emulator
