@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
-from run import PG_CONFTEST, PLAIN_CONFTEST  # the same baselines as run.py's
+from run import PG_CONFTEST, PLAIN_CONFTEST, schema  # the same baselines as run.py's
 
 from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.shared_server import (
@@ -55,11 +55,7 @@ def test_rw(neon_branch_readwrite):
         conn.execute("SELECT 1")
 """
 
-BURST_SCHEMA = "\n".join(
-    f"CREATE TABLE t{i} (id serial PRIMARY KEY, label text NOT NULL, n int NOT NULL);"
-    f"INSERT INTO t{i} (label, n) SELECT 'row ' || g, g FROM generate_series(1, 2000) g;"
-    for i in range(10)
-)
+BURST_SCHEMA = schema(2000)
 
 BURST_TESTS = """
 import psycopg

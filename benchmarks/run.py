@@ -28,11 +28,17 @@ from pytest_neon.local.launcher import start_postgres
 
 API_KEY = "bench-key-0123456789"
 
-SCHEMA = "\n".join(
-    f"CREATE TABLE t{i} (id serial PRIMARY KEY, label text NOT NULL, n int NOT NULL);"
-    f"INSERT INTO t{i} (label, n) SELECT 'row ' || g, g FROM generate_series(1, 400) g;"
-    for i in range(10)
-)
+
+def schema(rows: int) -> str:
+    """Ten tables of ``rows`` rows each."""
+    return "\n".join(
+        f"CREATE TABLE t{i} (id serial PRIMARY KEY, label text NOT NULL, n int NOT NULL);"
+        f"INSERT INTO t{i} (label, n) SELECT 'row ' || g, g FROM generate_series(1, {rows}) g;"
+        for i in range(10)
+    )
+
+
+SCHEMA = schema(400)
 
 TESTS = """
 import time

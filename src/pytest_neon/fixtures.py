@@ -97,8 +97,7 @@ def _neon_source(request: pytest.FixtureRequest, pytestconfig: pytest.Config) ->
 
     state = plugin_state(pytestconfig)
     migrations = _migrations(pytestconfig)
-    session = migrations.session
-    use_cache = session.settings.migration_cache or session.cache_url is not None
+    use_cache = migrations.session.caches_migrations
 
     def fingerprint() -> str | None:
         return request.getfixturevalue("neon_migration_fingerprint") if use_cache else None

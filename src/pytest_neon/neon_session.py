@@ -65,6 +65,12 @@ class NeonSession:
         self._source_expires = False  # the source is the run's migration branch
 
     @property
+    def caches_migrations(self) -> bool:
+        """Whether the migrated state is cached across runs: on Neon as a branch (the
+        setting), on the kept local server as a database (``cache_url``)."""
+        return self.settings.migration_cache or self.cache_url is not None
+
+    @property
     def settings(self) -> Settings:
         """The run's settings."""
         return self.ops.settings

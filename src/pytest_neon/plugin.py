@@ -221,8 +221,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
-    needed = any(uses_worker_branch(item) for item in session.items)
-    if state.reservation is not None and needed and not session.config.option.collectonly:
+    if (
+        state.reservation is not None
+        and not session.config.option.collectonly
+        and any(uses_worker_branch(item) for item in session.items)
+    ):
         start_deferred(state)  # a test will need the branch: make it now
     if state.session is None:
         return

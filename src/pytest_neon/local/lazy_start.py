@@ -28,14 +28,6 @@ from pytest_neon.local.shared_server import (
 )
 from pytest_neon.redact import register_secret
 
-
-def lock_role_names(conn: Any) -> None:
-    """The emulator's server-wide lock on role changes (inside a transaction)."""
-    from pytest_neon.local.emulator.sql.metadata import lock_role_names as lock
-
-    lock(conn)
-
-
 LOGIN_PREFIX = "pytest_neon_login_"
 
 
@@ -101,6 +93,8 @@ def create_login(url: str, reservation: Reservation, owner: str) -> None:
     import psycopg
     from psycopg import sql
 
+    from pytest_neon.local.emulator.sql.metadata import lock_role_names
+
     login = sql.Identifier(reservation.login)
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         verifier = conn.pgconn.encrypt_password(
@@ -127,6 +121,8 @@ def drop_login(url: str, project_id: str) -> None:
 def drop_role(conn: Any, name: str) -> None:
     """Drop role ``name`` if it exists, one role change on the server at a time."""
     from psycopg import sql
+
+    from pytest_neon.local.emulator.sql.metadata import lock_role_names
 
     with conn.transaction():
         lock_role_names(conn)

@@ -35,67 +35,54 @@ def local_cache_key(fingerprint: str, database: str, role: str) -> str:
 
 
 class LocalMigrationCache:
-    """Cache databases on the server at ``url`` (a superuser DSN)."""
+    """Cache databases on the server at ``url`` (a superuser DSN); :meth:`close` when done."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _databases(self, tablespace: str | None = None) -> Any:
         from pytest_neon.local.emulator.sql.real_databases import RealDatabases
         from pytest_neon.local.emulator.sql.server import SqlServer
 
-        return RealDatabases(SqlServer(self.url, pool_size=2, tablespace=tablespace))
+        self._databases = RealDatabases(SqlServer(url, pool_size=2))
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._databases.server.close()
 
     def find(self, key: str) -> bool:
         """Whether the cache holds ``key``."""
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (PREFIX + key,)
-            ).fetchone()
-        return row is not None
+        return bool(_named_like(self._databases, PREFIX + key))
 
     def load(self, key: str, branch: NeonBranch) -> None:
-        """Make ``branch``'s database a copy of the cached ``key`` (nobody uses it yet)."""
+        """Make ``branch``'s database a copy of the cached ``key`` (nobody uses it yet): in
+        the same tablespace (the kept server's RAM one), with the same comment."""
         real, owner = _database_of(branch)
-        databases = self._databases(self._tablespace_of(real))
-        try:
-            comment = _comment_of(databases, real)
-            databases.drop(real)
-            databases.clone(PREFIX + key, real, owner, comment, _CLONE_WAIT, evict_after=_EVICT)
-        finally:
-            databases.server.close()
-
-    def _tablespace_of(self, name: str) -> str | None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+        databases = self._databases
+        with databases.server.connection() as conn:
             row = conn.execute(
-                "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t"
-                " ON t.oid = d.dattablespace WHERE d.datname = %s",
-                (name,),
+                "SELECT pg_catalog.shobj_description(d.oid, 'pg_database'), t.spcname"
+                " FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace"
+                " WHERE d.datname = %s",
+                (real,),
             ).fetchone()
-        return str(row[0]) if row else None
+        comment, databases.server.tablespace = (row[0] or "", row[1]) if row else ("", None)
+        databases.drop(real)
+        databases.clone(PREFIX + key, real, owner, comment, _CLONE_WAIT, evict_after=_EVICT)
 
     def save(self, key: str, branch: NeonBranch) -> None:
         """Keep ``branch``'s database as the cached ``key``; prune older keys."""
         real, _ = _database_of(branch)
-        databases = self._databases("pg_default")  # on disk, never in RAM
+        databases = self._databases
+        databases.server.tablespace = "pg_default"  # on disk, never in RAM
         building = _BUILDING + secrets.token_hex(6)
+        # owned by the server's superuser: the run's project drops what its role owns
+        databases.clone(
+            real, building, SUPERUSER, f"{_COMMENT} {key}", _CLONE_WAIT, evict_after=_EVICT
+        )
         try:
-            # owned by the server's superuser: the run's project drops what its role owns
-            databases.clone(
-                real, building, SUPERUSER, f"{_COMMENT} {key}", _CLONE_WAIT, evict_after=_EVICT
-            )
-            try:
-                databases.rename(building, PREFIX + key)
-            except Exception:  # another run saved the same key meanwhile
-                databases.drop_quietly(building)
-                return
-            _prune(databases, key)
-        finally:
-            databases.server.close()
+            databases.rename(building, PREFIX + key)
+        except Exception:  # another run saved the same key meanwhile
+            databases.drop_quietly(building)
+            return
+        _prune(databases, key)
 
 
 def _database_of(branch: NeonBranch) -> tuple[str, str]:
@@ -105,29 +92,20 @@ def _database_of(branch: NeonBranch) -> tuple[str, str]:
     return str(params["dbname"]), str(params["user"])
 
 
-def _comment_of(databases: Any, name: str) -> str:
+def _named_like(databases: Any, prefix: str) -> list[str]:
+    """Databases whose name starts with ``prefix``, newest first."""
     with databases.server.connection() as conn:
-        row = conn.execute(
-            "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_database"
-            " WHERE datname = %s",
-            (name,),
-        ).fetchone()
-    return str(row[0]) if row and row[0] else ""
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY oid DESC",
+            (prefix,),
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _prune(databases: Any, key: str) -> None:
     """Drop cache databases but the newest ``KEEP`` (``key``'s among them), and
     half-built ones whose run is gone."""
-    with databases.server.connection() as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY oid DESC",
-            (PREFIX.replace("_", r"\_") + "%",),
-        ).fetchall()
-        building = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s",
-            (_BUILDING.replace("_", r"\_") + "%",),
-        ).fetchall()
-    others = [row[0] for row in rows if row[0] != PREFIX + key]
-    for name in others[KEEP - 1 :] + [row[0] for row in building]:
+    others = [name for name in _named_like(databases, PREFIX) if name != PREFIX + key]
+    for name in others[KEEP - 1 :] + _named_like(databases, _BUILDING):
         log.info("pruning migration cache database %s", name)
         databases.drop_quietly(name)

@@ -116,13 +116,26 @@ class Migrations:
         self, url: str, apply: Callable[[], object], fingerprint: Callable[[], str | None]
     ) -> Source:
         """Run the migrations, or copy their result from the kept local server's cache."""
+        found = fingerprint()
+        settings = self.session.settings
+        if not found:
+            return self._from_kept_cache(None, "", apply)
+        cache = LocalMigrationCache(url)
+        try:
+            return self._from_kept_cache(
+                cache, local_cache_key(found, settings.database, settings.role), apply
+            )
+        finally:
+            cache.close()
+
+    def _from_kept_cache(
+        self, cache: LocalMigrationCache | None, key: str, apply: Callable[[], object]
+    ) -> Source:
+        """The cached ``key`` in a new migration branch, else the migrations run and their
+        result cached (no ``cache``: run, nothing cached)."""
         session = self.session
         counters = session.counters
-        found = fingerprint()
-        settings = session.settings
-        key = local_cache_key(found, settings.database, settings.role) if found else None
-        cache = LocalMigrationCache(url)
-        if key is not None:
+        if cache is not None:
             with counters.phase("migration cache lookup"):
                 hit = cache.find(key)
             if hit:
@@ -137,7 +150,7 @@ class Migrations:
         source = self._migrated_source()
         migration = session.migration_branch
         migrated = migration is not None and source == migration.branch_id
-        if key is not None and migration is not None and migrated:
+        if cache is not None and migration is not None and migrated:
             with counters.phase("migration cache save"):
                 cache.save(key, migration)
         return Source(source, expires=migrated)
