@@ -107,7 +107,13 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _pytest(*args: str) -> list[str]:
+    # pytest-postgresql (installed here as a yardstick) loads psycopg with its plugin,
+    # which a developer's project would not: off for the whole-run rows
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+
+
+def _whole(*args: str) -> list[str]:
+    return _pytest("-p", "no:postgresql", *args)
 
 
 def _wall(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
@@ -157,17 +163,17 @@ def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
     small.mkdir()
     (small / "test_utils.py").write_text(NO_DB)
     (small / "test_db.py").write_text(ONE_TEST)
-    _wall(_pytest("test_db.py"), small, env)  # starts the kept server
+    _wall(_whole("test_db.py"), small, env)  # starts the kept server
     rows = []
     no_db, no_plugin = side_by_side(
-        (_pytest("test_utils.py"), small, env),
-        (_pytest("-p", "no:neon", "test_utils.py"), small, plain_env),
+        (_whole("test_utils.py"), small, env),
+        (_whole("-p", "no:neon", "test_utils.py"), small, plain_env),
         runs,
     )
     rows.append(("no database test", no_db, no_plugin, "`-p no:neon`"))
     one, plain = side_by_side(
-        (_pytest("test_db.py"), small, env),
-        (_pytest("-p", "no:neon", "test_utils.py"), small, plain_env),
+        (_whole("test_db.py"), small, env),
+        (_whole("-p", "no:neon", "test_utils.py"), small, plain_env),
         runs,
     )
     rows.append(("one readwrite test, warm", one, plain, "a plain pytest run"))
@@ -184,16 +190,16 @@ def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
     _superuser_login(socket_url(kept, port), "bench_django", password)
     url = f"postgresql://bench_django:{quote(password)}@127.0.0.1:{port}/library"
     django_env = _env(DATABASE_URL=url)
-    _wall(_pytest("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env)
-    _wall(_pytest("tests/test_models.py"), ours, env)  # the migration cache is filled
+    _wall(_whole("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env)
+    _wall(_whole("tests/test_models.py"), ours, env)  # the migration cache is filled
     check = subprocess.run(
-        _pytest("tests/test_models.py"), cwd=ours, env=env, capture_output=True, text=True
+        _whole("tests/test_models.py"), cwd=ours, env=env, capture_output=True, text=True
     )
     if "migrations: cached" not in check.stdout:
         raise SystemExit("the Django example's second run migrated again:\n" + check.stdout)
     django, reuse = side_by_side(
-        (_pytest("tests/test_models.py"), ours, env),
-        (_pytest("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env),
+        (_whole("tests/test_models.py"), ours, env),
+        (_whole("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env),
         runs,
     )
     rows.append(("Django example, one file, second run", django, reuse, "pytest-django --reuse-db"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -60,6 +61,8 @@ __all__ = [
     "neon_migration_fingerprint",
 ]
 
+#: modules whose presence after collection means code may connect to the env var itself
+DATABASE_DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")
 _FALSE_WORDS = ("false", "0", "no", "off")
 _INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "float": "float"}
 
@@ -224,7 +227,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if (
         state.reservation is not None
         and not session.config.option.collectonly
-        and any(uses_worker_branch(item) for item in session.items)
+        and session.items
+        and (
+            # the application loaded a database driver: it may connect on its own
+            any(driver in sys.modules for driver in DATABASE_DRIVERS)
+            or any(uses_worker_branch(item) for item in session.items)
+        )
     ):
         start_deferred(state)  # a test will need the branch: make it now
     if state.session is None:

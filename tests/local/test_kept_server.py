@@ -304,12 +304,14 @@ def test_an_idle_server_stops_and_neon_local_stop_removes_it(
 
 
 PROMISED = """
-import os, psycopg
+import os
 
 def test_no_database():
     print("URL", os.environ["DATABASE_URL"].split("@")[-1])
 
 def test_promised_branch(neon_branch_readwrite):
+    import psycopg  # (a driver imported before the tests start makes the branch at once)
+
     assert os.environ["DATABASE_URL"] == neon_branch_readwrite.connection_string
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         user = conn.execute("SELECT current_user").fetchone()[0]
@@ -329,7 +331,12 @@ def test_a_run_pays_for_the_branch_only_when_a_test_needs_it(
     pytester.makepyfile(test_w=PROMISED)
 
     # no test needs it: nothing is made, the env var still names where it would be
-    result = _run(pytester, "-s", "-k", "no_database")
+    # in a process of its own, without plugins that load a database driver (this process
+    # has one loaded already: the branch would be made in case code connects on its own)
+    result = run_pytest(
+        pytester, "-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local",
+        "-s", "-k", "no_database", subprocess=True,
+    )  # fmt: skip
     result.assert_outcomes(passed=1, deselected=1)
     port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
     result.stdout.fnmatch_lines([f"*URL 127.0.0.1:{port}/pytest_neon_*"])
@@ -371,4 +378,38 @@ def test_the_fastapi_example_passes_when_its_branch_is_made_late(
     late = run_pytest(pytester, *args, subprocess=True)
     late.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
     late.assert_outcomes(passed=16)
+    assert _left(kept_dir) == set()
+
+
+def test_code_that_connects_on_its_own_finds_the_promised_branch(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    """A suite that never asks for a pytest-neon fixture but whose application loads a
+    driver and connects to DATABASE_URL (a session fixture building its tables, as the
+    full-stack FastAPI template does) gets the branch made before its first test."""
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester).assert_outcomes(passed=1)  # the server runs from now on
+    (pytester.path / "test_w.py").unlink()
+    pytester.makeconftest(
+        """
+        import os, psycopg, pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def tables():
+            with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS items (name text)")
+        """
+    )
+    pytester.makepyfile(
+        test_app="""
+        import os, psycopg
+
+        def test_reads_its_table():
+            with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+                assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        """
+    )
+    result = run_pytest(pytester, "-p", "no:cacheprovider", "--neon-backend=local", subprocess=True)
+    result.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
+    result.assert_outcomes(passed=1)
     assert _left(kept_dir) == set()
