@@ -6,18 +6,20 @@ imports pytest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from pytest_neon.api import NeonClient
-from pytest_neon.api.types import Branch
+from pytest_neon.api.types import Branch, CreatedBranch
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
 from pytest_neon.errors import (
     NeonBranchGoneError,
     NeonConfigError,
+    NeonError,
     NeonLimitError,
     NeonNotFoundError,
 )
@@ -65,6 +67,9 @@ class BranchOps:
         self.created: dict[str, str] = {}  # branch id -> name, in creation order
         self._parent_id: str | None = settings.parent_branch or parent_id
         self._lock = threading.Lock()
+        #: branches created without waiting for their operations (see :meth:`wait_ready`)
+        self._unsettled: dict[str, CreatedBranch] = {}
+        self._settle_lock = threading.Lock()
 
     # -- the parent ------------------------------------------------------------------------
 
@@ -137,12 +142,15 @@ class BranchOps:
         name: str | None = None,
         annotations: Mapping[str, str] | None = None,
         expires: bool = True,
+        wait: bool = True,
     ) -> NeonBranch:
         """Create a branch from the parent, brought to ``source_id`` if given.
 
         By default an ephemeral branch of this run (``pytest-neon-<run>-<suffix>``, the
         run's annotations, the setting's expiry); ``name``, ``annotations`` and
-        ``expires=False`` make another kind (the migration cache's).
+        ``expires=False`` make another kind (the migration cache's). With ``wait=False``
+        the branch comes back as soon as Neon has answered with its endpoint: its
+        operations are waited for by :meth:`wait_ready`, when something needs the branch.
         """
         parent = self.parent_id
         expiry = self.settings.branch_expiry if expires else 0
@@ -169,7 +177,12 @@ class BranchOps:
             with self._lock:
                 self.created[created.branch.id] = name
             self.counters.add("branches_created")
-            endpoint = self.client.settle(self.project_id, created)
+            if wait or not created.endpoints or source_id:
+                endpoint = self.client.settle(self.project_id, created)
+            else:
+                endpoint = created.endpoints[0]
+                with self._settle_lock:
+                    self._unsettled[created.branch.id] = created
             uri = self._connection_uri(created.branch.id, endpoint.id)
         branch = NeonBranch(
             branch_id=created.branch.id,
@@ -185,6 +198,22 @@ class BranchOps:
             self.restore(branch, source_id)
         log.debug("created branch %s (%s)", name, branch.branch_id)
         return branch
+
+    def wait_ready(self, branch_id: str, *, for_a_test: bool = True) -> None:
+        """Wait for the operations of a branch made with ``create(wait=False)`` (once; a
+        failure is raised again to the next caller). The summary's phase ``wait for new
+        branch`` counts what tests waited (``for_a_test``), not what cleanup did."""
+        with self._settle_lock:
+            created = self._unsettled.get(branch_id)
+            if created is None:
+                return
+            with (
+                self.counters.phase("wait for new branch")
+                if for_a_test
+                else contextlib.nullcontext()
+            ):
+                self.client.settle(self.project_id, created)
+            del self._unsettled[branch_id]
 
     def _connection_uri(self, branch_id: str, endpoint_id: str) -> str:
         uri = self._role_connection_uri(branch_id, endpoint_id)
@@ -221,6 +250,7 @@ class BranchOps:
 
     def restore(self, branch: NeonBranch, source_id: str) -> None:
         """Bring ``branch`` to the current state of ``source_id`` (same connection string)."""
+        self.wait_ready(branch.branch_id)
         with self.counters.phase("reset"):
             try:
                 result = self.client.restore_branch(
@@ -254,6 +284,9 @@ class BranchOps:
     def delete(self, branch_id: str) -> None:
         """Delete a branch this process created (already gone is fine)."""
         with self.counters.phase("delete branch"):
+            with contextlib.suppress(NeonError):  # a failed create: deleted all the same
+                # (Neon refuses, 423, while it is being made)
+                self.wait_ready(branch_id, for_a_test=False)
             self.client.delete_branch(self.project_id, branch_id)
         with self._lock:
             self.created.pop(branch_id, None)

@@ -97,8 +97,12 @@ class NeonSession:
 
     @property
     def worker_branch(self) -> NeonBranch | None:
-        """The first worker branch (``None`` before :meth:`create_worker_branch`)."""
-        return self.pool.first_branch
+        """The first worker branch, ready for use (``None`` before
+        :meth:`create_worker_branch`)."""
+        branch = self.pool.first_branch
+        if branch is not None:
+            self.ops.wait_ready(branch.branch_id)
+        return branch
 
     @property
     def source_id(self) -> str | None:

@@ -109,9 +109,12 @@ class WorkerPool:
         return self.slots[0].branch if self.slots else None
 
     def start(self) -> NeonBranch:
-        """Create this process's first worker branch from the parent (once)."""
+        """Create this process's first worker branch from the parent (once).
+
+        Its operations are not waited for here: :meth:`checkout` does, when a test needs it.
+        """
         if not self.slots:
-            slot = Slot(self.ops.create(self.worker))
+            slot = Slot(self.ops.create(self.worker, wait=False))
             self.slots.append(slot)
             self._current = slot
         branch = self.slots[0].branch
@@ -165,6 +168,7 @@ class WorkerPool:
             self.background.after_reset(slot.branch)
         self._current = slot
         assert slot.branch is not None
+        self.ops.wait_ready(slot.branch.branch_id)
         return slot.branch
 
     def _tend_the_others(self) -> None:
@@ -250,6 +254,7 @@ class WorkerPool:
         assert slot is not None
         assert slot.branch is not None
         if slot.probe is None:
+            self.ops.wait_ready(slot.branch.branch_id)
             slot.probe = WriteProbe(slot.branch.connection_string, self.inspector_url)
         position = slot.take_position()
         if position is not None:

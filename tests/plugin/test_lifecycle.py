@@ -132,3 +132,65 @@ def test_the_summary_counts_the_cleanup_calls(neon: NeonProject) -> None:
     # the controller lists once at the start (parent and sweep; it hands the parent over to
     # the workers, which look up nothing) and once at the end (what the run left)
     assert listed == 2
+
+
+BRANCH_STATES = """
+import os
+
+import requests
+
+
+def _states(request):
+    host = request.config.getoption("neon_api_host")
+    project = request.config.getoption("neon_project_id")
+    answer = requests.get(
+        f"{host}/projects/{project}/branches",
+        headers={"Authorization": "Bearer " + os.environ["NEON_API_KEY"]},
+        timeout=30,
+    )
+    return [
+        b["current_state"]
+        for b in answer.json()["branches"]
+        if b["name"].startswith("pytest-neon-")
+    ]
+"""
+
+
+def test_a_run_waits_for_the_new_branch_only_when_a_test_needs_it(neon: NeonProject) -> None:
+    # Neon answers the create call with the endpoint's host at once; the operations that
+    # make the branch run for a while after it
+    neon.emulator.configure_faults(operation_delay=2.0)
+    neon.pytester.makepyfile(
+        branch_states=BRANCH_STATES,
+        test_plain="""
+        import os
+
+        from branch_states import _states
+
+        def test_no_database(request):
+            assert os.environ["DATABASE_URL"].startswith("postgresql://")
+            assert _states(request) == ["init"]  # the run did not wait for it
+        """,
+    )
+    before = neon.branch_names()
+    result = neon.run("-v")
+    result.assert_outcomes(passed=1)
+    assert "wait for new branch" not in result.stdout.str()
+    assert neon.branch_names() == before  # deleted once it was made
+
+    neon.pytester.makepyfile(
+        test_plain="""
+        import psycopg
+
+        from branch_states import _states
+
+        def test_reads(neon_branch_readonly, request):
+            assert _states(request) == ["ready"]
+            with psycopg.connect(neon_branch_readonly.connection_string) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        """
+    )
+    result = neon.run("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*wait for new branch: *s"])
+    assert neon.branch_names() == before
