@@ -249,46 +249,69 @@ def bursts(work: Path) -> list[tuple[str, float, float]]:
         )
     )
     with start_postgres() as given:  # a server given by URL, pg_walinspect not installed
-        parts = urlsplit(given.url)
+        rows += _given_rows(work, "given", given.url, schema, ours, throwaway)
+    # A developer's own server or a CI service container: data on disk, fsync on.
+    with start_postgres(base_dir=work) as given:
         with psycopg.connect(given.url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench_plain")
-        plain_url = given.url.rsplit("/", 1)[0] + "/bench_plain"
-        with psycopg.connect(plain_url, autocommit=True) as conn:
-            conn.execute(BURST_SCHEMA)
-        args = [f"--neon-local-postgres-url={given.url}"]
-        rows.append(
-            (
-                "pytest-neon, server given by URL",
-                *_burst(work, "burst-given", ours, "neon_branch_readwrite", args, throwaway),
-            )
-        )
-        pg = PG_CONFTEST.format(
-            schema=str(schema),
-            host=parts.hostname,
-            port=parts.port,
-            user=parts.username,
-            password=unquote(parts.password or ""),
-        )
-        rows.append(
-            (
-                "pytest-postgresql, same given server",
-                *_burst(work, "burst-pg", pg, "postgresql", ["-p", "no:neon"], throwaway),
-            )
-        )
-        rows.append(
-            (
-                "no isolation, same given server",
-                *_burst(
-                    work,
-                    "burst-plain",
-                    PLAIN_CONFTEST.format(url=plain_url),
-                    "plain",
-                    ["-p", "no:neon"],
-                    throwaway,
-                ),
-            )
-        )
+            for name in ("fsync", "full_page_writes", "synchronous_commit"):
+                conn.execute(f"ALTER SYSTEM SET {name} = on")
+            conn.execute("SELECT pg_reload_conf()")
+        rows += _given_rows(work, "disk", given.url, schema, ours, throwaway)
     return rows
+
+
+CLONES: dict[str, dict[str, float]] = {}  # server -> strategy -> ms per clone of the schema
+
+
+def _clone_ms(url: str, strategy: str, runs: int = 5) -> float:
+    """Median ms of ``CREATE DATABASE ... TEMPLATE bench_plain STRATEGY <strategy>``."""
+    times = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for n in range(runs):
+            name = f"bench_clone_{n}"
+            started = time.perf_counter()
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE bench_plain STRATEGY {strategy}")
+            times.append((time.perf_counter() - started) * 1000)
+            conn.execute(f"DROP DATABASE {name}")
+    return statistics.median(times)
+
+
+def _given_rows(
+    work: Path, label: str, url: str, schema: Path, ours: str, env: dict[str, str]
+) -> list[tuple[str, float, float]]:
+    """The burst on a server given by URL: pytest-neon, pytest-postgresql, no isolation."""
+    where = "server given by URL" if label == "given" else "given server on disk, fsync on"
+    parts = urlsplit(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench_plain")
+    plain_url = url.rsplit("/", 1)[0] + "/bench_plain"
+    with psycopg.connect(plain_url, autocommit=True) as conn:
+        conn.execute(BURST_SCHEMA)
+    args = [f"--neon-local-postgres-url={url}"]
+    pg = PG_CONFTEST.format(
+        schema=str(schema),
+        host=parts.hostname,
+        port=parts.port,
+        user=parts.username,
+        password=unquote(parts.password or ""),
+    )
+    plain = PLAIN_CONFTEST.format(url=plain_url)
+    no_neon = ["-p", "no:neon"]
+    CLONES[where] = {strategy: _clone_ms(url, strategy) for strategy in ("FILE_COPY", "WAL_LOG")}
+    return [
+        (
+            f"pytest-neon, {where}",
+            *_burst(work, f"burst-{label}", ours, "neon_branch_readwrite", args, env),
+        ),
+        (
+            f"pytest-postgresql, same {where}",
+            *_burst(work, f"burst-{label}-pg", pg, "postgresql", no_neon, env),
+        ),
+        (
+            f"no isolation, same {where}",
+            *_burst(work, f"burst-{label}-plain", plain, "plain", no_neon, env),
+        ),
+    ]
 
 
 def main() -> None:
@@ -305,15 +328,25 @@ def main() -> None:
         for what, ours, base, name in rows:
             print(f"| {what} | {ours:.2f} | {base:.2f} | {ours - base:+.2f} s | {name} |")
         burst = bursts(work)
-        baseline_read, baseline_write = burst[-1][1], burst[-1][2]
+        baselines = {what: (r, w) for what, r, w in burst if what.startswith("no isolation")}
         print("\n### A burst of 20 writing tests, then 20 reading tests (median ms per test)\n")
         print("| strategy | reading test | over no isolation | writing test | over no isolation |")
         print("|---|---|---|---|---|")
         for what, reading, writing in burst:
-            print(
-                f"| {what} | {reading:.1f} | {reading - baseline_read:+.1f} | {writing:.1f} "
-                f"| {writing - baseline_write:+.1f} |"
+            base_read, base_write = next(
+                (v for k, v in baselines.items() if "on disk" in k)
+                if "on disk" in what
+                else (v for k, v in baselines.items() if "on disk" not in k)
             )
+            print(
+                f"| {what} | {reading:.1f} | {reading - base_read:+.1f} | {writing:.1f} "
+                f"| {writing - base_write:+.1f} |"
+            )
+        print("\n### One clone of the burst's schema (median ms)\n")
+        print("| server | FILE_COPY | WAL_LOG |")
+        print("|---|---|---|")
+        for where, by in CLONES.items():
+            print(f"| {where} | {by['FILE_COPY']:.1f} | {by['WAL_LOG']:.1f} |")
     finally:
         stop_shared_server(work / "kept")
         shutil.rmtree(work, ignore_errors=True)

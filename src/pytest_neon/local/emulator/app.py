@@ -29,8 +29,10 @@ class Emulator:
     with the same ``project_id`` resumes the project. ``api_key=None`` disables auth.
     ``client_address`` is the (host, port) the branches' connection strings name, when not
     the URL's; ``tablespace`` the one the branches' databases go to (default: the
-    server's). ``fail_operations`` is the probability that a create or restore answers as usual but
-    its operation ends ``failed`` (with an error text) and nothing is done.
+    server's). ``clone_strategy``: ``FILE_COPY`` or ``WAL_LOG`` for every clone (default:
+    the faster one, measured on the server). ``fail_operations`` is the probability that a
+    create or restore answers as usual but its operation ends ``failed`` (with an error
+    text) and nothing is done.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Emulator:
         fail_operations: float = 0.0,
         client_address: tuple[str, int] | None = None,
         tablespace: str | None = None,
+        clone_strategy: str | None = None,
     ) -> None:
         if project_id is not None and not ids.PATH_ID.match(project_id):
             raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
@@ -64,6 +67,7 @@ class Emulator:
         self._max_branches = max_branches
         self._client_address = client_address
         self._tablespace = tablespace
+        self._clone_strategy = clone_strategy
         self._faults = Faults(
             FaultSettings(
                 request_delay=request_delay,
@@ -93,7 +97,10 @@ class Emulator:
                 raise RuntimeError("a stopped Emulator cannot be restarted; create a new one")
             try:
                 self._sql = SqlServer(
-                    self._url, client_address=self._client_address, tablespace=self._tablespace
+                    self._url,
+                    client_address=self._client_address,
+                    tablespace=self._tablespace,
+                    clone_strategy=self._clone_strategy,
                 )
                 self._plane = ControlPlane(
                     self._sql,

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fault_options(parser)
     parser.add_argument("--max-branches", type=int, default=500, help="branch limit (422)")
     parser.add_argument(
+        "--clone-strategy",
+        choices=["auto", "file_copy", "wal_log"],
+        default="auto",
+        help="STRATEGY of CREATE DATABASE for clones (PostgreSQL 15+; auto: the faster one,"
+        " measured on the server)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_branches=args.max_branches,
             fail_operations=args.fail_operations,
+            clone_strategy=None if args.clone_strategy == "auto" else args.clone_strategy.upper(),
         )
         emulator.start()
         try:

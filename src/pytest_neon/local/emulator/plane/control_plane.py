@@ -110,3 +110,7 @@ class ControlPlane:
     @evict_after.setter
     def evict_after(self, value: float | None) -> None:
         self.settings.evict_after = value
+
+    def clone_seconds(self) -> dict[str, dict[str, float]]:
+        """Seconds per clone measured so far, by template database and ``STRATEGY``."""
+        return self._ctx.databases.strategy.measured()

@@ -13,6 +13,7 @@ import time
 import psycopg
 from psycopg import errors, sql
 
+from pytest_neon.local.emulator.sql.clone_strategy import FILE_COPY, CloneStrategy
 from pytest_neon.local.emulator.sql.server import Connection, SqlServer
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -39,15 +40,17 @@ class TemplateBusyError(Exception):
 class RealDatabases:
     """The real databases of the server behind the emulator."""
 
-    def __init__(self, server: SqlServer) -> None:
+    def __init__(self, server: SqlServer, strategy: CloneStrategy | None = None) -> None:
+        """``strategy``: how clones copy (default: measured on the server)."""
         self.server = server
+        self.strategy = strategy or CloneStrategy(server.clone_strategy)
 
     def create(self, name: str, owner: str, comment: str) -> None:
         """Create an empty database ``name`` owned by ``owner``."""
         stmt = sql.SQL("CREATE DATABASE {} OWNER {}").format(
             sql.Identifier(name), sql.Identifier(owner)
         )
-        stmt += self._placement()
+        stmt += self._placement(self.strategy.fixed or FILE_COPY)  # a copy of template1
         with self.server.connection() as conn:
             conn.execute(stmt)
         self._comment(name, comment)
@@ -71,7 +74,8 @@ class RealDatabases:
         stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
             sql.Identifier(name), sql.Identifier(template), sql.Identifier(owner)
         )
-        stmt += self._placement()
+        strategy = self.strategy.pick(template)
+        stmt += self._placement(strategy)
         started = time.monotonic()
         deadline = started + wait
         pause = 0.02
@@ -90,7 +94,9 @@ class RealDatabases:
                     evict_after = None
                 if not (in_use and in_use[0]):
                     try:
+                        copy_started = time.monotonic()
                         conn.execute(stmt)
+                        self.strategy.record(template, strategy, time.monotonic() - copy_started)
                         break
                     except errors.ObjectInUse:
                         pass
@@ -100,12 +106,12 @@ class RealDatabases:
             pause = min(pause * 2, 0.25)
         self._comment(name, comment)
 
-    def _placement(self) -> sql.Composable:
-        """`` STRATEGY FILE_COPY`` (PostgreSQL 15+: the fastest copy of a small database)
-        and the server's tablespace, if it has one."""
+    def _placement(self, strategy: str | None) -> sql.Composable:
+        """`` STRATEGY`` of a clone (PostgreSQL 15+; see :mod:`.clone_strategy`) and the
+        server's tablespace, if it has one."""
         clause: sql.Composable = sql.SQL("")
-        if self.server.server_version >= 150000:
-            clause += sql.SQL(" STRATEGY FILE_COPY")
+        if strategy and self.server.server_version >= 150000:
+            clause += sql.SQL(" STRATEGY {}").format(sql.SQL(strategy))
         if self.server.tablespace:
             clause += sql.SQL(" TABLESPACE {}").format(sql.Identifier(self.server.tablespace))
         return clause

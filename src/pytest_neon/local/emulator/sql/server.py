@@ -49,7 +49,9 @@ class SqlServer:
 
     ``client_address`` (host, port) is where the branches' clients connect, when not where
     ``url`` does (the superuser over a Unix socket, the clients over TCP). ``tablespace``:
-    where new databases go (default: their template's).
+    where new databases go (default: their template's). ``clone_strategy``: the ``STRATEGY``
+    of every clone (``FILE_COPY`` or ``WAL_LOG``; default: measured, see
+    :mod:`.clone_strategy`).
     """
 
     def __init__(
@@ -59,9 +61,11 @@ class SqlServer:
         *,
         client_address: tuple[str, int] | None = None,
         tablespace: str | None = None,
+        clone_strategy: str | None = None,
     ) -> None:
         self.url = url
         self.tablespace = tablespace
+        self.clone_strategy = clone_strategy
         params = conninfo_to_dict(url)
         host = str(params.get("host") or "").split(",")[0]
         port = str(params.get("port") or "").split(",")[0]
