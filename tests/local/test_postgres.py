@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg
 import pytest
 
@@ -32,13 +33,13 @@ needs_system = pytest.mark.skipif(
 
 def _processes_using(path: Path) -> list[int]:
     """Pids whose command line mentions ``path`` (e.g. ``postgres -D <path>``)."""
-    needle = str(path).encode()
+    needle = str(path)
     pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in psutil.process_iter():
         try:
-            if needle in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
+            if needle in " ".join(proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:
             continue
     return pids
 
@@ -182,7 +183,7 @@ def test_stop_kills_a_server_whose_pid_file_is_gone(tmp_path: Path) -> None:
     pg = start_postgres(prefer="system", base_dir=tmp_path)
     assert pg.data_dir is not None
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-    children = [pid for pid in _all_pids() if _stat_field(pid, 1) == str(postmaster)]
+    children = [child.pid for child in psutil.Process(postmaster).children()]
     assert children
     (pg.data_dir / "postmaster.pid").unlink()  # as if start was interrupted before writing it
     pg.stop()
@@ -193,20 +194,11 @@ def test_stop_kills_a_server_whose_pid_file_is_gone(tmp_path: Path) -> None:
     assert [p for p in [postmaster, *children] if _alive(p)] == []
 
 
-def _all_pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _stat_field(pid: int, index: int) -> str:
-    """Field ``index`` after the command name in /proc/<pid>/stat ("" if it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index]
-    except (OSError, IndexError):
-        return ""
-
-
 def _alive(pid: int) -> bool:
-    return _stat_field(pid, 0) not in ("", "Z", "X")
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 # --------------------------------------------------------------------------- package

@@ -1,9 +1,9 @@
 """Start a throwaway PostgreSQL for tests: from system binaries, else from the pip package.
 
-The data directory is a new ``pytest-neon-pg-*`` directory (in RAM when there is room);
-``initdb`` sets a generated superuser password; the server is tuned for tests and serves on
-127.0.0.1 (see :mod:`pytest_neon.local.cluster`). As root, the server runs as the
-``postgres`` user, or, with no such user, as the package's own user.
+The data directory is a new ``pytest-neon-pg-*`` directory (in RAM on Linux when there is
+room, else in the temp dir); ``initdb`` sets a generated superuser password; the server is
+tuned for tests and serves on 127.0.0.1 (see :mod:`pytest_neon.local.cluster`). As root,
+the server runs as the ``postgres`` user, or, with no such user, as the package's own user.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -45,25 +46,37 @@ _INSTALL_HINT = (
 
 _package_lock = threading.Lock()
 
-_RAM_DIR = Path("/dev/shm")  # noqa: S108 - a RAM-backed directory, checked before use
+# A RAM-backed directory per platform: Linux has a tmpfs at /dev/shm; macOS has no RAM disk
+# unless one is made by hand, so its clusters live in the temp dir.
+_RAM_DIRS = {"linux": Path("/dev/shm")}  # noqa: S108 - checked before use
 _RAM_NEEDED = 1 << 30
 
 
-def default_base_dir() -> Path | None:
-    """Where throwaway clusters live: RAM (``/dev/shm``) when it has room, else the temp dir.
+def ram_dir(platform: str = sys.platform) -> Path | None:
+    """The RAM-backed directory of ``platform`` (default: this one) when it has room and we
+    may write to it; ``None`` when there is none (macOS has no RAM disk by default)."""
+    path = _RAM_DIRS.get(platform)
+    if path is None:
+        return None
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    if stat.f_bavail * stat.f_frsize < _RAM_NEEDED or not os.access(path, os.W_OK | os.X_OK):
+        return None
+    return path
+
+
+def default_base_dir(platform: str = sys.platform) -> Path | None:
+    """Where throwaway clusters live: RAM (:func:`ram_dir`) when it has room, else the temp
+    dir (``None``).
 
     Cloning a database copies its files; on a RAM disk that takes a few milliseconds, on an
     ext4 disk it can take hundreds. An explicit ``TMPDIR`` is always respected.
     """
     if os.environ.get("TMPDIR"):
         return None
-    try:
-        stat = os.statvfs(_RAM_DIR)
-    except OSError:
-        return None
-    if stat.f_bavail * stat.f_frsize < _RAM_NEEDED or not os.access(_RAM_DIR, os.W_OK | os.X_OK):
-        return None
-    return _RAM_DIR
+    return ram_dir(platform)
 
 
 def _make_root(base_dir: Path | None, run_as: OsUser | None) -> Path:

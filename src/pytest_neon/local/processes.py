@@ -1,4 +1,8 @@
-"""Child processes and the processes of a cluster: environment, liveness, ``/proc`` lookups."""
+"""Child processes and the processes of a cluster: environment, liveness, lookups.
+
+The lookups use ``psutil`` (Linux, macOS, the BSDs, Windows alike), imported on first use:
+a run that starts no PostgreSQL never loads it.
+"""
 
 from __future__ import annotations
 
@@ -14,44 +18,41 @@ def child_env() -> dict[str, str]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie does not)."""
+    """Whether process ``pid`` runs (a zombie does not; another user's process does)."""
+    import psutil
+
+    if pid <= 0:
+        return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        if Path("/proc/self/stat").exists():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return False
+    except psutil.AccessDenied:
         return True
-    return state not in ("Z", "X")
 
 
 def child_pids(parent: int) -> list[int]:
-    """Direct children of ``parent`` (Linux ``/proc``; empty elsewhere)."""
-    children = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == str(parent):
-            children.append(int(stat_file.parent.name))
-    return children
+    """Direct children of ``parent`` (empty when it is gone)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.Error:
+        return []
 
 
 def pids_mentioning(path: Path, uid: int) -> list[int]:
-    """Processes of ``uid`` with ``path`` as a command-line argument (Linux ``/proc``)."""
-    needle = b"\0" + str(path).encode() + b"\0"
+    """Processes of (effective) user ``uid`` with ``path`` as one of their arguments, this
+    process left out."""
+    import psutil
+
+    arg = str(path)
+    me = os.getpid()
     pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in psutil.process_iter():
         try:
-            args = b"\0" + cmdline.read_bytes()
-            if needle in args and cmdline.parent.stat().st_uid == uid:
-                pids.append(int(cmdline.parent.name))
-        except (OSError, ValueError):
+            if proc.pid != me and proc.uids().effective == uid and arg in proc.cmdline():
+                pids.append(proc.pid)
+        except psutil.Error:  # gone, a zombie, or not ours to read
             continue
-    return [pid for pid in pids if pid != os.getpid()]
+    return pids
