@@ -127,6 +127,14 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
     return bool(n) or bool(tx) or dist not in (None, "no")
 
 
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers the run asks for (``auto``/``logical``: the CPUs)."""
+    n = getattr(config.known_args_namespace, "numprocesses", None)
+    if isinstance(n, int):
+        return max(1, n)
+    return (os.cpu_count() or 1) if n else 1
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Start the run before conftest and test modules import application code.
@@ -146,7 +154,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.add_cleanup(route_to_pytest())
     try:
         settings = _settings(early_config)
-        state = start_process(settings, xdist_controller=_is_xdist_controller(early_config))
+        controller = _is_xdist_controller(early_config)
+        state = start_process(
+            settings,
+            xdist_controller=controller,
+            workers=_xdist_workers(early_config) if controller else 1,
+            project_dir=early_config.rootpath,
+        )
     except NeonError as exc:
         raise pytest.UsageError(str(exc)) from None
     early_config.stash[STATE] = state

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -57,6 +58,8 @@ class PluginState:
     stop_reason: str | None = None  # the run stops after the current test, saying this
     parent_id: str | None = None  # the parent branch, from the xdist controller
     replaced_env: bool = False  # the env var had a value before the run
+    workers: int = 1  # processes that run tests (xdist workers, else this one)
+    project_dir: Path | None = None  # pytest's rootdir
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)

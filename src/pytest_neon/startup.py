@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pytest_neon.api import NeonClient
     from pytest_neon.api.transport import HttpSession
     from pytest_neon.local.shared_server import KeptServer
+    from pytest_neon.local.space import Room
     from pytest_neon.neon_session import NeonSession
 
 _deferred_lock = threading.Lock()
@@ -46,8 +48,18 @@ NOTHING_AVAILABLE = (
 )
 
 
-def start_process(settings: Settings, *, xdist_controller: bool) -> PluginState:
-    """Decide this process's role and backend; start what it needs (may raise NeonError)."""
+def start_process(
+    settings: Settings,
+    *,
+    xdist_controller: bool,
+    workers: int = 1,
+    project_dir: Path | None = None,
+) -> PluginState:
+    """Decide this process's role and backend; start what it needs (may raise NeonError).
+
+    ``workers``: the processes that will run tests; ``project_dir``: pytest's rootdir (a
+    local server's branches go to RAM or disk from what its earlier runs held).
+    """
     handoff = read_handoff()
     if handoff is not None:
         state = PluginState(settings=settings, run_id=handoff.run_id, role=Role.WORKER)
@@ -78,6 +90,8 @@ def start_process(settings: Settings, *, xdist_controller: bool) -> PluginState:
         run_id=new_run_id(),
         role=role,
         replaced_env=os.environ.get(settings.env_var) is not None,
+        workers=workers,
+        project_dir=project_dir,
     )
     sweep_coordination_dirs()  # those of runs killed long ago
     claim_coordination_dir(state.run_id)  # so that no later run takes this one for dead
@@ -180,9 +194,18 @@ def _defer_local(state: PluginState) -> bool:
         return False
     state.backend_reason += (
         f" [kept local PostgreSQL in {kept.root} (running); the branch is made when the "
-        "first test needs it]"
+        f"first test needs it{_kept_placement(state, kept)}]"
     )
     return True
+
+
+def _kept_placement(state: PluginState, kept: KeptServer) -> str:
+    """What the header says of where a deferred run's branches will go (RAM or disk)."""
+    from pytest_neon.local.shared_server import ram_dir_of
+    from pytest_neon.local.space import kept_placement
+
+    room = _room(state)
+    return kept_placement(ram_dir_of(kept.root), room.estimate() if room else None)[1]
 
 
 def start_deferred(state: PluginState) -> None:
@@ -238,9 +261,18 @@ def _start_local(state: PluginState) -> None:
         leftovers=[coordination_path(state.run_id)],
         kept=_kept(settings),
         reservation=state.reservation,
+        room=_room(state),
     )
     if state.reservation is None:
         state.backend_reason += f" [{state.local.description}]"
+
+
+def _room(state: PluginState) -> Room | None:
+    from pytest_neon.local.space import Room, copies_needed
+
+    if state.project_dir is None:
+        return None
+    return Room(state.project_dir, copies_needed(state.workers, state.settings.worker_branches))
 
 
 def _client(

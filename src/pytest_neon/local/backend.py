@@ -13,9 +13,10 @@ from pytest_neon.api.transport import HttpSession
 from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
+from pytest_neon.local.emulator.sql.clone_strategy import FILE_COPY
 from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
-from pytest_neon.local.launcher import start_postgres
+from pytest_neon.local.launcher import default_base_dir, start_postgres
 from pytest_neon.local.lazy_start import Reservation, create_login, drop_login
 from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
@@ -23,6 +24,12 @@ from pytest_neon.local.shared_server import (
     SharedServer,
     SharedServerUnavailable,
     ensure_shared_server,
+)
+from pytest_neon.local.space import (
+    Room,
+    branches_on_kept_server,
+    note_largest_database,
+    throwaway_place,
 )
 from pytest_neon.local.transport import in_process_session
 from pytest_neon.local.unavailable import PostgresUnavailableError
@@ -43,6 +50,7 @@ class LocalBackend:
     inspector_url: str | None = None
     reaper: Reaper | None = None
     shared: SharedServer | None = None
+    room: Room | None = None
 
     @property
     def cache_url(self) -> str | None:
@@ -58,6 +66,13 @@ class LocalBackend:
     def project_id(self) -> str:
         """The emulated project."""
         return self.emulator.project_id
+
+    def _note_size(self) -> None:
+        """On a server of ours, note the run's largest database for the next run's choice
+        of RAM or disk."""
+        ours = self.shared or self.postgres
+        if self.room is not None and ours is not None:
+            note_largest_database(ours.url, comment_for(self.project_id), self.room)
 
     def session(self) -> HttpSession:
         """An HTTP session for this process's client that calls the emulator in-process."""
@@ -77,6 +92,7 @@ class LocalBackend:
         leftovers: Sequence[Path] = (),
         kept: KeptServer | None = None,
         reservation: Reservation | None = None,
+        room: Room | None = None,
     ) -> LocalBackend:
         """Start the emulator over ``postgres_url``, the kept server (``kept``), or a new
         throwaway cluster.
@@ -84,8 +100,9 @@ class LocalBackend:
         ``source`` picks where the server's binaries come from (see ``start_postgres``).
         ``leftovers``: more paths the watchdog removes if this process is killed.
         ``reservation``: what the first branch was promised to be (on the kept server).
+        ``room``: what the run's branches will hold (RAM or disk is chosen from it).
         """
-        server = _server(postgres_url, source, kept, reservation)
+        server = _server(postgres_url, source, kept, reservation, room)
         emulator = _start_emulator(server, reservation)
         # pg_walinspect lets the plugin tell which database a WAL record touched: installed
         # on our own servers; on a given one, created in a database of the run if it may.
@@ -97,7 +114,9 @@ class LocalBackend:
                 description += f"; {checks.note}"
         else:
             inspector = server.url if wal_inspector_available(server.url, install=True) else None
-        backend = cls(emulator, server.postgres, description, inspector, shared=server.shared)
+        backend = cls(
+            emulator, server.postgres, description, inspector, shared=server.shared, room=room
+        )
         # after a kill -9 of this process, a watchdog cleans up what it would have
         postgres = server.postgres
         plan = postgres.cleanup_plan() if postgres is not None else None
@@ -119,6 +138,7 @@ class LocalBackend:
     def stop(self) -> None:
         """Stop serving; drop the run's databases from a given server (on the kept server,
         the watchdog does that while this process exits), or remove the cluster."""
+        self._note_size()
         if self.hands_over:
             assert self.reaper is not None
             assert self.shared is not None
@@ -191,24 +211,40 @@ def _server(
     source: str,
     kept: KeptServer | None,
     reservation: Reservation | None,
+    room: Room | None = None,
 ) -> _Server:
     """The server given by URL, else the kept one, else a new throwaway cluster."""
     if postgres_url:
         check_postgres_url(postgres_url)
         return _Server(postgres_url, f"PostgreSQL at {redact(postgres_url)}")
+    estimate = room.estimate() if room is not None else None
     fallback = ""
     if kept is not None:
         try:
             shared = _kept_server(kept, source, reservation)
-            return _Server(shared.url, shared.description, shared=shared)
+            shared, note = branches_on_kept_server(shared, estimate)
+            return _Server(shared.url, shared.description + note, shared=shared)
         except SharedServerUnavailable as exc:
             if reservation is not None:
                 raise
             fallback = f"; not kept: {exc.message}"
-    postgres = start_postgres(prefer=source)
+    base_dir, note = throwaway_place(estimate)
+    postgres = start_postgres(prefer=source, base_dir=base_dir)
     return _Server(
-        postgres.url, f"throwaway cluster ({postgres.source}){fallback}", postgres=postgres
+        postgres.url,
+        f"throwaway cluster ({postgres.source}){fallback}{note}",
+        postgres=postgres,
     )
+
+
+def _branches_in_ram(server: _Server) -> bool:
+    """Whether the branches' databases go to RAM, on a server of ours without ``fsync``:
+    there ``FILE_COPY`` is the fastest clone; elsewhere the emulator measures."""
+    if server.shared is not None:
+        return server.shared.tablespace is not None
+    ram = default_base_dir()
+    data_dir = server.postgres.data_dir if server.postgres is not None else None
+    return ram is not None and data_dir is not None and data_dir.is_relative_to(ram)
 
 
 def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulator:
@@ -223,6 +259,7 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
             api_key=api_key,
             client_address=("127.0.0.1", shared.port) if shared is not None else None,
             tablespace=shared.tablespace if shared is not None else None,
+            clone_strategy=FILE_COPY if _branches_in_ram(server) else None,
         )
         emulator.start()
     except BaseException:

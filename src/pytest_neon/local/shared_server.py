@@ -219,8 +219,9 @@ def ensure_shared_server(
     )
 
 
-def _ram_dir(root: Path) -> Path | None:
-    """Where the runs' databases go in RAM (``None``: no RAM disk with room)."""
+def ram_dir_of(root: Path) -> Path | None:
+    """Where the runs' databases of the kept server in ``root`` go in RAM (``None``: no
+    RAM disk with room)."""
     from pytest_neon.local.launcher import default_base_dir
 
     base = default_base_dir()
@@ -241,7 +242,7 @@ def ram_tablespace(url: str, root: Path, run_as: OsUser | None) -> Path | None:
     import psycopg
     from psycopg import sql
 
-    ram = _ram_dir(root)
+    ram = ram_dir_of(root)
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         row = conn.execute(
             "SELECT oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = %s",
@@ -412,7 +413,7 @@ def stop_shared_server(root: Path) -> bool:
         cluster = stamped_cluster(root)
         if cluster is not None:
             cluster.stop_server()
-        ram = _ram_dir(root)
+        ram = ram_dir_of(root)
         if ram is not None:
             shutil.rmtree(ram, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
