@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pytest_neon.local.emulator.sql.clone_strategy import FILE_COPY, WAL_LOG, CloneStrategy
+from pytest_neon.local.emulator.sql.clone_strategy import AUTO, FILE_COPY, WAL_LOG, CloneStrategy
 from pytest_neon.local.emulator.sql.real_databases import RealDatabases
 from pytest_neon.local.emulator.sql.server import SqlServer
 
@@ -50,7 +50,7 @@ def test_each_strategy_is_measured_then_the_faster_one_is_kept(
     template: tuple[SqlServer, str],
 ) -> None:
     server, name = template
-    strategy = CloneStrategy()
+    strategy = CloneStrategy(AUTO)
     databases = RealDatabases(server, strategy)
     first = _wal_bytes_of_clone(databases, server, name, f"{name}_1")
     second = _wal_bytes_of_clone(databases, server, name, f"{name}_2")
@@ -79,5 +79,5 @@ def test_a_fixed_strategy_is_always_used(template: tuple[SqlServer, str]) -> Non
 
 
 def test_an_unknown_strategy_is_refused() -> None:
-    with pytest.raises(ValueError, match="FILE_COPY, WAL_LOG"):
+    with pytest.raises(ValueError, match="FILE_COPY, WAL_LOG, AUTO"):
         CloneStrategy("COPY")

@@ -13,10 +13,9 @@ from pytest_neon.api.transport import HttpSession
 from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
-from pytest_neon.local.emulator.sql.clone_strategy import FILE_COPY
 from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
-from pytest_neon.local.launcher import default_base_dir, start_postgres
+from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.lazy_start import Reservation, create_login, drop_login
 from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
@@ -237,16 +236,6 @@ def _server(
     )
 
 
-def _branches_in_ram(server: _Server) -> bool:
-    """Whether the branches' databases go to RAM, on a server of ours without ``fsync``:
-    there ``FILE_COPY`` is the fastest clone; elsewhere the emulator measures."""
-    if server.shared is not None:
-        return server.shared.tablespace is not None
-    ram = default_base_dir()
-    data_dir = server.postgres.data_dir if server.postgres is not None else None
-    return ram is not None and data_dir is not None and data_dir.is_relative_to(ram)
-
-
 def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulator:
     """The run's emulator over ``server`` (stopping a throwaway cluster if it fails)."""
     api_key = secrets.token_urlsafe(24)
@@ -259,7 +248,6 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
             api_key=api_key,
             client_address=("127.0.0.1", shared.port) if shared is not None else None,
             tablespace=shared.tablespace if shared is not None else None,
-            clone_strategy=FILE_COPY if _branches_in_ram(server) else None,
         )
         emulator.start()
     except BaseException:

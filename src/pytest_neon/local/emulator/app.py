@@ -29,10 +29,10 @@ class Emulator:
     with the same ``project_id`` resumes the project. ``api_key=None`` disables auth.
     ``client_address`` is the (host, port) the branches' connection strings name, when not
     the URL's; ``tablespace`` the one the branches' databases go to (default: the
-    server's). ``clone_strategy``: ``FILE_COPY`` or ``WAL_LOG`` for every clone (default:
-    the faster one, measured on the server). ``fail_operations`` is the probability that a
-    create or restore answers as usual but its operation ends ``failed`` (with an error
-    text) and nothing is done.
+    server's). ``clone_strategy``: ``FILE_COPY`` (default) or ``WAL_LOG`` for every clone,
+    or ``AUTO``: the faster one, measured on the server. ``fail_operations`` is the
+    probability that a create or restore answers as usual but its operation ends
+    ``failed`` (with an error text) and nothing is done.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class Emulator:
         fail_operations: float = 0.0,
         client_address: tuple[str, int] | None = None,
         tablespace: str | None = None,
-        clone_strategy: str | None = None,
+        clone_strategy: str = "FILE_COPY",
     ) -> None:
         if project_id is not None and not ids.PATH_ID.match(project_id):
             raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")

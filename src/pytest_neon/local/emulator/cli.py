@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-branches", type=int, default=500, help="branch limit (422)")
     parser.add_argument(
         "--clone-strategy",
-        choices=["auto", "file_copy", "wal_log"],
-        default="auto",
+        choices=["file_copy", "wal_log", "auto"],
+        default="file_copy",
         help="STRATEGY of CREATE DATABASE for clones (PostgreSQL 15+; auto: the faster one,"
         " measured on the server)",
     )
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_branches=args.max_branches,
             fail_operations=args.fail_operations,
-            clone_strategy=None if args.clone_strategy == "auto" else args.clone_strategy.upper(),
+            clone_strategy=args.clone_strategy.upper(),
         )
         emulator.start()
         try:

@@ -50,8 +50,7 @@ class SqlServer:
     ``client_address`` (host, port) is where the branches' clients connect, when not where
     ``url`` does (the superuser over a Unix socket, the clients over TCP). ``tablespace``:
     where new databases go (default: their template's). ``clone_strategy``: the ``STRATEGY``
-    of every clone (``FILE_COPY`` or ``WAL_LOG``; default: measured, see
-    :mod:`.clone_strategy`).
+    of every clone (``FILE_COPY``, ``WAL_LOG``, or ``AUTO``: see :mod:`.clone_strategy`).
     """
 
     def __init__(
@@ -61,7 +60,7 @@ class SqlServer:
         *,
         client_address: tuple[str, int] | None = None,
         tablespace: str | None = None,
-        clone_strategy: str | None = None,
+        clone_strategy: str = "FILE_COPY",
     ) -> None:
         self.url = url
         self.tablespace = tablespace
