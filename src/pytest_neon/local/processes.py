@@ -7,6 +7,7 @@ a run that starts no PostgreSQL never loads it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -29,6 +30,38 @@ def pid_alive(pid: int) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists, zombies included: for a process that is not our
+    child (a postmaster started by ``pg_ctl``) the same as :func:`pid_alive`, and cheaper
+    (no ``psutil`` outside Windows)."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # (signal 0 is not a probe there)
+        return pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def detached_alive(pid: int) -> bool:
+    """Whether ``pid`` runs, for a process that is left to run on its own (a watchdog
+    started with ``posix_spawn`` by this process or another): one that has ended is
+    reaped here if it was ours (never waited for, it would stay a zombie)."""
+    if not pid_exists(pid):
+        return False
+    if sys.platform == "win32":
+        return True  # (pid_exists asked psutil, which tells zombies apart)
+    try:
+        ended, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: it exists, and nobody's zombie for long
+        return True
+    return ended == 0
 
 
 def child_pids(parent: int) -> list[int]:

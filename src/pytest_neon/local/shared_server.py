@@ -31,7 +31,7 @@ from urllib.parse import quote
 from pytest_neon.local.binaries import find_pg_bindir
 from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
 from pytest_neon.local.pip_package import find_package
-from pytest_neon.local.processes import pid_alive
+from pytest_neon.local.processes import detached_alive, pid_alive, pid_exists
 from pytest_neon.local.run_as import OsUser, ensure_traversable, is_root, unprivileged_user
 from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, redacted_tail
 
@@ -300,7 +300,7 @@ def _major(data_dir: Path) -> str:
 def running_port(cluster: Cluster) -> int | None:
     """The port of the server running on ``cluster``'s data directory, if any."""
     pid = read_postmaster_pid(cluster.data_dir)
-    if pid is None or not pid_alive(pid):
+    if pid is None or not pid_exists(pid):  # (pg_ctl's postmaster is never our child)
         return None
     try:
         lines = (cluster.data_dir / "postmaster.pid").read_text().splitlines()
@@ -380,7 +380,7 @@ def _ensure_watchdog(root: Path) -> None:
     """Start the idle watchdog of the server in ``root`` unless one runs."""
     with contextlib.suppress(OSError, ValueError):
         pid = int((root / WATCHDOG_PID).read_text().strip())
-        if pid_alive(pid):
+        if detached_alive(pid):
             return
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     quiet = [

@@ -7,9 +7,12 @@ error message of failed migrations, never secrets.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from pytest_neon.xdist import coordination_dir
 
@@ -23,20 +26,40 @@ class MigrationState:
     expires: bool = False  # the source is the run's migration branch (it has an expiry)
 
 
+def _file_lock(path: Path) -> AbstractContextManager[object]:
+    """An exclusive lock on ``path`` across processes: ``flock`` where there is one (no
+    import: ``filelock`` costs a small run 20 ms), else ``filelock``."""
+    if sys.platform == "win32":
+        from filelock import FileLock
+
+        return FileLock(str(path))
+    return _flock(path)
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[object]:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (released when the descriptor is closed)
+        yield None
+    finally:
+        os.close(fd)
+
+
 class MigrationGate:
     """Lets exactly one process of a run apply migrations while the others wait."""
 
     def __init__(self, run_id: str) -> None:
         directory = coordination_dir(run_id)
-        from filelock import FileLock  # (imported by the runs that migrate only)
-
-        self._lock = FileLock(str(directory / "migrations.lock"))
+        self._lock_path = directory / "migrations.lock"
         self._state = directory / "migrations.json"
 
     @contextmanager
     def hold(self) -> Iterator[MigrationState | None]:
         """Hold the lock; yield the recorded state, or ``None`` when nobody migrated yet."""
-        with self._lock:
+        with _file_lock(self._lock_path):
             yield self._read()
 
     def _read(self) -> MigrationState | None:

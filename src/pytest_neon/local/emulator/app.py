@@ -116,7 +116,7 @@ class Emulator:
                 raise
             serve = threading.Thread(
                 target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                kwargs={"poll_interval": 0.01},  # (stop waits for a poll to end)
                 name=f"neon-emulator-{self._project_id}",
                 daemon=True,
             )
