@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +25,7 @@ from pytest_neon.errors import (
     NeonLimitError,
     NeonNotFoundError,
 )
-from pytest_neon.naming import branch_name, run_annotations
+from pytest_neon.naming import RUN_ANNOTATION, branch_name, made_by_us, run_annotations
 from pytest_neon.neon_branch import NeonBranch, host_of, with_credentials
 
 log = logging.getLogger("pytest_neon.branches")
@@ -112,8 +114,9 @@ class BranchOps:
             f"fix {self.settings.describe('parent_branch')}"
         )
 
-    def limit_message(self, exc: NeonLimitError, name: str) -> str:
-        """The branch-limit error: how many branches the run needs and what to do."""
+    def limit_message(self, exc: NeonLimitError, name: str, waited: float = 0.0) -> str:
+        """The branch-limit error: how many branches the run needs, what other runs hold
+        after ``waited`` seconds of waiting for them, and what to do."""
         turns = self.settings.worker_branches
         workers = self.workers * turns
         per = f", {turns} each: --neon-worker-branches" if turns > 1 else ""
@@ -127,10 +130,90 @@ class BranchOps:
         return (
             f"Neon's branch limit is reached ({exc.neon_message or exc.code}) creating {name}: "
             f"this run needs up to {needed} branches at once ({workers} for workers{per}, "
-            f"1 for migrations, {shared}); delete branches you no longer need "
+            f"1 for migrations, {shared}){self._held_by_others(waited)}; delete branches "
+            "you no longer need "
             "(pytest-neon-* ones of crashed runs: --neon-sweep-after), run fewer xdist "
             "workers, or raise the project's branch limit (Neon plan)"
         )
+
+    def held_by_others(self, branches: list[Branch] | None = None) -> tuple[dict[str, int], int]:
+        """Branches other live pytest-neon runs hold, by run id; and the project's count
+        (of ``branches``, default: listed now).
+
+        Their branches carry an expiry (kept in the future while the run lives); kept
+        branches (migration caches) have none and are nobody's.
+        """
+        if branches is None:
+            branches = self.client.list_branches(self.project_id)
+        now = datetime.now(UTC)
+        runs: dict[str, int] = {}
+        for b in branches:
+            run = b.annotations.get(RUN_ANNOTATION)
+            if made_by_us(b) and run and run != self.run_id and b.expires_at and b.expires_at > now:
+                runs[run] = runs.get(run, 0) + 1
+        return runs, len(branches)
+
+    def _held_by_others(self, waited: float) -> str:
+        """``; after waiting 300s …, 3 other pytest-neon run(s) hold 9 of … branches``."""
+        if not waited:
+            return ""
+        try:
+            runs, total = self.held_by_others()
+        except NeonError:
+            return f"; it waited {waited:.0f}s for other runs (--neon-wait-timeout)"
+        return (
+            f"; after waiting {waited:.0f}s for branches to be freed "
+            f"(--neon-wait-timeout), {len(runs)} other pytest-neon "
+            f"run(s) hold {sum(runs.values())} of the project's {total} branches"
+        )
+
+    def _others_may_free(self) -> bool:
+        """Whether waiting can help: other live runs hold branches."""
+        try:
+            return bool(self.held_by_others()[0])
+        except NeonError:
+            return False
+
+    def _create_when_room(
+        self,
+        name: str,
+        *,
+        parent_id: str | None,
+        expiry: int,
+        annotations: Mapping[str, str],
+        wait: bool,
+    ) -> CreatedBranch:
+        """``create_branch``; at the branch limit, when ``wait``, wait (with backoff, at
+        most ``wait_timeout`` s) for other runs to free branches."""
+        started = time.monotonic()
+        pause, slept = 1.0, False
+        while True:
+            try:
+                return self.client.create_branch(
+                    self.project_id,
+                    name=name,
+                    parent_id=parent_id,
+                    expires_at=datetime.now(UTC) + timedelta(seconds=expiry) if expiry else None,
+                    annotations=annotations,
+                )
+            except NeonLimitError as exc:
+                next_pause = self._await_room(started, pause) if wait else None
+                if next_pause is None:
+                    waited = time.monotonic() - started if slept else 0.0
+                    raise exc.with_message(self.limit_message(exc, name, waited)) from exc
+                pause, slept = next_pause, True
+
+    def _await_room(self, started: float, pause: float) -> float | None:
+        """At the branch limit: sleep about ``pause`` s before the next try and return the
+        pause after it; ``None`` when waiting is over (``wait_timeout`` s since
+        ``started``, or no other run holds a branch it could free)."""
+        left = self.settings.wait_timeout - (time.monotonic() - started)
+        if left <= 0 or not self._others_may_free():
+            return None
+        log.info("branch limit reached: waiting for other runs to free branches")
+        with self.counters.phase("wait for branches"):
+            time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
+        return min(pause * 2, 15.0)
 
     # -- create, restore, delete -----------------------------------------------------------
 
@@ -143,6 +226,7 @@ class BranchOps:
         annotations: Mapping[str, str] | None = None,
         expires: bool = True,
         wait: bool = True,
+        wait_for_room: bool = True,
     ) -> NeonBranch:
         """Create a branch from the parent, brought to ``source_id`` if given.
 
@@ -151,6 +235,8 @@ class BranchOps:
         ``expires=False`` make another kind (the migration cache's). With ``wait=False``
         the branch comes back as soon as Neon has answered with its endpoint: its
         operations are waited for by :meth:`wait_ready`, when something needs the branch.
+        At the project's branch limit it waits for other runs to free branches
+        (``wait_timeout``), unless ``wait_for_room`` is false (a spare: one fewer will do).
         """
         parent = self.parent_id
         expiry = self.settings.branch_expiry if expires else 0
@@ -159,21 +245,17 @@ class BranchOps:
             annotations = run_annotations(self.run_id)
         with self.counters.phase("create branch"):
             try:
-                created = self.client.create_branch(
-                    self.project_id,
-                    name=name,
+                created = self._create_when_room(
+                    name,
                     parent_id=parent,
-                    expires_at=datetime.now(UTC) + timedelta(seconds=expiry) if expiry else None,
-                    annotations=run_annotations(self.run_id)
-                    if annotations is None
-                    else annotations,
+                    expiry=expiry,
+                    annotations=annotations,
+                    wait=wait_for_room,
                 )
             except NeonNotFoundError as exc:
                 if self.settings.parent_branch:
                     raise self._parent_not_found() from exc
                 raise
-            except NeonLimitError as exc:
-                raise exc.with_message(self.limit_message(exc, name)) from exc
             with self._lock:
                 self.created[created.branch.id] = name
             self.counters.add("branches_created")
@@ -198,6 +280,49 @@ class BranchOps:
             self.restore(branch, source_id)
         log.debug("created branch %s (%s)", name, branch.branch_id)
         return branch
+
+    def create_together(self, suffixes: list[str], *, wait: bool) -> list[NeonBranch]:
+        """The run's branches ``suffixes``, all or none: at the branch limit the ones made
+        are deleted again and, while other runs hold branches, it waits (``wait_timeout``)
+        and tries again. Holding part of what it needs while waiting for the rest would
+        let runs that share a project wait for each other for ever."""
+        started = time.monotonic()
+        pause, slept = 1.0, False
+        while True:
+            made: list[NeonBranch] = []
+            try:
+                for suffix in suffixes:
+                    made.append(self.create(suffix, wait=wait, wait_for_room=False))
+                return made
+            except NeonLimitError as exc:
+                for branch in reversed(made):
+                    with contextlib.suppress(NeonError):
+                        self.delete(branch.branch_id)
+                next_pause = self._await_room(started, pause)
+                if next_pause is None:
+                    name = branch_name(self.run_id, suffixes[len(made)])
+                    waited = time.monotonic() - started if slept else 0.0
+                    raise exc.with_message(self.limit_message(exc, name, waited)) from exc
+                pause, slept = next_pause, True
+
+    def attach(self, branch_id: str, suffix: str) -> NeonBranch:
+        """A branch of this run made by another of its processes (the xdist controller
+        makes the workers' branches), now this process's to use, keep alive and delete."""
+        endpoints = self.client.list_branch_endpoints(self.project_id, branch_id)
+        if not endpoints:
+            raise NeonConfigError(f"branch {branch_id} has no endpoint: rerun")
+        uri = self._connection_uri(branch_id, endpoints[0].id)
+        self.own(branch_id, suffix)
+        return NeonBranch(
+            branch_id=branch_id,
+            project_id=self.project_id,
+            connection_string=uri,
+            host=host_of(uri) or endpoints[0].host,
+            parent_id=self.parent_id,
+            endpoint_id=endpoints[0].id,
+            database_name=self.settings.database,
+            role_name=self.settings.role,
+        )
 
     def wait_ready(self, branch_id: str, *, for_a_test: bool = True) -> None:
         """Wait for the operations of a branch made with ``create(wait=False)`` (once; a
@@ -288,6 +413,16 @@ class BranchOps:
                 # (Neon refuses, 423, while it is being made)
                 self.wait_ready(branch_id, for_a_test=False)
             self.client.delete_branch(self.project_id, branch_id)
+        with self._lock:
+            self.created.pop(branch_id, None)
+
+    def own(self, branch_id: str, suffix: str) -> None:
+        """Count ``branch_id`` (made by another process of the run) as this process's."""
+        with self._lock:
+            self.created[branch_id] = branch_name(self.run_id, suffix)
+
+    def forget(self, branch_id: str) -> None:
+        """No longer count ``branch_id`` as this process's (it outlives the run)."""
         with self._lock:
             self.created.pop(branch_id, None)
 

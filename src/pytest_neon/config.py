@@ -79,6 +79,11 @@ OPTIONS: tuple[Option, ...] = (
            "neon_migration_cache", True,
            "Keep the migrated branch across runs when neon_migration_fingerprint is set.",
            "bool"),
+    Option("wait_timeout", "--neon-wait-timeout", "NEON_WAIT_TIMEOUT", "neon_wait_timeout",
+           300,
+           "Seconds a run waits for other runs on the same project: for branches they hold "
+           "when the branch limit is reached, and for the migrations another run is "
+           "making; 0 = do not wait.", "int"),
     Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
            "neon_local_postgres_url", None,
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
@@ -121,6 +126,7 @@ class Settings:
     always_reset: bool
     worker_branches: int
     migration_cache: bool
+    wait_timeout: int
     local_postgres_url: str | None = field(repr=False)
     local_postgres_source: str
     local_reuse: str
@@ -261,6 +267,11 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('sweep_after')} must be 0 (no sweep) or a number of seconds, "
             f"got {values['sweep_after']}"
+        )
+    if values["wait_timeout"] < 0:
+        raise NeonConfigError(
+            f"{where('wait_timeout')} must be 0 (do not wait) or a number of seconds, "
+            f"got {values['wait_timeout']}"
         )
     if not 1 <= values["worker_branches"] <= MAX_WORKER_BRANCHES:
         raise NeonConfigError(

@@ -33,7 +33,11 @@ def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:
         lines[0] += f", stale branches swept: {summary['branches_swept']}"
     if summary.get("migration_cache"):
         lines[0] += f", migration cache: {summary['migration_cache']}"
-    migrated = (summary.get("phases") or {}).get("migrations")
+    phases = summary.get("phases") or {}
+    others = phases.get("wait for branches", 0.0) + phases.get("wait for migrations", 0.0)
+    if others >= 0.005:
+        lines[0] += f", waited for other runs: {others:.2f}s"
+    migrated = phases.get("migrations")
     if summary.get("migration_cache") == "hit":
         lines[0] += ", migrations: cached"
     elif migrated is not None and migrated >= 0.005:

@@ -108,13 +108,14 @@ class WorkerPool:
         """The worker branch made first (``None`` before :meth:`start`)."""
         return self.slots[0].branch if self.slots else None
 
-    def start(self) -> NeonBranch:
-        """Create this process's first worker branch from the parent (once).
+    def start(self, existing: NeonBranch | None = None) -> NeonBranch:
+        """Create this process's first worker branch from the parent (once), or take
+        ``existing``.
 
         Its operations are not waited for here: :meth:`checkout` does, when a test needs it.
         """
         if not self.slots:
-            slot = Slot(self.ops.create(self.worker, wait=False))
+            slot = Slot(existing or self.ops.create(self.worker, wait=False))
             self.slots.append(slot)
             self._current = slot
         branch = self.slots[0].branch
@@ -142,7 +143,7 @@ class WorkerPool:
 
     def _make_spare(self, slot: Slot, suffix: str) -> bool:
         try:
-            slot.branch = self.ops.create(suffix, source_id=self.source_id)
+            slot.branch = self.ops.create(suffix, source_id=self.source_id, wait_for_room=False)
         except NeonError as exc:
             log.warning("pytest-neon: worker branch %s not made (%s): one fewer", suffix, exc)
         return False  # nothing to tell the listeners: nobody has used it yet

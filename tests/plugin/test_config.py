@@ -17,6 +17,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "keep_branches": ("true", True),
     "branch_expiry": ("300", 300),
     "sweep_after": ("3600", 3600),
+    "wait_timeout": ("120", 120),
     "env_var": ("MY_DB_URL", "MY_DB_URL"),
     "api_host": ("http://127.0.0.1:9/api/v2", "http://127.0.0.1:9/api/v2"),
     "api_timeout": ("12.5", 12.5),
