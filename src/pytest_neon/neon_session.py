@@ -8,12 +8,15 @@ processes share its run id); a *session* is one process of it. Never imports pyt
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from pytest_neon.api import NeonClient
 from pytest_neon.branch_ops import BranchOps
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
+from pytest_neon.errors import NeonError, NeonLimitError
 from pytest_neon.housekeeping import (
     Failure,
     KeepAlive,
@@ -23,6 +26,8 @@ from pytest_neon.housekeeping import (
 )
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.worker_pool import WorkerPool
+
+log = logging.getLogger("pytest_neon.branches")
 
 
 class NeonSession:
@@ -61,6 +66,12 @@ class NeonSession:
             self.ops, worker=worker, size=settings.worker_branches, inspector_url=inspector_url
         )
         self.migration_branch: NeonBranch | None = None
+        #: made with the worker branches (Neon), for the migrations if the run needs them
+        self.reserved_migration: NeonBranch | None = None
+        self._reserved_migration_id: str | None = None  # made by the xdist controller
+        self._releasing: list[threading.Thread] = []
+        #: other runs held branches on the project at the start (see :meth:`check_project`)
+        self.others_live = False
         self._keep_alive = KeepAlive(self.ops)
         self._source_expires = False  # the source is the run's migration branch
 
@@ -117,6 +128,7 @@ class NeonSession:
         """Once per run, before any branch: check the project and the parent (one
         listing), and sweep earlier runs' branches older than ``sweep_after`` s (0: none)."""
         branches = self.ops.check_project()
+        self.others_live = bool(self.ops.held_by_others(branches)[0])
         if sweep_after:
             sweep_stale(self.ops, branches, sweep_after)
 
@@ -124,11 +136,96 @@ class NeonSession:
         """This process's first worker branch, from the parent (created once)."""
         return self.pool.start()
 
+    def admit(self) -> NeonBranch:
+        """A plain run on Neon: its worker branch. When other runs use the project, with a
+        migration branch, made together (all or none, see
+        :meth:`BranchOps.create_together`): a run that migrates never waits for room
+        while holding a branch that others, waiting for its migrations, need freed."""
+        if self.pool.first_branch is None and self.others_live:
+            worker, migration = self.ops.create_together([self.worker, "migrations"], wait=False)
+            self.pool.start(existing=worker)
+            self.reserved_migration = migration
+        return self.create_worker_branch()
+
+    def reserve_for_workers(self, workers: list[str]) -> dict[str, str]:
+        """An xdist controller on Neon: every worker's branch and a migration branch, made
+        together (see :meth:`BranchOps.create_together`); their ids by worker name."""
+        names = [*workers, "migrations"]
+        try:
+            made = self.ops.create_together(names, wait=True)
+        except NeonLimitError:  # no room for a migration branch too: without it
+            names = workers
+            made = self.ops.create_together(names, wait=True)
+        return {name: branch.branch_id for name, branch in zip(names, made, strict=True)}
+
+    def attach_reserved(self, reserved: dict[str, str]) -> None:
+        """An xdist worker: use the branches its controller made (see
+        :meth:`reserve_for_workers`)."""
+        own = reserved.get(self.worker)
+        if own is not None and self.pool.first_branch is None:
+            self.pool.start(existing=self.ops.attach(own, self.worker))
+        self._reserved_migration_id = reserved.get("migrations")
+
+    def _take_reserved_migration(self) -> NeonBranch | None:
+        if self.reserved_migration is None and self._reserved_migration_id is not None:
+            branch_id, self._reserved_migration_id = self._reserved_migration_id, None
+            self.reserved_migration = self.ops.attach(branch_id, "migrations")
+        branch, self.reserved_migration = self.reserved_migration, None
+        return branch
+
+    def release_reserved_migration(self) -> None:
+        """The run needs no migration branch (cache hit, or nothing to migrate): delete
+        the one made for it, in the background, so that other runs may use the room."""
+        branch, self.reserved_migration = self.reserved_migration, None
+        branch_id = branch.branch_id if branch is not None else self._reserved_migration_id
+        self._reserved_migration_id = None
+        if branch_id is None:
+            return
+        if branch is None:  # made by the controller: this process deletes it now
+            self.ops.own(branch_id, "migrations")
+        thread = threading.Thread(
+            target=self._delete_quietly, args=(branch_id,), name="pytest-neon-release", daemon=True
+        )
+        thread.start()
+        self._releasing.append(thread)
+
+    def _delete_quietly(self, branch_id: str) -> None:
+        try:
+            self.ops.delete(branch_id)
+        except NeonError as exc:  # it expires anyway; the run's end tries again
+            log.warning("pytest-neon: could not delete unused branch %s: %s", branch_id, exc)
+
     def create_migration_branch(self) -> NeonBranch:
-        """The branch ``neon_apply_migrations`` runs on (created once, on first use)."""
+        """The branch ``neon_apply_migrations`` runs on (created once, on first use; the
+        one made with the worker branches, if any)."""
         if self.migration_branch is None:
-            self.migration_branch = self.ops.create("migrations")
+            self.migration_branch = self._take_reserved_migration() or self.ops.create("migrations")
         return self.migration_branch
+
+    def claim_migration_branch(self, key: str) -> bool:
+        """Migrate on the claim of the migration cache's ``key`` (see
+        :mod:`pytest_neon.migrations.cache`); ``False`` when another run holds it."""
+        from pytest_neon.migrations.cache import claim, claim_by_rename
+
+        if self.migration_branch is None:
+            reserved = self._take_reserved_migration()
+            if reserved is None:
+                self.migration_branch = claim(self.ops, key)
+            elif claim_by_rename(self.ops, key, reserved):
+                self.migration_branch = reserved
+            else:
+                self.reserved_migration = reserved  # (another run holds the claim)
+        return self.migration_branch is not None
+
+    def publish_migration_branch(self, key: str) -> str:
+        """Make the migrated claim the cache of ``key``; the id tests start from."""
+        from pytest_neon.migrations.cache import publish
+
+        assert self.migration_branch is not None
+        source = publish(self.ops, key, self.migration_branch)
+        if source not in self.ops.created:
+            self.migration_branch = None  # the cache's now: not this run's to delete
+        return source
 
     def drop_migration_branch(self) -> None:
         """Delete the migration branch (its migrations changed nothing, or were cached)."""
@@ -164,6 +261,8 @@ class NeonSession:
     def shutdown(self) -> None:
         """Wait for background work; close the write checks' connections."""
         self.pool.shutdown()
+        for thread in self._releasing:
+            thread.join()
 
     def delete_branches(self, *, whole_run: bool) -> list[Failure]:
         """Delete this process's branches, or with ``whole_run`` every branch of the run.

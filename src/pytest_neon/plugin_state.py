@@ -59,6 +59,7 @@ class PluginState:
     parent_id: str | None = None  # the parent branch, from the xdist controller
     replaced_env: bool = False  # the env var had a value before the run
     workers: int = 1  # processes that run tests (xdist workers, else this one)
+    reserved: dict[str, str] | None = None  # an xdist worker: branches its controller made
     project_dir: Path | None = None  # pytest's rootdir
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)

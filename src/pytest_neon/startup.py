@@ -64,6 +64,7 @@ def start_process(
     if handoff is not None:
         state = PluginState(settings=settings, run_id=handoff.run_id, role=Role.WORKER)
         state.parent_id = handoff.parent_id
+        state.reserved = handoff.branches
         if handoff.api_host:
             state.backend, state.backend_reason = Backend.LOCAL, "from the controller"
             if handoff.inspector_url:
@@ -115,10 +116,17 @@ def _start_controller(state: PluginState) -> None:
     local = state.local
     session = _own_session(state, "controller")
     _use(state, session)
+    branches = None
     if session is not None and state.backend is Backend.NEON:
         # One early check, so a refused key or unknown project fails once, here.
         session.check_project(sweep_after=state.settings.sweep_after)
+        # Every worker's branch and a migration branch, all or none: runs sharing a
+        # project never hold part of what they need while waiting for the rest.
+        branches = session.reserve_for_workers([f"gw{n}" for n in range(state.workers)])
+        for branch_id in branches.values():
+            session.ops.forget(branch_id)  # the workers' now (the end sweep finds strays)
     Handoff(
+        branches=branches,
         controller_pid=os.getpid(),
         run_id=state.run_id,
         parent_id=session.parent_id if session is not None else None,
@@ -411,5 +419,11 @@ def create_worker_branch(state: PluginState) -> None:
             return
         if state.backend is Backend.NEON and state.role is Role.STANDALONE:
             state.session.check_project(sweep_after=state.settings.sweep_after)
-    branch = state.session.create_worker_branch()
+    session = state.session
+    if state.reserved:
+        session.attach_reserved(state.reserved)
+    if state.backend is Backend.NEON and state.role is Role.STANDALONE:
+        branch = session.admit()  # with a migration branch, all or none
+    else:
+        branch = session.create_worker_branch()
     state.point_env_at(branch.connection_string)

@@ -125,8 +125,10 @@ def test_the_summary_counts_the_cleanup_calls(neon: NeonProject) -> None:
     )
     result = neon.run("-n", "2", "-v")
     result.assert_outcomes(passed=2)
-    # each worker deletes its own branch; the controller lists what the run left
-    result.stdout.fnmatch_lines(["*branches created: 2,*", "  calls: *delete_branch=2*"])
+    # the controller makes both workers' branches and a migration branch, all or none;
+    # each worker deletes its own, the one that ran the (no) migrations the spare one,
+    # and the controller lists what the run left
+    result.stdout.fnmatch_lines(["*branches created: 3,*", "  calls: *delete_branch=3*"])
     calls = next(line for line in result.stdout.lines if line.startswith("  calls: "))
     listed = int(calls.split("list_branches=")[1].split(",")[0])
     # the controller lists once at the start (parent and sweep; it hands the parent over to

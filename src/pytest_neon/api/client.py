@@ -190,6 +190,25 @@ class NeonClient:
             body={"branch": {"expires_at": _format_time(expires_at)}},
         )
 
+    def rename_branch(self, project_id: str, branch_id: str, name: str) -> None:
+        """Rename a branch (``PATCH``); a taken name is a :class:`NeonConflictError`."""
+        self._request(
+            "PATCH",
+            self._p("projects", project_id, "branches", branch_id),
+            name="update_branch",
+            body={"branch": {"name": name}},
+        )
+
+    def publish_branch(self, project_id: str, branch_id: str, name: str) -> None:
+        """Rename a branch and remove its expiry, in one call (``PATCH`` of the branch); a
+        taken name is a :class:`NeonConflictError`."""
+        self._request(
+            "PATCH",
+            self._p("projects", project_id, "branches", branch_id),
+            name="update_branch",
+            body={"branch": {"name": name, "expires_at": None}},
+        )
+
     def restore_branch(
         self, project_id: str, branch_id: str, *, source_branch_id: str
     ) -> BranchOperations:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_neon.errors import NeonError
-from pytest_neon.migrations.cache import cache_key, find_cached, save_cache
+from pytest_neon.migrations.cache import CacheWait, cache_key, look_up
 from pytest_neon.migrations.fingerprint import schema_fingerprint
 from pytest_neon.migrations.gate import MigrationGate, MigrationState
 from pytest_neon.migrations.local_cache import LocalMigrationCache, local_cache_key
@@ -77,11 +77,17 @@ class Migrations:
                 except BaseException as exc:
                     gate.record(MigrationState(None, error=describe(exc)))
                     raise
+                finally:
+                    self._release_reserved()
                 gate.record(MigrationState(source.branch_id, expires=source.expires))
                 return source
             if recorded.error:
                 raise MigratedElsewhereError(recorded.error)
             return Source(recorded.source_branch_id or self.session.parent_id, recorded.expires)
+
+    def _release_reserved(self) -> None:
+        """Free the migration branch made with the worker branches if it went unused."""
+        self.session.release_reserved_migration()
 
     def adopt(self, source: Source) -> None:
         """Bring this process's worker branch to ``source``; resets restore from it."""
@@ -94,23 +100,50 @@ class Migrations:
         session = self.session
         if session.cache_url:
             return self._migrate_kept_server(session.cache_url, apply, fingerprint)
-        counters = session.counters
         found = fingerprint() if session.settings.migration_cache else None
         key = cache_key(session.ops, found) if found else None
+        claimed = False
         if key is not None:
-            cached = find_cached(session.ops, key)
+            cached, claimed = self._find_or_claim(key)
             if cached is not None:
-                counters.note_cache("hit")
+                session.counters.note_cache("hit")
                 return Source(cached)
-            counters.note_cache("miss")
-        with counters.phase("migrations"):
-            apply()
-        source = self._migrated_source()
-        if key is not None and source != session.parent_id:
-            source = save_cache(session.ops, key, source)
-            session.drop_migration_branch()
+            session.counters.note_cache("miss")
+        try:
+            with session.counters.phase("migrations"):
+                apply()
+            source = self._migrated_source()
+        except BaseException:
+            if claimed:  # the runs waiting for it claim in their turn
+                session.drop_migration_branch()
+            raise
         migration = session.migration_branch
+        if claimed and key is not None and migration is not None:
+            source = session.publish_migration_branch(key)
+            migration = session.migration_branch
         return Source(source, expires=migration is not None and source == migration.branch_id)
+
+    def _find_or_claim(self, key: str) -> tuple[str | None, bool]:
+        """The cache of ``key`` (made by this run or another), else whether this run
+        claimed it (it then migrates and publishes it).
+
+        While another run holds the claim, wait for its cache; when the wait is over
+        (``wait_timeout``), migrate on a branch of its own, publishing nothing.
+        """
+        session = self.session
+        wait = CacheWait(session.ops)
+        while True:
+            cached, claimed_elsewhere = look_up(session.ops, key)
+            if cached is not None:
+                return cached, False
+            if not claimed_elsewhere and session.claim_migration_branch(key):
+                cached, _ = look_up(session.ops, key)  # published just before the claim?
+                if cached is None:
+                    return None, True
+                session.drop_migration_branch()
+                return cached, False
+            if not wait.pause():
+                return None, False
 
     def _migrate_kept_server(
         self, url: str, apply: Callable[[], object], fingerprint: Callable[[], str | None]
