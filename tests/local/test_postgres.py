@@ -25,6 +25,7 @@ from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.pip_package import find_package
 from pytest_neon.local.unavailable import PostgresUnavailableError
 from pytest_neon.redact import redact
+from tests.support.reliability import default_sigint
 
 needs_system = pytest.mark.skipif(
     find_pg_bindir() is None, reason="no PostgreSQL server binaries on this machine"
@@ -333,6 +334,7 @@ def test_sigint_stops_and_removes_the_cluster(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     ) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -151,6 +152,13 @@ def ours(neon: NeonProject) -> list[dict[str, object]]:
     return [b for b in neon.branches() if str(b["name"]).startswith("pytest-neon-")]
 
 
+def default_sigint() -> None:
+    """In a child before it runs: Ctrl-C back to its default. A shell starts background
+    jobs (``make test &``) with SIGINT ignored, their children inherit that, and a Python
+    started so never raises KeyboardInterrupt: a SIGINT test would wait in vain."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_pytest(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """A real ``pytest`` process (its output in a pipe), to send signals to."""
     return subprocess.Popen(
@@ -161,6 +169,7 @@ def start_pytest(cwd: Path, *args: str, env: dict[str, str] | None = None) -> su
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 
