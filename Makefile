@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/loop.py
+	$(BIN)/python benchmarks/shards.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache

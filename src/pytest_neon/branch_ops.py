@@ -213,7 +213,7 @@ class BranchOps:
         log.info("branch limit reached: waiting for other runs to free branches")
         with self.counters.phase("wait for branches"):
             time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
-        return min(pause * 2, 15.0)
+        return min(pause * 2, 8.0)
 
     # -- create, restore, delete -----------------------------------------------------------
 

@@ -4,7 +4,6 @@ pruning spares the caches live runs may use."""
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,9 @@ from pytest_neon.xdist import new_run_id, remove_coordination_dir
 
 
 @pytest.fixture
-def project(postgres_url: str) -> Iterator[Emulator]:
-    emulator = Emulator(postgres_url, api_key=secrets.token_urlsafe(16))
-    emulator.start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop(drop=True)
+def project(emulator: Emulator) -> Emulator:
+    """A fresh emulated project (the suite's ``emulator``)."""
+    return emulator
 
 
 @pytest.fixture

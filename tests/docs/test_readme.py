@@ -4,7 +4,8 @@ Blocks carry a directive in an HTML comment just above them:
 ``scenario=NAME file=PATH`` (a file of a runnable example), ``shell`` (commands, each
 checked or run), ``emulator`` (the emulator command line, run for real), ``excerpt
 of=PATH`` (lines that appear as they are in PATH, a file that runs in the test suite or
-the examples). Plain ``text`` blocks are illustrations.
+the examples), ``ci`` (a CI workflow: valid YAML whose pytest commands use real flags
+and whose environment real variables). Plain ``text`` blocks are illustrations.
 """
 
 from __future__ import annotations
@@ -78,6 +79,25 @@ def test_every_code_block_is_checked() -> None:
     ]
     assert unchecked == []
     assert len(blocks()) >= 20
+
+
+def test_ci_workflows_use_real_flags_and_variables() -> None:
+    import yaml
+
+    flags = {o.flag for o in OPTIONS}
+    variables = {o.env for o in OPTIONS}
+    workflows = [b for b in blocks() if b.kind == "ci"]
+    assert workflows
+    for block in workflows:
+        jobs = yaml.safe_load(block.body)["jobs"]
+        for job in jobs.values():
+            assert set(job.get("env", {})) <= variables
+            commands = [step["run"] for step in job["steps"] if "run" in step]
+            tests = [c for c in commands if c.startswith("pytest ")]
+            assert tests
+            for command in tests:
+                used = {w.split("=", 1)[0] for w in shlex.split(command) if w.startswith("--neon")}
+                assert used <= flags, used - flags
 
 
 def test_excerpts_are_taken_from_code_that_runs() -> None:
