@@ -327,14 +327,16 @@ class BranchOps:
     def wait_ready(self, branch_id: str, *, for_a_test: bool = True) -> None:
         """Wait for the operations of a branch made with ``create(wait=False)`` (once; a
         failure is raised again to the next caller). The summary's phase ``wait for new
-        branch`` counts what tests waited (``for_a_test``), not what cleanup did."""
+        branch`` counts what tests waited for (``for_a_test``) while operations ran, not
+        what cleanup did."""
         with self._settle_lock:
             created = self._unsettled.get(branch_id)
             if created is None:
                 return
+            running = any(not op.done for op in created.operations)
             with (
                 self.counters.phase("wait for new branch")
-                if for_a_test
+                if for_a_test and running
                 else contextlib.nullcontext()
             ):
                 self.client.settle(self.project_id, created)
