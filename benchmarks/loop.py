@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
-from run import PG_CONFTEST, PLAIN_CONFTEST, schema  # the same baselines as run.py's
+from run import CONNECT, PG_CONFTEST, PLAIN_CONFTEST, schema  # the same baselines as run.py's
 
 from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.shared_server import (
@@ -57,15 +57,9 @@ def test_rw(neon_branch_readwrite):
 
 BURST_SCHEMA = schema(2000)
 
-BURST_TESTS = """
-import psycopg
-import pytest
-
-def connect(value):
-    if isinstance(value, psycopg.Connection):
-        return value
-    return psycopg.connect(value.connection_string)
-
+BURST_TESTS = (
+    CONNECT
+    + """
 @pytest.mark.parametrize("n", range(40))
 def test_case({fixture}, n):
     conn = connect({fixture})
@@ -77,6 +71,7 @@ def test_case({fixture}, n):
     finally:
         conn.close()
 """
+)
 
 RECORDER = """
 import json, os, psycopg, pytest

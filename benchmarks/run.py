@@ -40,8 +40,8 @@ def schema(rows: int) -> str:
 
 SCHEMA = schema(400)
 
-TESTS = """
-import time
+#: the tests' helper: a connection from a branch of ours or pytest-postgresql's fixture
+CONNECT = """
 import psycopg
 import pytest
 
@@ -49,6 +49,12 @@ def connect(value):
     if isinstance(value, psycopg.Connection):
         return value
     return psycopg.connect(value.connection_string)
+"""
+
+TESTS = (
+    CONNECT
+    + """
+import time
 
 WORK = float({work!r})
 ISOLATED = {isolated!r}
@@ -67,6 +73,7 @@ def test_case({fixture}, n):
         conn.close()
     time.sleep(WORK)
 """
+)
 
 RECORDER = """
 import json, os

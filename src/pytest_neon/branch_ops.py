@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pytest_neon.api import NeonClient
 from pytest_neon.api.types import Branch, CreatedBranch
@@ -27,8 +26,11 @@ from pytest_neon.errors import (
 )
 from pytest_neon.naming import RUN_ANNOTATION, branch_name, made_by_us, run_annotations
 from pytest_neon.neon_branch import NeonBranch, host_of, with_credentials
+from pytest_neon.patience import Patience
 
 log = logging.getLogger("pytest_neon.branches")
+
+T = TypeVar("T")
 
 #: ``expires`` of :meth:`BranchOps.create`: the setting's expiry
 SETTING = "setting"
@@ -174,46 +176,20 @@ class BranchOps:
         except NeonError:
             return False
 
-    def _create_when_room(
-        self,
-        name: str,
-        *,
-        parent_id: str | None,
-        expiry: int,
-        annotations: Mapping[str, str],
-        wait: bool,
-    ) -> CreatedBranch:
-        """``create_branch``; at the branch limit, when ``wait``, wait (with backoff, at
-        most ``wait_timeout`` s) for other runs to free branches."""
-        started = time.monotonic()
-        pause, slept = 1.0, False
+    def _retry_at_limit(self, attempt: Callable[[], T], failing: Callable[[], str]) -> T:
+        """``attempt()``, tried again while the project's branch limit stops it and other
+        runs hold branches they may free (with growing pauses, ``wait_timeout`` s at most);
+        then its error, saying what the run needs and what others hold (``failing()``:
+        the branch it was creating)."""
+        patience = Patience(self.settings.wait_timeout, self.counters, "wait for branches")
         while True:
             try:
-                return self.client.create_branch(
-                    self.project_id,
-                    name=name,
-                    parent_id=parent_id,
-                    expires_at=datetime.now(UTC) + timedelta(seconds=expiry) if expiry else None,
-                    annotations=annotations,
-                )
+                return attempt()
             except NeonLimitError as exc:
-                next_pause = self._await_room(started, pause) if wait else None
-                if next_pause is None:
-                    waited = time.monotonic() - started if slept else 0.0
-                    raise exc.with_message(self.limit_message(exc, name, waited)) from exc
-                pause, slept = next_pause, True
-
-    def _await_room(self, started: float, pause: float) -> float | None:
-        """At the branch limit: sleep about ``pause`` s before the next try and return the
-        pause after it; ``None`` when waiting is over (``wait_timeout`` s since
-        ``started``, or no other run holds a branch it could free)."""
-        left = self.settings.wait_timeout - (time.monotonic() - started)
-        if left <= 0 or not self._others_may_free():
-            return None
-        log.info("branch limit reached: waiting for other runs to free branches")
-        with self.counters.phase("wait for branches"):
-            time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
-        return min(pause * 2, 8.0)
+                if patience.over or not self._others_may_free() or not patience.pause():
+                    message = self.limit_message(exc, failing(), patience.waited)
+                    raise exc.with_message(message) from exc
+                log.info("branch limit reached: waiting for other runs to free branches")
 
     # -- create, restore, delete -----------------------------------------------------------
 
@@ -244,14 +220,24 @@ class BranchOps:
         if annotations is None:
             annotations = run_annotations(self.run_id)
         with self.counters.phase("create branch"):
-            try:
-                created = self._create_when_room(
-                    name,
+
+            def attempt() -> CreatedBranch:
+                return self.client.create_branch(
+                    self.project_id,
+                    name=name,
                     parent_id=parent,
-                    expiry=expiry,
+                    expires_at=datetime.now(UTC) + timedelta(seconds=expiry) if expiry else None,
                     annotations=annotations,
-                    wait=wait_for_room,
                 )
+
+            try:
+                if wait_for_room:
+                    created = self._retry_at_limit(attempt, lambda: name)
+                else:
+                    try:
+                        created = attempt()
+                    except NeonLimitError as exc:
+                        raise exc.with_message(self.limit_message(exc, name)) from exc
             except NeonNotFoundError as exc:
                 if self.settings.parent_branch:
                     raise self._parent_not_found() from exc
@@ -259,7 +245,7 @@ class BranchOps:
             with self._lock:
                 self.created[created.branch.id] = name
             self.counters.add("branches_created")
-            if wait or not created.endpoints or source_id:
+            if wait or not created.endpoints:
                 endpoint = self.client.settle(self.project_id, created)
             else:
                 endpoint = created.endpoints[0]
@@ -286,24 +272,22 @@ class BranchOps:
         are deleted again and, while other runs hold branches, it waits (``wait_timeout``)
         and tries again. Holding part of what it needs while waiting for the rest would
         let runs that share a project wait for each other for ever."""
-        started = time.monotonic()
-        pause, slept = 1.0, False
-        while True:
+        trying = [suffixes[0]]
+
+        def attempt() -> list[NeonBranch]:
             made: list[NeonBranch] = []
             try:
                 for suffix in suffixes:
+                    trying[0] = suffix
                     made.append(self.create(suffix, wait=wait, wait_for_room=False))
-                return made
-            except NeonLimitError as exc:
+            except NeonLimitError:
                 for branch in reversed(made):
                     with contextlib.suppress(NeonError):
                         self.delete(branch.branch_id)
-                next_pause = self._await_room(started, pause)
-                if next_pause is None:
-                    name = branch_name(self.run_id, suffixes[len(made)])
-                    waited = time.monotonic() - started if slept else 0.0
-                    raise exc.with_message(self.limit_message(exc, name, waited)) from exc
-                pause, slept = next_pause, True
+                raise
+            return made
+
+        return self._retry_at_limit(attempt, lambda: branch_name(self.run_id, trying[0]))
 
     def attach(self, branch_id: str, suffix: str) -> NeonBranch:
         """A branch of this run made by another of its processes (the xdist controller

@@ -149,13 +149,16 @@ class NeonSession:
 
     def reserve_for_workers(self, workers: list[str]) -> dict[str, str]:
         """An xdist controller on Neon: every worker's branch and a migration branch, made
-        together (see :meth:`BranchOps.create_together`); their ids by worker name."""
+        together (see :meth:`BranchOps.create_together`); their ids by worker name. They
+        are the workers' from now on (the controller's end sweep finds strays)."""
         names = [*workers, "migrations"]
         try:
             made = self.ops.create_together(names, wait=True)
         except NeonLimitError:  # no room for a migration branch too: without it
             names = workers
             made = self.ops.create_together(names, wait=True)
+        for branch in made:
+            self.ops.forget(branch.branch_id)
         return {name: branch.branch_id for name, branch in zip(names, made, strict=True)}
 
     def attach_reserved(self, reserved: dict[str, str]) -> None:

@@ -62,7 +62,9 @@ def start_process(
     """
     handoff = read_handoff()
     if handoff is not None:
-        state = PluginState(settings=settings, run_id=handoff.run_id, role=Role.WORKER)
+        state = PluginState(
+            settings=settings, run_id=handoff.run_id, role=Role.WORKER, workers=_worker_count()
+        )
         state.parent_id = handoff.parent_id
         state.reserved = handoff.branches
         if handoff.api_host:
@@ -123,8 +125,6 @@ def _start_controller(state: PluginState) -> None:
         # Every worker's branch and a migration branch, all or none: runs sharing a
         # project never hold part of what they need while waiting for the rest.
         branches = session.reserve_for_workers([f"gw{n}" for n in range(state.workers)])
-        for branch_id in branches.values():
-            session.ops.forget(branch_id)  # the workers' now (the end sweep finds strays)
     Handoff(
         branches=branches,
         controller_pid=os.getpid(),
@@ -341,7 +341,7 @@ def _make_session(
         run_id=state.run_id,
         worker=worker,
         parent_id=state.parent_id,
-        workers=_worker_count(),
+        workers=state.workers,
         inspector_url=inspector_url,
         cache_url=cache_url if state.settings.migration_cache else None,
         login=login,
@@ -393,6 +393,7 @@ def _login(state: PluginState) -> tuple[str, str] | None:
 
 
 def _worker_count() -> int:
+    """An xdist worker: how many workers its run has (xdist says)."""
     try:
         return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     except ValueError:

@@ -9,28 +9,29 @@ gone, and its databases and metadata are dropped.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pytest_neon.local.emulator.sql.metadata import SCHEMA, comment_for, try_lock_project
+
+if TYPE_CHECKING:
+    from pytest_neon.local.emulator.sql.server import Connection
 
 log = logging.getLogger("pytest_neon.local")
 
 _COMMENT_PREFIX = comment_for("")
 
 
-def project_ids(url: str) -> set[str]:
-    """Every project with metadata or databases on the server at ``url`` (a superuser DSN)."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        rows = conn.execute(
-            "SELECT substr(d, %s) FROM (SELECT pg_catalog.shobj_description(oid, 'pg_database')"
-            " AS d FROM pg_database) s WHERE d LIKE %s",
-            (len(_COMMENT_PREFIX) + 1, _COMMENT_PREFIX.replace("_", r"\_") + "%"),
-        ).fetchall()
-        found = {row[0] for row in rows}
-        exists = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.projects",)).fetchone()
-        if exists and exists[0] is not None:
-            found |= {row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.projects")}
+def project_ids(conn: Connection) -> set[str]:
+    """Every project with metadata or databases on the server (a superuser connection)."""
+    rows = conn.execute(
+        "SELECT substr(d, %s) FROM (SELECT pg_catalog.shobj_description(oid, 'pg_database')"
+        " AS d FROM pg_database) s WHERE d LIKE %s",
+        (len(_COMMENT_PREFIX) + 1, _COMMENT_PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    found = {row[0] for row in rows}
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.projects",)).fetchone()
+    if exists and exists[0] is not None:
+        found |= {row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.projects")}
     return found
 
 
@@ -39,11 +40,8 @@ def dead_projects(url: str) -> list[str]:
     import psycopg
 
     dead = []
-    ids = project_ids(url)
-    if not ids:
-        return []
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        for project_id in sorted(ids):
+        for project_id in sorted(project_ids(conn)):
             if try_lock_project(conn, project_id):
                 dead.append(project_id)
         conn.execute("SELECT pg_advisory_unlock_all()")
@@ -81,7 +79,7 @@ def _drop_orphan_logins(url: str) -> None:
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (LOGIN_PREFIX,)
         ).fetchall()
         # after the roles: a run makes its project before its login role
-        live = project_ids(url)
+        live = project_ids(conn)
         for (name,) in rows:
             if name[len(LOGIN_PREFIX) :] not in live:
                 drop_role(conn, name)

@@ -33,6 +33,7 @@ from pytest_neon.local.run_as import (
     unprivileged_user,
     user_named,
 )
+from pytest_neon.local.space import free_bytes
 from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, redacted_tail
 from pytest_neon.redact import register_secret
 
@@ -58,11 +59,8 @@ def ram_dir(platform: str = sys.platform) -> Path | None:
     path = _RAM_DIRS.get(platform)
     if path is None:
         return None
-    try:
-        stat = os.statvfs(path)
-    except OSError:
-        return None
-    if stat.f_bavail * stat.f_frsize < _RAM_NEEDED or not os.access(path, os.W_OK | os.X_OK):
+    free = free_bytes(path)
+    if free is None or free < _RAM_NEEDED or not os.access(path, os.W_OK | os.X_OK):
         return None
     return path
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pytest_neon.file_lock import exclusive
 from pytest_neon.local.binaries import find_pg_bindir
 from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
 from pytest_neon.local.pip_package import find_package
@@ -109,26 +110,14 @@ def _run_as() -> OsUser | None:
 @contextlib.contextmanager
 def locked(root: Path, wait: float = _LOCK_WAIT) -> Iterator[None]:
     """Hold the directory's lock (one process starts, stops or checks the server at a time)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        raise SharedServerUnavailable("no file locks on this platform") from None
-    deadline = time.monotonic() + wait
-    with open(root / LOCK, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SharedServerUnavailable(
-                        f"{root} stayed locked by another process for {wait:.0f} s"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    if sys.platform == "win32":
+        raise SharedServerUnavailable("no file locks on this platform")
+
+    def busy() -> Exception:
+        return SharedServerUnavailable(f"{root} stayed locked by another process for {wait:.0f} s")
+
+    with exclusive(root / LOCK, timeout=wait, busy=busy):
+        yield
 
 
 def read_stamp(root: Path) -> dict[str, Any]:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
-import time
 from datetime import UTC, datetime
 
 from pytest_neon.api.types import Branch
@@ -80,25 +78,6 @@ def look_up(ops: BranchOps, key: str) -> tuple[str | None, bool]:
         None,
     )
     return ready, any(b.name == claim_name(key) for b in branches)
-
-
-class CacheWait:
-    """Polls for the cache another run builds, with backoff, until a deadline."""
-
-    def __init__(self, ops: BranchOps) -> None:
-        self._ops = ops
-        self._deadline = time.monotonic() + ops.settings.wait_timeout
-        self._pause = 1.0
-
-    def pause(self) -> bool:
-        """Sleep before the next look; ``False`` when the wait is over."""
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            return False
-        with self._ops.counters.phase("wait for migrations"):
-            time.sleep(min(left, self._pause * random.uniform(0.5, 1.5)))
-        self._pause = min(self._pause * 2, 8.0)
-        return True
 
 
 def claim(ops: BranchOps, key: str) -> NeonBranch | None:

@@ -7,13 +7,11 @@ error message of failed migrations, never secrets.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from pytest_neon.file_lock import exclusive
 from pytest_neon.xdist import coordination_dir
 
 
@@ -24,28 +22,6 @@ class MigrationState:
     source_branch_id: str | None
     error: str | None = None
     expires: bool = False  # the source is the run's migration branch (it has an expiry)
-
-
-def _file_lock(path: Path) -> AbstractContextManager[object]:
-    """An exclusive lock on ``path`` across processes: ``flock`` where there is one (no
-    import: ``filelock`` costs a small run 20 ms), else ``filelock``."""
-    if sys.platform == "win32":
-        from filelock import FileLock
-
-        return FileLock(str(path))
-    return _flock(path)
-
-
-@contextmanager
-def _flock(path: Path) -> Iterator[object]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # (released when the descriptor is closed)
-        yield None
-    finally:
-        os.close(fd)
 
 
 class MigrationGate:
@@ -59,7 +35,7 @@ class MigrationGate:
     @contextmanager
     def hold(self) -> Iterator[MigrationState | None]:
         """Hold the lock; yield the recorded state, or ``None`` when nobody migrated yet."""
-        with _file_lock(self._lock_path):
+        with exclusive(self._lock_path):
             yield self._read()
 
     def _read(self) -> MigrationState | None:

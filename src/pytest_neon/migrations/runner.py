@@ -8,12 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_neon.errors import NeonError
-from pytest_neon.migrations.cache import CacheWait, cache_key, look_up
+from pytest_neon.migrations.cache import cache_key, look_up
 from pytest_neon.migrations.fingerprint import schema_fingerprint
 from pytest_neon.migrations.gate import MigrationGate, MigrationState
 from pytest_neon.migrations.local_cache import LocalMigrationCache, local_cache_key
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.neon_session import NeonSession
+from pytest_neon.patience import Patience
 
 WRONG_BRANCH = (
     "pytest-neon: neon_apply_migrations changed nothing on the migration branch, but this "
@@ -77,17 +78,13 @@ class Migrations:
                 except BaseException as exc:
                     gate.record(MigrationState(None, error=describe(exc)))
                     raise
-                finally:
-                    self._release_reserved()
+                finally:  # (unused: others may have the room)
+                    self.session.release_reserved_migration()
                 gate.record(MigrationState(source.branch_id, expires=source.expires))
                 return source
             if recorded.error:
                 raise MigratedElsewhereError(recorded.error)
             return Source(recorded.source_branch_id or self.session.parent_id, recorded.expires)
-
-    def _release_reserved(self) -> None:
-        """Free the migration branch made with the worker branches if it went unused."""
-        self.session.release_reserved_migration()
 
     def adopt(self, source: Source) -> None:
         """Bring this process's worker branch to ``source``; resets restore from it."""
@@ -131,7 +128,7 @@ class Migrations:
         (``wait_timeout``), migrate on a branch of its own, publishing nothing.
         """
         session = self.session
-        wait = CacheWait(session.ops)
+        wait = Patience(session.settings.wait_timeout, session.counters, "wait for migrations")
         while True:
             cached, claimed_elsewhere = look_up(session.ops, key)
             if cached is not None:
