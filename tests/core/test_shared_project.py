@@ -15,6 +15,7 @@ import requests
 from pytest_neon.api import NeonClient
 from pytest_neon.config import resolve
 from pytest_neon.errors import NeonLimitError
+from pytest_neon.housekeeping import sweep_stale
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.migrations import Migrations
 from pytest_neon.migrations.cache import CACHE_PREFIX, prune
@@ -216,3 +217,58 @@ def test_pruning_spares_a_cache_a_live_run_may_use(project: Emulator, runs: list
     kept = [n for n in _names(project) if n.startswith(CACHE_PREFIX)]
     assert kept == [CACHE_PREFIX + "0ld2000000000000"]  # the newest other one
     builder.delete_branches(whole_run=False)
+
+
+def test_the_sweep_leaves_a_live_run_of_another_alone(project: Emulator, runs: list[str]) -> None:
+    live = _session(project, runs)
+    live.admit()  # its branches' expiry is in the future: its keep-alive pushes it
+    sweeper = _session(project, runs)
+    swept = sweep_stale(sweeper.ops, sweeper.client.list_branches(project.project_id), 0)
+    assert swept == []
+    assert live.worker_branch is not None
+    assert live.worker_branch.branch_id in {
+        b.id for b in sweeper.client.list_branches(project.project_id)
+    }
+    live.delete_branches(whole_run=False)
+
+
+def test_extra_worker_branches_take_only_the_room_there_is(
+    project: Emulator, runs: list[str]
+) -> None:
+    project.control_plane.max_branches = 3  # the default branch, another run's, one
+    other = _session(project, runs)
+    other.admit()
+    session = _session(project, runs, worker_branches=3, wait_timeout=60)
+    started = time.monotonic()
+    session.create_worker_branch()
+    session.adopt_source(session.parent_id)  # the extra two are made in the background
+    for slot in session.pool.slots[1:]:
+        assert slot.pending is not None
+        slot.pending.result(timeout=60)
+    assert time.monotonic() - started < 10  # no wait for room: one fewer will do
+    assert len([s for s in session.pool.slots if s.branch is not None]) == 1
+    session.shutdown()
+    session.delete_branches(whole_run=False)
+    other.delete_branches(whole_run=False)
+
+
+def test_a_second_publisher_keeps_its_own_and_leaves_one_cache(
+    project: Emulator, runs: list[str]
+) -> None:
+    first, second = _session(project, runs), _session(project, runs)
+    first.admit()
+    second.admit()
+    assert first.claim_migration_branch("k" * 16)
+    source = first.publish_migration_branch("k" * 16)
+    # a run that claimed the same key meanwhile (its claim made before the rename)
+    late = second.ops.create("late", name=CACHE_PREFIX + "k" * 16 + "-late")
+    second.migration_branch = late
+    assert second.publish_migration_branch("k" * 16) == late.branch_id  # name taken: its own
+    assert second.migration_branch is late  # still the run's, deleted at its end
+    caches = [n for n in _names(project) if n == CACHE_PREFIX + "k" * 16]
+    assert caches == [CACHE_PREFIX + "k" * 16]
+    assert source not in second.ops.created
+    assert f"pytest-neon-{second.run_id}-migrated" in _names(project)  # named as the run's
+    second.delete_branches(whole_run=True)
+    assert [n for n in _names(project) if n.startswith(CACHE_PREFIX)] == caches
+    assert not any(second.run_id in n for n in _names(project))

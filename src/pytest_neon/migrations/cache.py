@@ -32,6 +32,7 @@ from pytest_neon.naming import (
     ANNOTATION_VALUE,
     KEPT_PREFIX,
     RUN_ANNOTATION,
+    branch_name,
     ephemeral_of_another_run,
     made_by_us,
 )
@@ -111,7 +112,8 @@ def publish(ops: BranchOps, key: str, claimed: NeonBranch) -> str:
     """Make the migrated claim the cache of ``key`` (renamed, no expiry); prune older caches.
 
     Returns the source tests start from: the cache, or the claim itself if a cache of that
-    key appeared meanwhile (the claim then stays the run's, deleted at its end).
+    key appeared meanwhile (the claim then stays the run's, renamed as its branches are so
+    that the run's end finds and deletes it).
     """
     with ops.counters.phase("migration cache save"):
         try:
@@ -120,6 +122,9 @@ def publish(ops: BranchOps, key: str, claimed: NeonBranch) -> str:
             if exc.status != 409:
                 raise
             log.info("a cache of %s appeared meanwhile: this run keeps its own", key)
+            ops.client.rename_branch(
+                ops.project_id, claimed.branch_id, branch_name(ops.run_id, "migrated")
+            )
             return claimed.branch_id
     ops.forget(claimed.branch_id)  # the cache outlives the run
     prune(ops, key)
