@@ -4,6 +4,7 @@ there is one (nothing to import), else the ``filelock`` package (Windows)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +20,11 @@ def exclusive(
 ) -> Iterator[None]:
     """Hold the lock on ``path`` (made if missing). After ``timeout`` s of waiting for it
     (``None``: as long as it takes), ``busy()`` is raised."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         yield from _with_filelock(path, timeout, busy)
         return
+    import fcntl
+
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if timeout is None:
@@ -43,17 +44,19 @@ def exclusive(
         os.close(fd)
 
 
-def _with_filelock(
-    path: Path, timeout: float | None, busy: Callable[[], Exception]
-) -> Iterator[None]:
-    from filelock import FileLock, Timeout
+if sys.platform == "win32":  # (type-checked there only: filelock is Windows' dependency)
 
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=-1 if timeout is None else timeout)
-    except Timeout:
-        raise busy() from None
-    try:
-        yield
-    finally:
-        lock.release()
+    def _with_filelock(
+        path: Path, timeout: float | None, busy: Callable[[], Exception]
+    ) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise busy() from None
+        try:
+            yield
+        finally:
+            lock.release()
