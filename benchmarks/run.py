@@ -40,6 +40,13 @@ def schema(rows: int) -> str:
 
 SCHEMA = schema(400)
 
+
+def writes(n: int, count: int, burst: bool) -> bool:
+    """Whether test ``n`` writes: the first half of a burst suite; else two writing tests,
+    then two that only read (the mixed suite). The suite has the same rule."""
+    return n < count // 2 if burst else n % 4 in (0, 1)
+
+
 #: the tests' helper: a connection from a branch of ours or pytest-postgresql's fixture
 CONNECT = """
 import psycopg
@@ -58,6 +65,7 @@ import time
 
 WORK = float({work!r})
 ISOLATED = {isolated!r}
+BURST = {burst!r}
 
 @pytest.mark.parametrize("n", range({count}))
 def test_case({fixture}, n):
@@ -65,7 +73,7 @@ def test_case({fixture}, n):
     try:
         rows = conn.execute("SELECT count(*) FROM t0").fetchone()
         assert rows == (400,) or not ISOLATED
-        if n % 4 in (0, 1):  # two writing tests, then two that only read
+        if (n < {count} // 2) if BURST else (n % 4 in (0, 1)):
             conn.execute("INSERT INTO t0 (label, n) VALUES ('written', %s)", (n,))
             conn.execute("UPDATE t3 SET n = n + 1 WHERE id < 50")
             conn.commit()
@@ -158,6 +166,8 @@ class Result:
     per_test: list[float]  # setup + teardown of every test but the first
     reset_cost: list[float]  # a writing test's teardown + the next test's setup
     idle: list[float]  # setup + teardown of a test that wrote nothing, after one that wrote nothing
+    writing: list[float]  # setup + teardown of every writing test but the first
+    reading: list[float]  # setup + teardown of every test that wrote nothing
     api_calls: int | None
     resets: str
     branches: str = "-"
@@ -182,11 +192,12 @@ def run_suite(
     work: float,
     *,
     isolated: bool = True,
+    burst: bool = False,
 ) -> Result:
     """Write the suite into ``workdir`` and run pytest on it in a subprocess."""
     workdir.mkdir(parents=True)
     (workdir / "conftest.py").write_text(RECORDER + conftest)
-    tests = TESTS.format(work=work, count=count, fixture=fixture, isolated=isolated)
+    tests = TESTS.format(work=work, count=count, fixture=fixture, isolated=isolated, burst=burst)
     (workdir / "test_bench.py").write_text(tests)
     out = workdir / "phases.json"
     full_env = {**os.environ, **env, "BENCH_OUT": str(out)}
@@ -211,14 +222,17 @@ def run_suite(
     def cost(n: int) -> float:
         return float(phases[n].get("setup", 0.0) + phases[n].get("teardown", 0.0)) * 1000
 
-    writes = [n for n in phases if n % 4 in (0, 1)]
+    def wrote(n: int) -> bool:
+        return writes(n, count, burst)
+
+    writes_at = [n for n in phases if wrote(n)]
     per_test = [cost(n) for n in phases if n > 0]
     reset_cost = [
         (phases[n].get("teardown", 0.0) + phases[n + 1].get("setup", 0.0)) * 1000
-        for n in writes
+        for n in writes_at
         if n > 0 and n + 1 in phases
     ]
-    idle = [cost(n) for n in phases if n % 4 == 3]
+    idle = [cost(n) for n in phases if n > 0 and not wrote(n) and not wrote(n - 1)]
     calls = re.search(r"API calls: (\d+)", proc.stdout)
     resets = re.search(r"resets: (\d+ done / \d+ skipped)", proc.stdout)
     branches = re.search(r"branches created: (\d+)", proc.stdout)
@@ -229,6 +243,8 @@ def run_suite(
         per_test,
         reset_cost,
         idle,
+        [cost(n) for n in writes_at if n > 0],
+        [cost(n) for n in phases if n > 0 and not wrote(n)],
         int(calls.group(1)) if calls else None,
         "after every test" if fixture == "naive" else resets.group(1) if resets else "-",
         (branches.group(1) if branches else "-") + (f" (cache {cache.group(1)})" if cache else ""),
@@ -278,158 +294,262 @@ def table(title: str, results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def burst_table(results: list[Result], plain: Result) -> str:
+    """The burst suite: what a writing and a reading test wait over no isolation."""
+    lines = [
+        "| configuration | writing test over no isolation: median / max ms "
+        "| reading test: median / p95 / max ms | wall s | resets |",
+        "|---|---|---|---|---|",
+    ]
+    w0, r0 = plain.stat(plain.writing, 0.5), plain.stat(plain.reading, 0.5)
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.stat(r.writing, 0.5) - w0:.1f} / {max(r.writing) - w0:.1f} "
+            f"| {r.stat(r.reading, 0.5) - r0:.1f} / {r.stat(r.reading, 0.95) - r0:.1f} "
+            f"/ {max(r.reading) - r0:.1f} | {r.wall:.2f} | {r.resets} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run every strategy and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tests", type=int, default=40, help="tests per local run")
     parser.add_argument("--work", type=float, default=0.0, help="seconds of work per local test")
     parser.add_argument("--neon-tests", type=int, default=20, help="tests per latency-model run")
-    parser.add_argument("--neon-work", type=float, default=0.2, help="work per latency test")
+    parser.add_argument(
+        "--neon-work",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.2],
+        help="seconds of work per latency-model test (a table for each)",
+    )
+    parser.add_argument("--burst-work", type=float, default=0.3, help="work per burst test")
+    parser.add_argument(
+        "--only",
+        choices=("local", "model", "burst"),
+        action="append",
+        help="run only these parts (default: all)",
+    )
     opts = parser.parse_args()
+    parts = set(opts.only or ("local", "model", "burst"))
 
     root = Path(tempfile.mkdtemp(prefix="pytest-neon-bench-"))
     schema = root / "schema.sql"
     schema.write_text(SCHEMA)
     env = {"NEON_API_KEY": API_KEY, "PYTHONDONTWRITEBYTECODE": "1"}
-    for name in ("DATABASE_URL", "NEON_PROJECT_ID", "NEON_BACKEND"):
+    for name in ("DATABASE_URL", "NEON_PROJECT_ID", "NEON_BACKEND", "NEON_WORKER_BRANCHES"):
         os.environ.pop(name, None)
 
     with start_postgres() as pg:
-        parts = urlsplit(pg.url)
         print(
             f"# pytest-neon benchmark — {platform.platform()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}, {pg.source}\n"
         )
         ours_conftest = OURS_CONFTEST.format(schema=str(schema))
-
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-        local_args = ["--neon-backend=local", f"--neon-local-postgres-url={pg.url}"]
         plain_url = _plain_database(pg.url)
-        if True:
-            local = [
-                run_suite(
-                    "pytest-neon",
-                    root / "ours",
-                    ours_conftest,
-                    "neon_branch_readwrite",
-                    local_args,
-                    env,
-                    opts.tests,
-                    opts.work,
-                ),
-                run_suite(
-                    "naive: restore after every test",
-                    root / "naive",
-                    ours_conftest + NAIVE_CONTEST,
-                    "naive",
-                    local_args,
-                    env,
-                    opts.tests,
-                    opts.work,
-                ),
-                run_suite(
-                    "baseline: no isolation (a plain fixture)",
-                    root / "plain",
-                    PLAIN_CONFTEST.format(url=plain_url),
-                    "plain",
-                    ["-p", "no:neon"],
-                    env,
-                    opts.tests,
-                    opts.work,
-                    isolated=False,
-                ),
-                run_suite(
-                    "pytest-postgresql: clone per test",
-                    root / "pgpg",
-                    PG_CONFTEST.format(
-                        schema=str(schema),
-                        host=parts.hostname,
-                        port=parts.port,
-                        user=parts.username,
-                        password=unquote(parts.password or ""),
-                    ),
-                    "postgresql",
-                    ["-p", "no:neon"],
-                    env,
-                    opts.tests,
-                    opts.work,
-                ),
-            ]
-        print(
-            table(
-                f"Local PostgreSQL, {opts.tests} tests, half write, {opts.work}s work",
-                local,
-            )
-        )
-        ours, plain = local[0], local[2]
-        base = plain.stat(plain.per_test, 0.5)
-        after_write = ours.stat(ours.reset_cost, 0.5) - plain.stat(plain.reset_cost, 0.5)
-        after_read = ours.stat(ours.idle, 0.5) - plain.stat(plain.idle, 0.5)
-        print(
-            f"\nOver the baseline (pytest's own {base:.1f} ms per test), pytest-neon adds"
-            f" {after_write:.1f} ms (median) after a writing test and {after_read:.1f} ms to a"
-            " test that wrote nothing."
-        )
+        if "local" in parts:
+            local_part(opts, root, pg.url, ours_conftest, plain_url, schema, env)
+        if parts & {"model", "burst"}:
+            with Emulator(pg.url, api_key=API_KEY, request_delay=0.05, operation_delay=0.5) as emu:
+                if "model" in parts:
+                    model_part(opts, root, emu, ours_conftest, env)
+                if "burst" in parts:
+                    burst_part(opts, root, emu, ours_conftest, plain_url, env)
+                emu.stop(drop=True)
 
-        with Emulator(pg.url, api_key=API_KEY, request_delay=0.05, operation_delay=0.5) as emu:
-            model = [
-                run_suite(
-                    "pytest-neon" + (f", {n} branches per worker" if n > 1 else ""),
-                    root / f"ours-neon-{n}",
-                    ours_conftest,
-                    "neon_branch_readwrite",
-                    [*neon_args(emu), f"--neon-worker-branches={n}"],
-                    env,
-                    opts.neon_tests,
-                    opts.neon_work,
-                )
-                for n in (1, 2, 3)
-            ]
-            naive = run_suite(
-                "naive: restore after every test",
-                root / "naive-neon",
-                ours_conftest + NAIVE_CONTEST,
-                "naive",
-                neon_args(emu),
+
+def local_part(
+    opts: argparse.Namespace,
+    root: Path,
+    server_url: str,
+    ours_conftest: str,
+    plain_url: str,
+    schema: Path,
+    env: dict[str, str],
+) -> None:
+    """Local PostgreSQL: pytest-neon, the naive plugin, no isolation, pytest-postgresql."""
+    parts = urlsplit(server_url)
+    local_args = ["--neon-backend=local", f"--neon-local-postgres-url={server_url}"]
+    local = [
+        run_suite(
+            "pytest-neon",
+            root / "ours",
+            ours_conftest,
+            "neon_branch_readwrite",
+            local_args,
+            env,
+            opts.tests,
+            opts.work,
+        ),
+        run_suite(
+            "naive: restore after every test",
+            root / "naive",
+            ours_conftest + NAIVE_CONTEST,
+            "naive",
+            local_args,
+            env,
+            opts.tests,
+            opts.work,
+        ),
+        run_suite(
+            "baseline: no isolation (a plain fixture)",
+            root / "plain",
+            PLAIN_CONFTEST.format(url=plain_url),
+            "plain",
+            ["-p", "no:neon"],
+            env,
+            opts.tests,
+            opts.work,
+            isolated=False,
+        ),
+        run_suite(
+            "pytest-postgresql: clone per test",
+            root / "pgpg",
+            PG_CONFTEST.format(
+                schema=str(schema),
+                host=parts.hostname,
+                port=parts.port,
+                user=parts.username,
+                password=unquote(parts.password or ""),
+            ),
+            "postgresql",
+            ["-p", "no:neon"],
+            env,
+            opts.tests,
+            opts.work,
+        ),
+    ]
+    print(table(f"Local PostgreSQL, {opts.tests} tests, half write, {opts.work}s work", local))
+    ours, plain = local[0], local[2]
+    base = plain.stat(plain.per_test, 0.5)
+    after_write = ours.stat(ours.reset_cost, 0.5) - plain.stat(plain.reset_cost, 0.5)
+    after_read = ours.stat(ours.idle, 0.5) - plain.stat(plain.idle, 0.5)
+    print(
+        f"\nOver the baseline (pytest's own {base:.1f} ms per test), pytest-neon adds"
+        f" {after_write:.1f} ms (median) after a writing test and {after_read:.1f} ms to a"
+        " test that wrote nothing."
+    )
+
+
+def model_part(
+    opts: argparse.Namespace, root: Path, emu: Emulator, ours_conftest: str, env: dict[str, str]
+) -> None:
+    """The Neon latency model: the mixed suite with the default settings, one, two and
+    three branches per worker, and the naive plugin; then the migration cache."""
+    for work in opts.neon_work:
+        tag = f"{work:g}s"
+        configs: list[tuple[str, list[str]]] = [("pytest-neon, default settings", [])] + [
+            (f"pytest-neon, {n} branch{'es' if n > 1 else ''} per worker",
+             [f"--neon-worker-branches={n}"])
+            for n in (1, 2, 3)
+        ]  # fmt: skip
+        model = [
+            run_suite(
+                name,
+                root / f"ours-neon-{tag}-{i}",
+                ours_conftest,
+                "neon_branch_readwrite",
+                [*neon_args(emu), *extra],
                 env,
                 opts.neon_tests,
-                opts.neon_work,
+                work,
             )
-            print()
-            print(
-                table(
-                    f"Neon latency model (request 50 ms, operation 500 ms), "
-                    f"{opts.neon_tests} tests, half write, {opts.neon_work}s work",
-                    [*model, naive],
-                )
+            for i, (name, extra) in enumerate(configs)
+        ]
+        naive = run_suite(
+            "naive: restore after every test",
+            root / f"naive-neon-{tag}",
+            ours_conftest + NAIVE_CONTEST,
+            "naive",
+            neon_args(emu),
+            env,
+            opts.neon_tests,
+            work,
+        )
+        print()
+        print(
+            table(
+                f"Neon latency model (request 50 ms, operation 500 ms), "
+                f"{opts.neon_tests} tests, half write, {work:g}s work",
+                [*model, naive],
             )
-            baseline = sum(naive.per_test)
-            print("\nTotal visible overhead (setup + teardown of every test but the first):")
-            for r in [*model, naive]:
-                total = sum(r.per_test)
-                print(f"- {r.name}: {total / 1000:.2f}s ({total / baseline:.0%} of naive)")
+        )
+        baseline = sum(naive.per_test)
+        print("\nTotal visible overhead (setup + teardown of every test but the first):")
+        for r in [*model, naive]:
+            total = sum(r.per_test)
+            print(f"- {r.name}: {total / 1000:.2f}s ({total / baseline:.0%} of naive)")
 
-            cache_env = {**env, "BENCH_FINGERPRINT": "bench-v1"}
-            setups = []
-            for label in ("cold", "warm"):
-                r = run_suite(
-                    f"{label} cache",
-                    root / f"cache-{label}",
-                    ours_conftest,
-                    "neon_branch_readwrite",
-                    neon_args(emu),
-                    cache_env,
-                    2,
-                    0.0,
-                )
-                setups.append(r)
-            print("\n### Session setup with the migration cache (latency model)\n")
-            print("| run | wall s | branches created | API calls |")
-            print("|---|---|---|---|")
-            for r in setups:
-                print(f"| {r.name} | {r.wall:.2f} | {r.branches} | {r.api_calls} |")
-            emu.stop(drop=True)
+    cache_env = {**env, "BENCH_FINGERPRINT": "bench-v1"}
+    setups = [
+        run_suite(
+            f"{label} cache",
+            root / f"cache-{label}",
+            ours_conftest,
+            "neon_branch_readwrite",
+            neon_args(emu),
+            cache_env,
+            2,
+            0.0,
+        )
+        for label in ("cold", "warm")
+    ]
+    print("\n### Session setup with the migration cache (latency model)\n")
+    print("| run | wall s | branches created | API calls |")
+    print("|---|---|---|---|")
+    for r in setups:
+        print(f"| {r.name} | {r.wall:.2f} | {r.branches} | {r.api_calls} |")
+
+
+def burst_part(
+    opts: argparse.Namespace,
+    root: Path,
+    emu: Emulator,
+    ours_conftest: str,
+    plain_url: str,
+    env: dict[str, str],
+) -> None:
+    """Twenty writing tests in a row, then twenty reading ones, in the latency model."""
+    count, work = 40, opts.burst_work
+    runs = [
+        run_suite(
+            name,
+            root / f"burst-{i}",
+            ours_conftest,
+            "neon_branch_readwrite",
+            [*neon_args(emu), *extra],
+            env,
+            count,
+            work,
+            burst=True,
+        )
+        for i, (name, extra) in enumerate(
+            [
+                ("pytest-neon, default settings", []),
+                ("pytest-neon, 1 branch per worker", ["--neon-worker-branches=1"]),
+            ]
+        )
+    ]
+    plain = run_suite(
+        "baseline: no isolation",
+        root / "burst-plain",
+        PLAIN_CONFTEST.format(url=plain_url),
+        "plain",
+        ["-p", "no:neon"],
+        env,
+        count,
+        work,
+        isolated=False,
+        burst=True,
+    )
+    print(
+        f"\n### Neon latency model: {count // 2} writing tests in a row, then "
+        f"{count // 2} reading tests, {work:g}s work each\n"
+    )
+    print(burst_table(runs, plain))
 
 
 if __name__ == "__main__":
