@@ -66,6 +66,8 @@ class BranchOps:
         self.counters = counters
         self.workers = workers
         self.login = login
+        #: branches each worker takes turns on (``auto`` is decided with the project)
+        self.turns: int = settings.worker_branches or 1
         #: modules that use neon_branch_shared (``None`` until collected)
         self.shared_modules: int | None = None
         self.created: dict[str, str] = {}  # branch id -> name, in creation order
@@ -119,7 +121,7 @@ class BranchOps:
     def limit_message(self, exc: NeonLimitError, name: str, waited: float = 0.0) -> str:
         """The branch-limit error: how many branches the run needs, what other runs hold
         after ``waited`` seconds of waiting for them, and what to do."""
-        turns = self.settings.worker_branches
+        turns = self.turns
         workers = self.workers * turns
         per = f", {turns} each: --neon-worker-branches" if turns > 1 else ""
         if self.shared_modules is None:

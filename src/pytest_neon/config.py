@@ -18,6 +18,7 @@ MAX_EXPIRY = 30 * 24 * 3600
 MAX_WORKER_BRANCHES = 10  # Neon's free plan allows 10 branches in all
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
+AUTO = object()  # a setting given as "auto" where the default means the same
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -31,7 +32,7 @@ class Option:
     ini: str | None
     default: Any
     help: str
-    kind: str = "str"  # str | bool | int | float | secret
+    kind: str = "str"  # str | bool | int | float | secret | branches (1-10 or auto)
     int_hint: str = " of seconds (0 = off)"  # what a whole number means, for int errors
     keep_empty: bool = False  # an empty string is a value, not "not set"
 
@@ -71,10 +72,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("always_reset", "--neon-always-reset", "NEON_ALWAYS_RESET", "neon_always_reset",
            False, "Reset after every readwrite test, even one that wrote nothing.", "bool"),
     Option("worker_branches", "--neon-worker-branches", "NEON_WORKER_BRANCHES",
-           "neon_worker_branches", 1,
-           "Branches each worker takes turns on (1-10). Above 1, a writing test's reset runs "
-           "while the next tests use another branch: the connection string then changes "
-           "between tests.", "int", int_hint=f" from 1 to {MAX_WORKER_BRANCHES}"),
+           "neon_worker_branches", None,
+           "Branches each worker takes turns on: 1-10, or auto (on Neon 2 when the "
+           "project's branch limit leaves room, else 1; locally 1). Above 1, a writing "
+           "test's reset runs while the next tests use another branch: the connection "
+           "string changes between tests.", "branches",
+           int_hint=f" from 1 to {MAX_WORKER_BRANCHES}, or auto"),
     Option("migration_cache", "--neon-migration-cache", "NEON_MIGRATION_CACHE",
            "neon_migration_cache", True,
            "Keep the migrated branch across runs when neon_migration_fingerprint is set.",
@@ -124,7 +127,7 @@ class Settings:
     api_timeout: float
     backend: str
     always_reset: bool
-    worker_branches: int
+    worker_branches: int | None  # None: auto (see pytest_neon.worker_count)
     migration_cache: bool
     wait_timeout: int
     local_postgres_url: str | None = field(repr=False)
@@ -199,7 +202,9 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
             raise NeonConfigError(
                 f"{_where(opt, source)} must be a number of seconds, got {str(raw)!r}"
             ) from None
-    if opt.kind == "int":
+    if opt.kind == "branches" and str(raw).strip().strip("'\"").lower() == "auto":
+        return AUTO
+    if opt.kind in ("int", "branches"):
         if isinstance(raw, bool):  # a TOML true/false: no number
             raw = str(raw).lower()
         try:
@@ -237,6 +242,10 @@ def resolve(
             values[opt.name] = opt.default
             continue
         value = _convert(opt, chosen[0], chosen[1])
+        if value is AUTO:
+            values[opt.name] = None
+            sources[opt.name] = chosen[1]
+            continue
         if value is None:
             values[opt.name] = opt.default
             continue
@@ -273,10 +282,11 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             f"{where('wait_timeout')} must be 0 (do not wait) or a number of seconds, "
             f"got {values['wait_timeout']}"
         )
-    if not 1 <= values["worker_branches"] <= MAX_WORKER_BRANCHES:
+    branches = values["worker_branches"]
+    if branches is not None and not 1 <= branches <= MAX_WORKER_BRANCHES:
         raise NeonConfigError(
             f"{where('worker_branches')} must be from 1 to {MAX_WORKER_BRANCHES} (branches per "
-            f"worker), got {values['worker_branches']}"
+            f"worker) or auto, got {branches}"
         )
     backend = str(values["backend"]).lower()
     if backend not in BACKENDS:

@@ -25,7 +25,7 @@ def header_lines(state: PluginState, config: pytest.Config) -> list[str]:
         parent = s.parent_branch or "the project's default branch"
         lines.append(f"neon: project {s.project_id}, parent branch {parent}")
     shown = [
-        f"{opt.name}={getattr(s, opt.name)!r} (from {s.describe(opt.name)})"
+        f"{opt.name}={_shown(getattr(s, opt.name), opt.kind)} (from {s.describe(opt.name)})"
         for opt in OPTIONS
         if opt.kind != "secret" and opt.name in s.sources and opt.name != "local_postgres_url"
     ]
@@ -33,6 +33,13 @@ def header_lines(state: PluginState, config: pytest.Config) -> list[str]:
         shown.insert(0, f"api_key=*** (from {s.describe('api_key')})")
     if shown:
         lines.append("neon: settings: " + ", ".join(shown))
+    turns = state.turns
+    if (
+        turns is not None
+        and not state.unavailable
+        and (state.backend is Backend.NEON or turns.count > 1)
+    ):
+        lines.append(turns.header())
     if state.replaced_env and not state.unavailable and state.role is not Role.WORKER:
         lines.append(
             f"neon: {s.env_var} was set: it points at the test branch for the run and is "
@@ -41,6 +48,10 @@ def header_lines(state: PluginState, config: pytest.Config) -> list[str]:
     if _django_without_integration(config):
         lines.append(DJANGO_HINT)
     return lines
+
+
+def _shown(value: object, kind: str) -> str:
+    return "'auto'" if value is None and kind == "branches" else repr(value)
 
 
 def _django_without_integration(config: pytest.Config) -> bool:

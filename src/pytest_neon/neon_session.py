@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pytest_neon.api import NeonClient
 from pytest_neon.branch_ops import BranchOps
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
+from pytest_neon.engines import follow_if_imported, unfollow
 from pytest_neon.errors import NeonError, NeonLimitError
 from pytest_neon.housekeeping import (
     Failure,
@@ -25,6 +27,7 @@ from pytest_neon.housekeeping import (
     sweep_stale,
 )
 from pytest_neon.neon_branch import NeonBranch
+from pytest_neon.worker_count import WorkerBranches, chosen, on_neon
 from pytest_neon.worker_pool import WorkerPool
 
 log = logging.getLogger("pytest_neon.branches")
@@ -63,7 +66,7 @@ class NeonSession:
             login=login,
         )
         self.pool = WorkerPool(
-            self.ops, worker=worker, size=settings.worker_branches, inspector_url=inspector_url
+            self.ops, worker=worker, size=self.ops.turns, inspector_url=inspector_url
         )
         self.migration_branch: NeonBranch | None = None
         #: made with the worker branches (Neon), for the migrations if the run needs them
@@ -124,13 +127,43 @@ class NeonSession:
         """How many test modules use ``neon_branch_shared`` (for the branch-limit message)."""
         self.ops.shared_modules = count
 
-    def check_project(self, *, sweep_after: int) -> None:
+    def check_project(self, *, sweep_after: int) -> WorkerBranches:
         """Once per run, before any branch: check the project and the parent (one
-        listing), and sweep earlier runs' branches older than ``sweep_after`` s (0: none)."""
-        branches = self.ops.check_project()
+        listing), and sweep earlier runs' branches older than ``sweep_after`` s (0: none).
+
+        Returns how many branches each worker takes turns on (``auto``: from the
+        project's branch limit, asked for alongside the listing, and what the project
+        holds after the sweep); the session uses it.
+        """
+        limit: Future[int | None] | None = None
+        if chosen(self.settings) is None:
+            with ThreadPoolExecutor(1, thread_name_prefix="pytest-neon-limit") as pool:
+                limit = pool.submit(self._branches_limit)
+                branches = self.ops.check_project()
+        else:
+            branches = self.ops.check_project()
         self.others_live = bool(self.ops.held_by_others(branches)[0])
-        if sweep_after:
-            sweep_stale(self.ops, branches, sweep_after)
+        swept = len(sweep_stale(self.ops, branches, sweep_after)) if sweep_after else 0
+        turns = on_neon(
+            self.settings,
+            workers=self.ops.workers,
+            limit=limit.result() if limit is not None else None,
+            in_use=len(branches) - swept,
+        )
+        self.use_worker_branches(turns.count)
+        return turns
+
+    def _branches_limit(self) -> int | None:
+        try:
+            return self.client.get_project(self.ops.project_id).branches_limit
+        except NeonError as exc:  # the listing says what is wrong with the project
+            log.debug("project not read: %s", exc)
+            return None
+
+    def use_worker_branches(self, count: int) -> None:
+        """Take turns on ``count`` branches (before the migrated state is adopted)."""
+        self.pool.resize(count)
+        self.ops.turns = count
 
     def create_worker_branch(self) -> NeonBranch:
         """This process's first worker branch, from the parent (created once)."""
@@ -250,7 +283,9 @@ class NeonSession:
         return self.ops.create(suffix, source_id=self.source_id)
 
     def checkout(self) -> NeonBranch:
-        """A worker branch in the migrated state (see :meth:`WorkerPool.checkout`)."""
+        """A worker branch in the migrated state (see :meth:`WorkerPool.checkout`); the
+        application's SQLAlchemy engines follow it (:mod:`pytest_neon.engines`)."""
+        follow_if_imported(self.pool)
         return self.pool.checkout()
 
     def between_tests(self) -> None:
@@ -263,6 +298,7 @@ class NeonSession:
 
     def shutdown(self) -> None:
         """Wait for background work; close the write checks' connections."""
+        unfollow(self.pool)
         self.pool.shutdown()
         for thread in self._releasing:
             thread.join()

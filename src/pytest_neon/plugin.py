@@ -64,7 +64,7 @@ __all__ = [
 #: modules whose presence after collection means code may connect to the env var itself
 DATABASE_DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")
 _FALSE_WORDS = ("false", "0", "no", "off")
-_INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "float": "float"}
+_INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "branches": "int", "float": "float"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_neon.config import Settings
+from pytest_neon.worker_count import WorkerBranches
 
 if TYPE_CHECKING:
     from pytest_neon.local.backend import LocalBackend
@@ -60,6 +61,7 @@ class PluginState:
     replaced_env: bool = False  # the env var had a value before the run
     workers: int = 1  # processes that run tests (xdist workers, else this one)
     reserved: dict[str, str] | None = None  # an xdist worker: branches its controller made
+    turns: WorkerBranches | None = None  # branches per worker, and why (for the header)
     project_dir: Path | None = None  # pytest's rootdir
     module_counter: int = 0
     summary: dict[str, Any] = field(default_factory=dict)

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pytest_neon import worker_count
 from pytest_neon.config import Settings
 from pytest_neon.errors import NeonConfigError, NeonError
 from pytest_neon.plugin_state import Backend, PluginState, Role
 from pytest_neon.redact import redact, register_secret
+from pytest_neon.worker_count import WorkerBranches
 from pytest_neon.xdist import (
     Handoff,
     claim_coordination_dir,
@@ -67,6 +69,8 @@ def start_process(
         )
         state.parent_id = handoff.parent_id
         state.reserved = handoff.branches
+        if handoff.worker_branches is not None:
+            state.turns = WorkerBranches(handoff.worker_branches, "from the controller")
         if handoff.api_host:
             state.backend, state.backend_reason = Backend.LOCAL, "from the controller"
             if handoff.inspector_url:
@@ -121,12 +125,13 @@ def _start_controller(state: PluginState) -> None:
     branches = None
     if session is not None and state.backend is Backend.NEON:
         # One early check, so a refused key or unknown project fails once, here.
-        session.check_project(sweep_after=state.settings.sweep_after)
+        state.turns = session.check_project(sweep_after=state.settings.sweep_after)
         # Every worker's branch and a migration branch, all or none: runs sharing a
         # project never hold part of what they need while waiting for the rest.
         branches = session.reserve_for_workers([f"gw{n}" for n in range(state.workers)])
     Handoff(
         branches=branches,
+        worker_branches=state.turns.count if state.turns is not None else None,
         controller_pid=os.getpid(),
         run_id=state.run_id,
         parent_id=session.parent_id if session is not None else None,
@@ -280,7 +285,8 @@ def _room(state: PluginState) -> Room | None:
 
     if state.project_dir is None:
         return None
-    return Room(state.project_dir, copies_needed(state.workers, state.settings.worker_branches))
+    turns = worker_count.local(state.settings).count
+    return Room(state.project_dir, copies_needed(state.workers, turns))
 
 
 def _client(
@@ -335,7 +341,9 @@ def _make_session(
     client = _client(settings, api_host, api_key, local=local, session=session)
     from pytest_neon.neon_session import NeonSession
 
-    return NeonSession(
+    if local:
+        state.turns = worker_count.local(settings)
+    made = NeonSession(
         client,
         settings,
         run_id=state.run_id,
@@ -346,6 +354,9 @@ def _make_session(
         cache_url=cache_url if state.settings.migration_cache else None,
         login=login,
     )
+    if state.turns is not None:
+        made.use_worker_branches(state.turns.count)
+    return made
 
 
 def _use(state: PluginState, session: NeonSession | None) -> None:
@@ -419,8 +430,10 @@ def create_worker_branch(state: PluginState) -> None:
         if state.session is None:
             return
         if state.backend is Backend.NEON and state.role is Role.STANDALONE:
-            state.session.check_project(sweep_after=state.settings.sweep_after)
+            state.turns = state.session.check_project(sweep_after=state.settings.sweep_after)
     session = state.session
+    if state.turns is not None:
+        session.use_worker_branches(state.turns.count)
     if state.reserved:
         session.attach_reserved(state.reserved)
     if state.backend is Backend.NEON and state.role is Role.STANDALONE:

@@ -101,7 +101,24 @@ class WorkerPool:
         self.source_id: str | None = None  # the branch a reset restores from
         self.slots: list[Slot] = []  # the first one holds the first worker branch
         self._current: Slot | None = None  # the one the running (or last) test got
+        self._grown = False  # the other branches are made (or being made)
+        self._closing = False  # the run is ending: no reset starts any more
         self.background = Background(size=self.size)
+
+    def resize(self, size: int) -> None:
+        """Take turns on ``size`` branches (before :meth:`adopt` makes the others)."""
+        if self.source_id is None:
+            self.size = max(1, size)
+            self.background.size = self.size
+
+    @property
+    def current_branch(self) -> NeonBranch | None:
+        """The branch the running (or last) test got: the first one before any test."""
+        return self._current.branch if self._current is not None else None
+
+    def branches(self) -> list[NeonBranch]:
+        """This process's worker branches made so far."""
+        return [s.branch for s in self.slots if s.branch is not None]
 
     @property
     def first_branch(self) -> NeonBranch | None:
@@ -125,7 +142,9 @@ class WorkerPool:
     def adopt(self, source_id: str) -> None:
         """Use ``source_id`` (the migrated state) from now on; bring the first branch there.
 
-        With more than one branch per worker, the others are made in the background.
+        With more than one branch per worker, the others are made in the background when
+        the first test that may write starts (:meth:`_grow`): a run with none never makes
+        them.
         """
         if self.source_id is not None:
             return
@@ -136,7 +155,13 @@ class WorkerPool:
         self.source_id = source_id
         for slot in self.slots:
             slot.dirty = False
-        for n in range(1, self.size):
+
+    def _grow(self) -> None:
+        """Start making the other branches (once, for the first test that may write)."""
+        if self._grown or self._closing or self.source_id is None or len(self.slots) >= self.size:
+            return
+        self._grown = True
+        for n in range(len(self.slots), self.size):
             slot = Slot(None)
             slot.pending = self.background.submit(self._make_spare, slot, f"{self.worker}-{n + 1}")
             self.slots.append(slot)
@@ -144,8 +169,11 @@ class WorkerPool:
     def _make_spare(self, slot: Slot, suffix: str) -> bool:
         try:
             slot.branch = self.ops.create(suffix, source_id=self.source_id, wait_for_room=False)
-        except NeonError as exc:
-            log.warning("pytest-neon: worker branch %s not made (%s): one fewer", suffix, exc)
+        except NeonError as exc:  # (at the limit, when auto chose two without knowing it)
+            quiet = self.ops.settings.worker_branches is None
+            (log.info if quiet else log.warning)(
+                "pytest-neon: worker branch %s not made (%s): one fewer", suffix, exc
+            )
         return False  # nothing to tell the listeners: nobody has used it yet
 
     # -- checkout --------------------------------------------------------------------------
@@ -251,6 +279,7 @@ class WorkerPool:
         starts there sees at least every write made after it).
         """
         self.start()
+        self._grow()  # a test that may write: the next one may need another branch
         slot = self._current
         assert slot is not None
         assert slot.branch is not None
@@ -307,9 +336,7 @@ class WorkerPool:
             return
         if slot.probe.position_survives_reset:
             slot.keep_position(after, read_at=started_at)
-        slot.dirty = True
-        if slot.pending is None:
-            slot.pending = self.background.submit(self._reset, slot)
+        self._dirty(slot)
 
     def mark_dirty(self) -> None:
         """The last test may have written: reset its branch in the background.
@@ -321,8 +348,13 @@ class WorkerPool:
             return
         if slot.probe is not None and slot.probe.check_started_at is not None:
             slot.probe.finish_check()  # reset anyway: its answer is moot
+        self._dirty(slot)
+
+    def _dirty(self, slot: Slot) -> None:
+        """``slot``'s test may have written: its reset starts in the background (not at
+        the end of the run: the branch is deleted)."""
         slot.dirty = True
-        if slot.pending is None:
+        if slot.pending is None and not self._closing:
             slot.pending = self.background.submit(self._reset, slot)
 
     def _reset(self, slot: Slot) -> bool:
@@ -355,6 +387,7 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         """Wait for background work (its errors no longer matter); close connections."""
+        self._closing = True
         for slot in self.slots:
             self._conclude_check(slot)
             pending, slot.pending = slot.pending, None

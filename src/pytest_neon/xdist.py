@@ -41,6 +41,7 @@ class Handoff:
     parent_id: str | None = None  # the branch test branches come from, looked up once
     cache_url: str | None = None  # kept local server: superuser DSN of the migration cache
     branches: dict[str, str] | None = None  # Neon: branch ids made for the workers
+    worker_branches: int | None = None  # Neon: branches each worker takes turns on
 
     def publish(self) -> None:
         """Put the hand-off in this process's environment, for workers to inherit."""

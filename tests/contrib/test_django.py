@@ -339,7 +339,7 @@ def test_every_pytest_django_fixture_on_the_branch(
     neon.pytester.makepyfile(test_full=FULL_SUITE)
     monkeypatch.setenv("SUPERUSER_URL", postgres_url)
     before_branches = neon.branch_names()
-    result = neon.run("-v")
+    result = neon.run("--neon-worker-branches=1", "-v")
     result.assert_outcomes(passed=15)
     result.stdout.fnmatch_lines(
         ["neon-django: DATABASES default, other on the branch; migrate once per run"]
@@ -363,7 +363,7 @@ def test_under_xdist_one_migration_and_one_branch_per_worker(
     _project(neon)
     neon.pytester.makepyfile(test_db_only=DB_ONLY)
     before = neon.branch_names()
-    result = neon.run("-n", "3")
+    result = neon.run("--neon-worker-branches=1", "-n", "3")
     result.assert_outcomes(passed=12)
     assert len(migration_log.read_text().split()) == 1
     # three worker branches and the migration branch
@@ -448,7 +448,7 @@ def neon_apply_migrations(neon_migration_branch):
         """
     )
     before = neon.branch_names()
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=2)
     # the override ran on the migration branch (the database Django migrated is not the
     # worker's), and the migration branch was then the source of the worker branch
@@ -471,7 +471,7 @@ def test_migrate_off_spends_no_migration_branch(neon: NeonProject, migration_log
                 Shelf.objects.count()
         """
     )
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         ["*; no migrations (neon_django_migrate = false)*", "*branches created: 1,*"]
@@ -528,10 +528,10 @@ def test_database_settings_from_a_neon_connection_string() -> None:
 def test_unchanged_migrations_are_not_run_again(neon: NeonProject, migration_log: Path) -> None:
     _project(neon, cache=True)
     neon.pytester.makepyfile(test_db_only=DB_ONLY)
-    cold = neon.run()
+    cold = neon.run("--neon-worker-branches=1")
     cold.assert_outcomes(passed=12)
     cold.stdout.fnmatch_lines(["*migration cache: miss*"])
-    warm = neon.run()
+    warm = neon.run("--neon-worker-branches=1")
     warm.assert_outcomes(passed=12)  # the seed row of the data migration is there
     warm.stdout.fnmatch_lines(["*branches created: 1,*migration cache: hit*"])
     assert len(migration_log.read_text().split()) == 1
@@ -541,7 +541,7 @@ def test_unchanged_migrations_are_not_run_again(neon: NeonProject, migration_log
         "    dependencies = [('shelf', '0002_seed')]\n"
         "    operations = []\n"
     )
-    changed = neon.run()
+    changed = neon.run("--neon-worker-branches=1")
     changed.assert_outcomes(passed=12)
     changed.stdout.fnmatch_lines(["*migration cache: miss*"])
     assert len(migration_log.read_text().split()) == 2

@@ -19,7 +19,8 @@ def neon_apply_migrations(_neon_migration_branch):
 """
 
 # An application module: engines built from DATABASE_URL at import, none with pre-ping
-# except engine_ping. Imported by conftest.py, as applications usually are.
+# except engine_ping. Imported by conftest.py, as applications usually are. Every one of
+# them follows the branch; naming them (ini key, register_engine) still works.
 APP_DB = """
 import os
 from sqlalchemy import create_engine
@@ -29,14 +30,13 @@ URL = os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://
 engine_ini = create_engine(URL)          # named in the neon_sqlalchemy_engines ini key
 engine_fn = create_engine(URL)           # register_engine() in conftest.py
 engine_ping = create_engine(URL, pool_pre_ping=True)  # the alternative: no registration
-engine_plain = create_engine(URL)        # not registered: the failure the others avoid
+engine_plain = create_engine(URL)        # not registered: follows all the same
 async_engine = create_async_engine(URL)  # register_engine() works for async engines too
 """
 
 APP_ENGINE_TESTS = """
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 import appdb
 
@@ -48,9 +48,8 @@ def _insert_and_count(engine, name):
 def test_a_plain_engine_pools_a_connection(neon_branch_readwrite):
     assert _insert_and_count(appdb.engine_plain, "plain") == 1
 
-def test_b_plain_engine_meets_the_cut_connection(neon_branch_readwrite):
-    with pytest.raises(OperationalError, match="terminating connection"):
-        _insert_and_count(appdb.engine_plain, "plain")
+def test_b_plain_engine_gets_a_new_connection_after_the_reset(neon_branch_readwrite):
+    assert _insert_and_count(appdb.engine_plain, "plain") == 1
 
 @pytest.mark.parametrize("n", range(3))
 def test_c_registered_engines_work_after_every_reset(neon_branch_readwrite, n):
@@ -130,6 +129,7 @@ def test_rollback_sessions_isolate_and_spend_no_reset(neon: NeonProject) -> None
     result = neon.run("-v")
     result.assert_outcomes(passed=7)
     # No reset: bringing the worker branch to the migrated state at the start is not one.
+    # No second worker branch either: no test may write.
     result.stdout.fnmatch_lines(["*branches created: 2, resets: 0 done*"])
 
 

@@ -112,19 +112,26 @@ def test_with_two_branches_the_next_test_takes_the_clean_one(
     project.configure_faults(operation_delay=0.5)  # resets take a while, as on Neon
     session = _session(project, postgres_url, run_id, worker_branches=2)
     first = _started(session)
-    spare = session.pool.slots[1]
-    assert spare.state in (SlotState.MAKING, SlotState.BUSY)
-    assert spare.pending is not None
-    spare.pending.result(timeout=60)  # made (and brought to the source) in the background
-    before = session.pool.write_position()
+    assert len(session.pool.slots) == 1  # the other one is made for the first test that
+    before = session.pool.write_position()  # may write
+    assert session.pool.slots[1].state is SlotState.MAKING
     _write(first)
     session.pool.finish_test(before)
-    second = session.checkout()
-    assert second != first  # no wait for the reset of the first
+    session.between_tests()  # the write is seen: the first one's reset starts
     assert session.pool.slots[0].state is SlotState.BUSY
+    for slot in session.pool.slots:
+        assert slot.pending is not None
+        slot.pending.result(timeout=60)
+    used = session.checkout()
+    before = session.pool.write_position()
+    _write(used)
+    session.pool.finish_test(before)
+    second = session.checkout()
+    assert second != used  # no wait for the reset of the one just used
+    assert [s.state for s in session.pool.slots if s.branch == used] == [SlotState.BUSY]
     assert not _has(second)
     session.shutdown()
-    assert session.counters.resets_done == 1
+    assert session.counters.resets_done == 2
 
 
 def test_a_forced_reset_and_rolled_back_work(

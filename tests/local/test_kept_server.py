@@ -328,6 +328,7 @@ def test_a_run_pays_for_the_branch_only_when_a_test_needs_it(
 ) -> None:
     pytester.makepyfile(test_w=WRITE_TEST)
     _run(pytester).assert_outcomes(passed=1)  # the server runs from now on
+    assert _left(kept_dir) == set()  # (its watchdog drops its project as it exits)
     pytester.makepyfile(test_w=PROMISED)
 
     # no test needs it: nothing is made, the env var still names where it would be

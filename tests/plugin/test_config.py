@@ -136,3 +136,12 @@ def test_the_local_server_is_kept_off_ci_unless_told(
     assert settings.reuse_local_server(env) is kept
     given = resolve({"local_reuse": "true", "local_postgres_url": "postgresql://h/db"}, {}, {})
     assert given.reuse_local_server({}) is False  # a server given by URL is never kept
+
+
+@pytest.mark.parametrize("raw", ["auto", "AUTO", "'auto'"])
+def test_worker_branches_auto_is_the_default_and_may_be_said(raw: str) -> None:
+    assert resolve({}, {}, {}).worker_branches is None
+    settings = resolve({}, {"NEON_WORKER_BRANCHES": "2"}, {})
+    assert settings.worker_branches == 2
+    said = resolve({"worker_branches": raw}, {"NEON_WORKER_BRANCHES": "2"}, {})
+    assert (said.worker_branches, said.source("worker_branches")) == (None, "cli")

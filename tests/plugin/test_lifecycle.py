@@ -62,7 +62,7 @@ def test_branch_names_carry_prefix_run_id_and_worker(neon: NeonProject) -> None:
         """
     )
     neon.pytester.makeini("[pytest]\nneon_keep_branches = true\n")
-    result = neon.run("-n", "2")
+    result = neon.run("-n", "2", "--neon-worker-branches=1")
     result.assert_outcomes(passed=4)
     mine = sorted(n for n in neon.branch_names() if n.startswith("pytest-neon-"))
     assert len(mine) == 2
@@ -123,7 +123,7 @@ def test_the_summary_counts_the_cleanup_calls(neon: NeonProject) -> None:
             pass
         """
     )
-    result = neon.run("-n", "2", "-v")
+    result = neon.run("-n", "2", "-v", "--neon-worker-branches=1")
     result.assert_outcomes(passed=2)
     # the controller makes both workers' branches and a migration branch, all or none;
     # each worker deletes its own, the one that ran the (no) migrations the spare one,

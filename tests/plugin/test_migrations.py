@@ -47,7 +47,7 @@ def test_migrations_run_once_and_every_test_starts_migrated(
     neon.pytester.makeconftest(MIGRATING_CONFTEST)
     neon.pytester.makepyfile(test_schema=USES_SCHEMA.format(n=5))
     before = neon.branch_names()
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=6)
     assert len(log.read_text().split()) == 1
     result.stdout.fnmatch_lines(["*branches created: 2*"])
@@ -62,7 +62,7 @@ def test_migrations_run_once_under_xdist(
     neon.pytester.makeconftest(MIGRATING_CONFTEST)
     neon.pytester.makepyfile(test_schema=USES_SCHEMA.format(n=12))
     before = neon.branch_names()
-    result = neon.run("-n", "3")
+    result = neon.run("--neon-worker-branches=1", "-n", "3")
     result.assert_outcomes(passed=13)
     assert len(log.read_text().split()) == 1
     # three worker branches and one migration branch
@@ -77,7 +77,7 @@ def test_no_override_spends_no_migration_branch(neon: NeonProject) -> None:
             assert neon_branch_readwrite.parent_id
         """
     )
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*branches created: 1,*"])
 
@@ -165,19 +165,19 @@ def test_migration_cache_skips_unchanged_migrations(
     def caches() -> list[str]:
         return sorted(n for n in neon.branch_names() if n.startswith("pytest-neon-cache-"))
 
-    cold = neon.run()
+    cold = neon.run("--neon-worker-branches=1")
     cold.assert_outcomes(passed=3)
     cold.stdout.fnmatch_lines(["*migration cache: miss*"])
     assert len(log.read_text().split()) == 1
     assert len(caches()) == 1
 
-    warm = neon.run()
+    warm = neon.run("--neon-worker-branches=1")
     warm.assert_outcomes(passed=3)
     warm.stdout.fnmatch_lines(["*branches created: 1,*migration cache: hit*"])
     assert len(log.read_text().split()) == 1  # no migration ran
 
     monkeypatch.setenv("NEON_MIGRATION_CACHE", "false")
-    off = neon.run()
+    off = neon.run("--neon-worker-branches=1")
     off.assert_outcomes(passed=3)
     assert len(log.read_text().split()) == 2
     assert "migration cache" not in off.stdout.str()
@@ -186,7 +186,7 @@ def test_migration_cache_skips_unchanged_migrations(
     first = caches()
     for version in ("v2", "v3"):
         monkeypatch.setenv("MIGRATION_VERSION", version)
-        neon.run().assert_outcomes(passed=3)
+        neon.run("--neon-worker-branches=1").assert_outcomes(passed=3)
     # the current cache and the newest older one are kept; v1's is pruned
     assert len(caches()) == 2
     assert first[0] not in caches()

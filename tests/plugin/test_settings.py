@@ -41,7 +41,7 @@ def test_keep_branches_from_ini_keeps_and_says_where(neon: NeonProject) -> None:
     neon.pytester.makeini("[pytest]\nneon_keep_branches = true\n")
     neon.pytester.makepyfile(test_k="def test_k(neon_branch_readwrite): pass")
     before = neon.branch_names()
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*kept branches in project*pytest-neon-*-main (br-*"])
     kept = neon.branch_names() - before
@@ -53,7 +53,7 @@ def test_keep_branches_from_ini_keeps_and_says_where(neon: NeonProject) -> None:
 def test_branch_expiry(neon: NeonProject, value: str) -> None:
     neon.pytester.makeini(f"[pytest]\nneon_branch_expiry = {value}\nneon_keep_branches = true\n")
     neon.pytester.makepyfile(test_k="def test_k(neon_branch_readwrite): pass")
-    neon.run().assert_outcomes(passed=1)
+    neon.run("--neon-worker-branches=1").assert_outcomes(passed=1)
     mine = [b for b in neon.branches() if str(b["name"]).startswith("pytest-neon-")]
     assert len(mine) == 1
     if value == "0":

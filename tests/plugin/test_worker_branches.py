@@ -7,21 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pytest_runs import NeonProject, clean_neon_env, run_local
-
-# Inner tests: test 0 waits until the other branches are made (reading only: in neon mode
-# the WAL their creation writes would count as its write).
-WAIT_FOR_BRANCHES = """
-import time
-from pytest_neon.integration import current_session
-
-def wait_for_the_other_branches(request):
-    slots = current_session(request.config).pool.slots[1:]
-    deadline = time.monotonic() + 60
-    while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
-        assert time.monotonic() < deadline, "the other branches were not made"
-        time.sleep(0.02)
-"""
+from tests.support.pytest_runs import WAIT_FOR_BRANCHES, NeonProject, clean_neon_env, run_local
 
 ROTATING = """
 import json, os
@@ -120,8 +106,9 @@ def test_a_test_that_wrote_nothing_keeps_its_branch(
     # test 3 gets whichever of the two resets ends first
     assert branch[4] == branch[3]  # test 3 only read
     assert branch[5] == branch[4]
-    # 3 after the writing tests; bringing new branches to the migrated state is no reset
-    result.stdout.fnmatch_lines(["*resets: 3 done / 2 skipped*"])
+    # after the writing tests but the last (its branch is deleted, not reset); bringing
+    # new branches to the migrated state is no reset
+    result.stdout.fnmatch_lines(["*resets: 2 done / 2 skipped*"])
 
 
 def test_under_xdist_each_worker_has_its_own_branches(
@@ -132,34 +119,81 @@ def test_under_xdist_each_worker_has_its_own_branches(
     result.stdout.fnmatch_lines(["*branches created: 5*"])  # 2 per worker + migrations
 
 
-def test_one_branch_per_worker_is_the_default(neon: NeonProject, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("limit", "args", "header", "used"),
+    [
+        # the default branch, and the run's three
+        (4, [], "2 branches per worker (auto: the run needs up to 3 of the project's 4 "
+         "branches, 1 in use)", 2),
+        # one xdist worker: the controller decides for it
+        (3, ["-n", "1"], "1 branch per worker (auto: 2 per worker would need 3 branches, "
+         "and 1 of the project's 3 are in use; --neon-worker-branches to choose)", 1),
+    ],
+    ids=["room", "no-room"],
+)  # fmt: skip
+def test_auto_takes_two_branches_on_neon_when_there_is_room(
+    neon: NeonProject, tmp_path: Path, limit: int, args: list[str], header: str, used: int
+) -> None:
     log = tmp_path / "turns.jsonl"
     neon.pytester.makeconftest(MIGRATION)
     neon.pytester.makepyfile(test_turns=ROTATING.format(log=str(log)), waiting=WAIT_FOR_BRANCHES)
-    result = neon.run()
+    neon.emulator.control_plane.max_branches = limit
+    result = neon.run(*args)
     result.assert_outcomes(passed=6)
-    turns = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len({t["branch"] for t in turns}) == 1
+    result.stdout.fnmatch_lines([f"neon: {header}"])
+    assert len(set(_turns(log))) == used
 
 
-def test_a_session_engine_refuses_several_branches(neon: NeonProject) -> None:
+def test_auto_is_one_branch_locally(
+    pytester: pytest.Pytester, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_neon_env(monkeypatch)
+    log = pytester.path / "turns.jsonl"
+    pytester.makeconftest(MIGRATION)
+    pytester.makepyfile(test_turns=ROTATING.format(log=str(log)), waiting=WAIT_FOR_BRANCHES)
+    result = run_local(pytester, postgres_url, "--neon-worker-branches=auto")
+    result.assert_outcomes(passed=6)
+    assert len(set(_turns(log))) == 1
+    assert "branches per worker" not in result.stdout.str()
+
+
+def test_a_session_engine_follows_the_test_branch(neon: NeonProject) -> None:
+    neon.emulator.configure_faults(operation_delay=0.3)
     neon.pytester.makeconftest('pytest_plugins = ["pytest_neon.contrib.sqlalchemy"]\n')
     neon.pytester.makepyfile(
+        waiting=WAIT_FOR_BRANCHES,
         test_engine="""
+        import os
+        from urllib.parse import urlsplit
+        from sqlalchemy import text
+        from waiting import wait_for_the_other_branches
+
+        SEEN = set()
+
+        def test_0_waits(neon_branch_readonly, request):
+            wait_for_the_other_branches(request)
+
         def test_uses_it(neon_session_engine):
-            pass
-        """
+            for n in range(4):
+                pass
+
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_writes_through_it(neon_session_engine, n):
+            with neon_session_engine.begin() as conn:
+                database = conn.execute(text("SELECT current_database()")).scalar_one()
+                assert database == urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
+                assert conn.execute(text("SELECT to_regclass('written')")).scalar() is None
+                conn.execute(text("CREATE TABLE written (x int)"))
+            SEEN.add(database)
+
+        def test_both_branches_were_used():
+            assert len(SEEN) == 2
+        """,
     )
-    result = neon.run("--neon-worker-branches=3")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*pytest-neon: neon_session_engine stays on one branch, but each worker takes "
-            "turns on 3 (--neon-worker-branches): set --neon-worker-branches / "
-            "NEON_WORKER_BRANCHES / neon_worker_branches to 1, or use neon_engine or "
-            "neon_session (they follow the test's branch)*"
-        ]
-    )
+    result = neon.run("--neon-worker-branches=2", "-p", "no:randomly")
+    result.assert_outcomes(passed=7)
 
 
 SESSIONS = """

@@ -107,7 +107,7 @@ def test_branch_deleted_from_outside_stops_the_run_with_one_error(
 ) -> None:
     monkeypatch.setenv("NEON_API_HOST", neon.emulator.api_host)
     neon.pytester.makepyfile(test_deleted=DELETED)
-    result = neon.run()
+    result = neon.run("--neon-worker-branches=1")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         [

@@ -40,6 +40,10 @@ def test_n(neon_branch_readwrite, n):
 """
 
 
+#: these runs count branches and resets exactly: one branch per worker
+ONE_BRANCH = "--neon-worker-branches=1"
+
+
 def _retried(output: str) -> int:
     found = re.search(r"API calls: \d+ \((\d+) retried\)", output)
     assert found, output
@@ -50,7 +54,7 @@ def test_sixty_isolated_tests_on_four_workers_under_503_423_and_429(neon: NeonPr
     neon.emulator.configure_faults(fail_rate=0.2, rate_limit=5, seed=8)
     neon.pytester.makeconftest(MIGRATION)
     neon.pytester.makepyfile(test_many=ISOLATED.format(count=60))
-    result = neon.run("-n", "4")
+    result = neon.run("-n", "4", ONE_BRANCH)
     neon.emulator.configure_faults(fail_rate=0.0, rate_limit=None)
     result.assert_outcomes(passed=60)
     assert _retried(result.stdout.str()) > 0
@@ -65,7 +69,7 @@ def test_hung_calls_time_out_and_are_retried(
     proxy.hang_every = 3
     neon.pytester.makeconftest(MIGRATION)
     neon.pytester.makepyfile(test_few=ISOLATED.format(count=4))
-    result = run_via(neon, proxy.api_host)
+    result = run_via(neon, proxy.api_host, ONE_BRANCH)
     result.assert_outcomes(passed=4)
     # reads, creates, resets and deletes all met a hung API, and were retried
     assert {line.split()[0] for line in proxy.held} == {"GET", "POST", "DELETE"}
@@ -129,7 +133,7 @@ def test_an_outage_stops_the_run_from_an_integration_too(
     else:
         neon.pytester.makeconftest(enable + FLIP)
         neon.pytester.makepyfile(test_outage=OUTAGE_SQLALCHEMY)
-    result = run_via(neon, proxy.api_host)
+    result = run_via(neon, proxy.api_host, ONE_BRANCH)
     proxy.hang_all = False
     result.assert_outcomes(passed=1, errors=1)  # the run stopped after test_01
     result.stdout.fnmatch_lines(
@@ -161,7 +165,7 @@ def test_a_stopped_run_tears_down_session_fixtures_as_usual(
     switchboard.on("outage", lambda: setattr(proxy, "hang_all", True))
     neon.pytester.makeconftest(FLIP + SESSION_TEARDOWN_FAILS)
     neon.pytester.makepyfile(test_outage=OUTAGE)
-    result = run_via(neon, proxy.api_host)
+    result = run_via(neon, proxy.api_host, ONE_BRANCH)
     proxy.hang_all = False
     # test_01's setup, then the session fixture's teardown, reported with test_01
     result.assert_outcomes(passed=1, errors=2)
@@ -191,7 +195,7 @@ def test_persistent_outage_fails_the_run_once_and_quickly(
     neon.pytester.makeconftest(FLIP)
     neon.pytester.makepyfile(test_outage=OUTAGE)
     started = time.monotonic()
-    result = run_via(neon, proxy.api_host)
+    result = run_via(neon, proxy.api_host, ONE_BRANCH)
     elapsed = time.monotonic() - started
     proxy.hang_all = False
     neon.emulator.configure_faults(request_delay=0.0)
@@ -256,7 +260,7 @@ def test_failed_operations_fail_the_test_that_needed_them(
     switchboard.on("succeed", lambda: neon.emulator.configure_faults(fail_operations=0.0))
     neon.pytester.makeconftest(FLIP)
     neon.pytester.makepyfile(**OPERATIONS)
-    result = neon.run()
+    result = neon.run(ONE_BRANCH)
     result.assert_outcomes(passed=4, errors=2)
     result.stdout.fnmatch_lines(
         [
@@ -314,7 +318,7 @@ def test_connections_cut_by_a_reset_are_reopened_by_the_next_fixtures(
 ) -> None:
     monkeypatch.setenv("NEON_API_HOST", neon.emulator.api_host)
     neon.pytester.makepyfile(test_dropped=DROPPED)
-    result = neon.run()
+    result = neon.run(ONE_BRANCH)
     result.assert_outcomes(passed=3)
 
 

@@ -25,7 +25,9 @@ def test_a_killed_runs_branches_expire(neon: NeonProject, monkeypatch: pytest.Mo
     neon.pytester.makepyfile(test_killed=KILLED)
     marker = neon.pytester.path / "arrived"
     monkeypatch.setenv("RELIABILITY_MARKER", str(marker))
-    proc = start_pytest(neon.pytester.path, *neon.args, "--neon-branch-expiry=5")
+    proc = start_pytest(
+        neon.pytester.path, *neon.args, "--neon-branch-expiry=5", "--neon-worker-branches=1"
+    )
     try:
         wait_for_file(marker, proc)
         left = ours(neon)

@@ -21,6 +21,23 @@ from pytest_neon.local.emulator import Emulator
 API_KEY = "plugin-test-key-7f3a9c"
 
 
+#: an inner module ``waiting``: a test that only reads calls it to have the worker's other
+#: branches made (they are made for the first test that may write) and waits for them
+WAIT_FOR_BRANCHES = """
+import time
+from pytest_neon.integration import current_session
+
+def wait_for_the_other_branches(request):
+    pool = current_session(request.config).pool
+    pool._grow()
+    slots = pool.slots[1:]
+    deadline = time.monotonic() + 60
+    while not all(s.branch and (s.pending is None or s.pending.done()) for s in slots):
+        assert time.monotonic() < deadline, "the other branches were not made"
+        time.sleep(0.02)
+"""
+
+
 @dataclass
 class NeonProject:
     """An emulated project plus the command-line arguments that point the plugin at it."""

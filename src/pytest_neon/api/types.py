@@ -44,11 +44,18 @@ class Project:
 
     id: str
     name: str
+    branches_limit: int | None = None  # the owner's (plan's) branches per project
 
     @classmethod
     def from_json(cls, data: JSON) -> Project:
         """Build from the ``project`` object of a project response."""
-        return cls(id=_str(data, "id"), name=_str(data, "name"))
+        owner = data.get("owner")
+        limit = owner.get("branches_limit") if isinstance(owner, dict) else None
+        return cls(
+            id=_str(data, "id"),
+            name=_str(data, "name"),
+            branches_limit=limit if type(limit) is int else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""SQLAlchemy integration: app engines that survive resets, a session engine, rollback sessions.
+"""SQLAlchemy integration: app engines that follow the branch, a session engine, rollback sessions.
 
 Enable it in the top ``conftest.py``::
 
@@ -6,11 +6,13 @@ Enable it in the top ``conftest.py``::
 
 What it adds:
 
-- :func:`register_engine` and the ini key ``neon_sqlalchemy_engines`` (``module:attribute``
-  per line): the application's own engines (usually built from ``DATABASE_URL`` at import)
-  get their pools emptied after every branch reset, so no test meets a connection that the
-  reset cut. ``pool_pre_ping=True`` on the engine is the alternative that needs no plugin.
-- ``neon_session_engine`` (session scope): one pooled engine on this worker's branch.
+- every engine whose URL is one of the worker's branches (the application's own, built
+  from ``DATABASE_URL`` at import) follows the test's branch and replaces connections a
+  reset cut (:mod:`pytest_neon.engines`; the plugin also does it by itself once SQLAlchemy
+  is imported). :func:`register_engine` and the ini key ``neon_sqlalchemy_engines``
+  (``module:attribute`` per line) empty the pools of engines it cannot match after every
+  reset. ``pool_pre_ping=True`` on the engine is the alternative that needs no plugin.
+- ``neon_session_engine`` (session scope): one pooled engine that follows the test's branch.
 - ``neon_session``: a ``Session`` inside an outer transaction, savepoints for the test's own
   commits, everything rolled back after the test. No branch reset is spent on it.
 - ``neon_async_session``: the same with an ``AsyncSession`` (psycopg async), for async tests
@@ -36,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from pytest_neon import engines
 from pytest_neon.ini import add_ini, read_list
 from pytest_neon.integration import (
     add_reset_listener,
@@ -174,9 +177,11 @@ def _session_or_none(config: pytest.Config) -> NeonSession | None:
 
 
 def _listen(session: NeonSession | None) -> None:
-    """Add the reset listener to ``session``, once."""
+    """Make every engine on the worker branch follow the test's branch; add the reset
+    listener to ``session``, once."""
     if session is None:
         return
+    engines.follow(session.pool)
     with _lock:
         if session in _listening:
             return
@@ -197,18 +202,20 @@ def _resolve(spec: str) -> Engine | AsyncEngine:
     return target
 
 
-def _refuse_several_branches(session: NeonSession | None, what: str) -> None:
-    """Engines made once per session stay on one branch: a worker must have just one."""
+def _refuse_stuck(session: NeonSession | None, engine: Engine | AsyncEngine, spec: str) -> None:
+    """A registered engine that does not follow the branch stays on one: a worker must
+    then have just one."""
     __tracebackhide__ = True
-    if session is not None and session.settings.worker_branches > 1:
-        pytest.fail(
-            f"pytest-neon: {what} stays on one branch, but each worker takes turns on "
-            f"{session.settings.worker_branches} "
-            f"({session.settings.describe('worker_branches')}): "
-            "set --neon-worker-branches / NEON_WORKER_BRANCHES / neon_worker_branches to 1, "
-            "or use neon_engine or neon_session (they follow the test's branch)",
-            pytrace=False,
-        )
+    if session is None or session.pool.size < 2 or engines.follows(engine):
+        return
+    pytest.fail(
+        f"pytest-neon: {spec} stays on one branch (its URL is not this worker's branch: "
+        f"engines built from {session.settings.env_var} follow the test's branch), but "
+        f"each worker takes turns on {session.pool.size}: "
+        "set --neon-worker-branches / NEON_WORKER_BRANCHES / neon_worker_branches to 1, "
+        f"or build the engine from {session.settings.env_var}",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -224,11 +231,9 @@ def _neon_sqlalchemy_app_engines(pytestconfig: pytest.Config) -> None:
                 pytrace=False,
             )
     with _lock:
-        registered = bool(_sync_engines or _async_engines)
-    if registered:
-        _refuse_several_branches(
-            session, "a registered engine (register_engine, neon_sqlalchemy_engines)"
-        )
+        registered = [*_sync_engines, *_async_engines]
+    for engine in registered:
+        _refuse_stuck(session, engine, f"registered engine {engine.url!r}")
 
 
 @pytest.fixture(autouse=True)
@@ -302,13 +307,14 @@ def _neon_branch_engines(
 def neon_session_engine(
     _neon_branch_engines: _BranchEngines, pytestconfig: pytest.Config
 ) -> Engine:
-    """One pooled SQLAlchemy engine on this worker's branch for the whole session.
+    """One pooled SQLAlchemy engine for the whole session, on the test's branch.
 
-    Its pool is emptied after every reset. A test that uses it without ``neon_session``
-    or a ``neon_branch_*`` fixture gets ``neon_branch_readwrite`` too (reset after it).
+    Built on the worker's first branch, it follows the test's branch from then on
+    (:mod:`pytest_neon.engines`); connections a reset cut are replaced. A test that uses
+    it without ``neon_session`` or a ``neon_branch_*`` fixture gets
+    ``neon_branch_readwrite`` too (reset after it).
     """
     session = current_session(pytestconfig)
-    _refuse_several_branches(session, "neon_session_engine")
     branch = session.worker_branch
     if branch is None:  # pragma: no cover - _neon_source always creates it
         pytest.fail("pytest-neon: this worker has no branch", pytrace=False)
@@ -359,7 +365,7 @@ def neon_session(
     """A ``Session`` whose work (commits included) is rolled back after the test; no reset.
 
     It runs in one outer transaction on a pooled connection of the engine kept for the
-    test's branch (``neon_session_engine``, with one branch per worker); the test's commits
+    test's branch; the test's commits
     release savepoints. Work done on other connections is not undone.
     """
     with rollback_session(_neon_branch_engines.get(_neon_rollback_branch)) as session:
