@@ -102,10 +102,10 @@ class ApiDispatcher:
         parts = urlsplit(target)
         path = parts.path.rstrip("/")
         if not path.startswith(BASE_PATH + "/"):
-            raise ApiError(404, "not found")
+            raise ApiError(404, f"not found: the API is under {BASE_PATH}")
         path = path[len(BASE_PATH) :]
         route, args = match(method, path)
-        if args["project_id"] != self.plane.project_id:
+        if args.get("project_id", self.plane.project_id) != self.plane.project_id:
             raise ApiError(404, "project not found")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.plane.sweep_if_due()

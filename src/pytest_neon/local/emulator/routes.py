@@ -11,6 +11,7 @@ from urllib.parse import unquote
 from pytest_neon.local.emulator.api_errors import ApiError
 from pytest_neon.local.emulator.plane.control_plane import ControlPlane
 from pytest_neon.local.emulator.records import JSON
+from pytest_neon.local.emulator.spec_routes import SPEC_ROUTES
 
 BASE_PATH = "/api/v2"
 
@@ -43,6 +44,9 @@ def _delete_branch(
 
 #: in the order they are tried (``/branches/count`` before ``/branches/{branch_id}``)
 ROUTES = (
+    Route("GET", "/users/me", lambda p, a, q, b: (200, p.account.me())),
+    Route("GET", "/users/me/organizations", lambda p, a, q, b: (200, p.account.organizations())),
+    Route("GET", "/projects", lambda p, a, q, b: (200, p.account.list_projects(q))),
     Route("GET", "/projects/{project_id}", lambda p, a, q, b: (200, p.projects.get_project())),
     Route(
         "GET",
@@ -73,6 +77,18 @@ ROUTES = (
         lambda p, a, q, b: (200, p.branches.update_branch(a["branch_id"], b)),
         mutating=True,
         has_body=True,
+    ),
+    Route(
+        "POST",
+        "/projects/{project_id}/branches/{branch_id}/set_as_default",
+        lambda p, a, q, b: (200, p.branches.set_as_default(a["branch_id"])),
+        mutating=True,
+    ),
+    Route(
+        "POST",
+        "/projects/{project_id}/branches/{branch_id}/roles/{role_name}/reset_password",
+        lambda p, a, q, b: (200, p.roles.reset_password(a["branch_id"], a["role_name"])),
+        mutating=True,
     ),
     Route(
         "POST",
@@ -142,17 +158,44 @@ ROUTES = (
 )
 
 
+def _compiled(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"[^/]+", template) + "$")
+
+
+#: Neon's routes, for the 501 of those the emulator does not implement; literal segments
+#: before parameters (``/projects/shared`` before ``/projects/{project_id}``)
+_SPEC = sorted(
+    ((method, template, _compiled(template)) for method, template in SPEC_ROUTES),
+    key=lambda row: row[1].count("{"),
+)
+
+
 def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    """The route of ``method`` on ``path`` (under ``BASE_PATH``) and its path arguments;
-    a 405 when the path has routes for other methods only, else a 404."""
-    allowed = False
+    """The route of ``method`` on ``path`` (under ``BASE_PATH``) and its path arguments.
+
+    A route of Neon's API that the emulator does not implement is a 501 naming it; a path
+    Neon has with other methods only, a 405; any other path, a 404.
+    """
+    spec = [(m, t) for m, t, pattern in _SPEC if pattern.match(path)]
+    best = spec[0][1] if spec else None  # the template Neon would take the path for
+    allowed: set[str] = {m for m, t in spec if t == best}
     for route in ROUTES:
         m = route.pattern.match(path)
-        if m is None:
+        if m is None or (best is not None and route.template != best):
             continue
         if route.method == method:
             return route, {k: unquote(v) for k, v in m.groupdict().items()}
-        allowed = True
+        allowed.add(route.method)
+    if (method, best) in spec:
+        raise ApiError(
+            501,
+            f"{method} {best} is not implemented by the pytest-neon emulator "
+            "(its README lists what is)",
+            code="NOT_IMPLEMENTED",
+        )
     if allowed:
-        raise ApiError(405, f"method {method} not allowed")
-    raise ApiError(404, "not found")
+        methods = ", ".join(sorted(allowed))
+        raise ApiError(
+            405, f"method {method} not allowed on {path}: {methods}", headers={"Allow": methods}
+        )
+    raise ApiError(404, f"not found: no route {path} in Neon's API v2")

@@ -67,6 +67,48 @@ def project_view(
     }
 
 
+def user_view(max_branches: int) -> JSON:
+    """A ``CurrentUserInfoResponse``: the emulator's one local user."""
+    return {
+        "active_seconds_limit": 0,
+        "id": "local",
+        "email": "emulator@localhost",
+        "login": "emulator",
+        "name": "pytest-neon emulator",
+        "last_name": "",
+        "image": "",
+        "projects_limit": 1,
+        "branches_limit": max_branches,
+        "max_autoscaling_limit": 0.25,
+        "compute_seconds_limit": 0,
+        "auth_accounts": [
+            {
+                "provider": "keycloak",
+                "email": "emulator@localhost",
+                "name": "pytest-neon emulator",
+                "login": "emulator",
+                "image": "",
+            }
+        ],
+        "plan": "free",
+        "billing_account": {  # not required any more, but clients built earlier expect it
+            "state": "active",
+            "payment_source": {"type": "none"},
+            "subscription_type": "free_v2",
+            "payment_method": "none",
+            "quota_reset_at_last": "2026-01-01T00:00:00Z",
+            "name": "pytest-neon emulator",
+            "email": "emulator@localhost",
+            "address_city": "",
+            "address_country": "",
+            "address_line1": "",
+            "address_line2": "",
+            "address_postal_code": "",
+            "address_state": "",
+        },
+    }
+
+
 def branch_view(project_id: str, branch: BranchRecord, now: datetime) -> JSON:
     """A ``Branch`` object."""
     state = branch.state(now)

@@ -197,6 +197,33 @@ class Branches:
             ctx.project.branches.pop(branch.id, None)
             return ops
 
+    # --- the default branch --------------------------------------------------------------------
+
+    def set_as_default(self, branch_id: str) -> JSON:
+        """Make ``branch_id`` the project's default branch (``BranchOperations``); the
+        previous default branch is one no longer."""
+        now = utcnow()
+        ctx = self._ctx
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            if branch.expires_at is not None:
+                raise bad_request(
+                    "a branch that expires cannot be the default branch: clear its expires_at"
+                )
+            if branch.busy(now):
+                raise locked()
+            previous = ctx.project.default_branch()
+            if previous.id != branch.id:
+                previous.default, branch.default = False, True
+                previous.updated_at = branch.updated_at = now
+
+                def change(conn: Connection) -> None:
+                    metadata.update_branch(conn, ctx.project_id, previous)
+                    metadata.update_branch(conn, ctx.project_id, branch)
+
+                ctx.metadata.persist(change)
+            return {"branch": views.branch_view(ctx.project_id, branch, now), "operations": []}
+
 
 def _sort_and_start(query: Mapping[str, str]) -> tuple[str, str, tuple[Any, str] | None]:
     """The sort field and order of a listing, and the key it starts after (from a cursor,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pytest_neon.local.emulator.faults import Faults
+from pytest_neon.local.emulator.plane.account import Account
 from pytest_neon.local.emulator.plane.branch_create import BranchCreation
 from pytest_neon.local.emulator.plane.branches import Branches
 from pytest_neon.local.emulator.plane.context import PlaneContext, PlaneSettings
@@ -21,7 +22,8 @@ from pytest_neon.local.emulator.sql.spares import SparePool
 class ControlPlane:
     """The emulated control plane of one project over one PostgreSQL server.
 
-    The API's calls are on its parts: ``projects``, ``branches``, ``creation`` (create a
+    The API's calls are on its parts: ``account`` (the user, ``GET /projects``),
+    ``projects``, ``branches``, ``creation`` (create a
     branch), ``restore``, ``endpoints``, ``roles``, ``databases`` and ``operations``.
     """
 
@@ -33,11 +35,12 @@ class ControlPlane:
         self._ctx = ctx
         self.operations = Operations(ctx)
         self.projects = Projects(ctx)
+        self.account = Account(ctx, self.projects)
         self.branches = Branches(ctx, self.operations)
         self.creation = BranchCreation(ctx, self.operations)
         self.restore = BranchRestore(ctx, self.operations)
         self.endpoints = Endpoints(ctx)
-        self.roles = Roles(ctx)
+        self.roles = Roles(ctx, self.operations)
         self.databases = Databases(ctx)
         self._expiry = ExpirySweep(ctx, self.branches)
 

@@ -33,8 +33,19 @@ class Databases:
                 raise ApiError(404, "database not found")
             return {"database": views.database_view(b.id, db)}
 
+    def _branch_of(self, endpoint_id: str | None) -> str:
+        """The branch of ``endpoint_id``; the default branch without one (caller locks)."""
+        project = self._ctx.project
+        if not endpoint_id:
+            return project.default_branch().id
+        for b in project.branches.values():
+            if b.visible and any(ep.id == endpoint_id for ep in b.endpoints):
+                return b.id
+        raise ApiError(404, "endpoint not found")
+
     def connection_uri(self, query: Mapping[str, str]) -> JSON:
-        """``ConnectionURIResponse``: a real DSN to the branch's real database.
+        """``ConnectionURIResponse``: a real DSN to the branch's real database (the branch
+        ``branch_id``, else that of ``endpoint_id``, else the default branch).
 
         ``pooled=true`` returns the same DSN: there is no pooler in front of the emulator's
         PostgreSQL, so pooled and direct connections go to the same server.
@@ -48,9 +59,9 @@ class Databases:
         boolean(query.get("pooled"), "pooled")
         ctx = self._ctx
         with ctx.lock:
-            branch_id = query.get("branch_id") or ctx.project.default_branch().id
-            b = ctx.branch(branch_id)
             endpoint_id = query.get("endpoint_id")
+            branch_id = query.get("branch_id") or self._branch_of(endpoint_id)
+            b = ctx.branch(branch_id)
             if not b.endpoints:
                 raise ApiError(404, f"branch {b.id} has no read_write endpoint")
             if endpoint_id and endpoint_id not in {ep.id for ep in b.endpoints}:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from pytest_neon.local.emulator import views
+import logging
+
+from pytest_neon.local.emulator import ids, views
+from pytest_neon.local.emulator.api_errors import locked
 from pytest_neon.local.emulator.plane.context import PlaneContext
+from pytest_neon.local.emulator.plane.operations import Operations
 from pytest_neon.local.emulator.records import JSON
+from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.server import Connection
+from pytest_neon.local.emulator.timestamps import utcnow
+from pytest_neon.redact import register_secret
+
+log = logging.getLogger("pytest_neon.emulator")
 
 
 class Roles:
-    """The project's roles (read only: the project has its owner role)."""
+    """The project's roles (the project has its owner role): read, and a new password."""
 
-    def __init__(self, ctx: PlaneContext) -> None:
+    def __init__(self, ctx: PlaneContext, operations: Operations) -> None:
         self._ctx = ctx
+        self._operations = operations
 
     def roles(self, branch_id: str) -> JSON:
         """``RolesResponse``."""
@@ -30,3 +41,39 @@ class Roles:
         with self._ctx.lock:
             self._ctx.branch(branch_id)
             return {"password": self._ctx.role(name).password}
+
+    def reset_password(self, branch_id: str, name: str) -> JSON:
+        """``RoleOperations``: the role gets a new password on the server; connection
+        strings with the old one stop working.
+
+        A project's role is a role of the whole server, shared by every project the server
+        holds: they all get the new password.
+        """
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            role = ctx.role(name)
+            if branch.busy(now):
+                raise locked()
+            password = ids.password()
+            register_secret(password)
+            ops = self._operations.start(branch, [("apply_config", True)], now)
+
+            with ctx.metadata.transaction() as conn:
+                metadata.lock_role_names(conn)
+                ctx.roles.ensure(name, password)
+                _store_password(conn, name, password)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+            role.password = password
+            log.info("reset the password of role %s", name)
+            return {
+                "role": views.role_view(branch.id, role),
+                "operations": self._operations.views_of(ops, now),
+            }
+
+
+def _store_password(conn: Connection, name: str, password: str) -> None:
+    conn.execute(
+        f"UPDATE {metadata.SCHEMA}.roles SET password = %s WHERE name = %s", (password, name)
+    )

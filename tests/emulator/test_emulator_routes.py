@@ -1,0 +1,84 @@
+"""Every route of Neon's API: served, or a 501 that names it; the account's own routes
+(the current user, organizations, the project list) as clients ask for them first."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_neon.local.emulator import Emulator
+from pytest_neon.local.emulator.routes import ROUTES
+from pytest_neon.local.emulator.spec_routes import SPEC_ROUTES
+from tests.support.emulator_http import NeonHttp, OpenApiSpec
+
+IMPLEMENTED = {(r.method, r.template) for r in ROUTES}
+
+
+def test_the_route_table_is_neons(openapi_spec: OpenApiSpec) -> None:
+    listed = {
+        (method.upper(), path)
+        for path, item in openapi_spec.doc["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    assert set(SPEC_ROUTES) == listed, (
+        "src/pytest_neon/local/emulator/spec_routes.py differs from openapi.yaml: regenerate it"
+    )
+    assert IMPLEMENTED - listed <= {("POST", r.template) for r in ROUTES if "reveal" in r.template}
+
+
+def _concrete(template: str, project_id: str) -> str:
+    path = template.replace("{project_id}", project_id)
+    return re.sub(r"\{\w+\}", "x-1", path)
+
+
+@pytest.mark.parametrize(
+    ("method", "template"),
+    sorted(set(SPEC_ROUTES) - IMPLEMENTED),
+    ids=lambda v: str(v),
+)
+def test_a_route_not_implemented_is_a_501_naming_it(
+    api: NeonHttp, emulator: Emulator, method: str, template: str
+) -> None:
+    path = _concrete(template, emulator.project_id)
+    body: dict[str, object] | None = {} if method in ("POST", "PUT", "PATCH") else None
+    response = api.request(method, path, json=body)
+    assert response.status_code == 501, response.text
+    error = response.json()
+    assert error["code"] == "NOT_IMPLEMENTED"
+    assert f"{method} {template} is not implemented" in error["message"]
+
+
+def test_unknown_paths_and_methods(api: NeonHttp) -> None:
+    missing = api.get("/no/such/route")
+    assert missing.status_code == 404
+    assert "no route /no/such/route" in missing.json()["message"]
+    wrong = api.request("PUT", api.project_path("/branches"))
+    assert wrong.status_code == 405
+    assert wrong.headers["Allow"] == "GET, POST"
+
+
+def test_the_current_user_and_their_organizations(api: NeonHttp, emulator: Emulator) -> None:
+    me = api.get("/users/me")
+    assert me.status_code == 200
+    assert me.json()["branches_limit"] == emulator.control_plane.max_branches
+    organizations = api.get("/users/me/organizations")
+    assert organizations.json() == {"organizations": []}  # a personal account
+
+
+def test_listing_projects_finds_the_one_served(api: NeonHttp, emulator: Emulator) -> None:
+    project = emulator.project_id
+    first = api.get("/projects")
+    assert first.status_code == 200
+    assert [p["id"] for p in first.json()["projects"]] == [project]
+    cursor = first.json()["pagination"]["cursor"]
+    after = api.get("/projects", params={"cursor": cursor, "limit": 1})
+    assert after.json()["projects"] == []
+    assert api.get("/projects", params={"search": project[:5]}).json()["projects"]
+    assert api.get("/projects", params={"search": "zz-no"}).json()["projects"] == []
+    assert api.get("/projects", params={"org_id": "org-other"}).json()["projects"] == []
+    for bad in ("0", "401", "many"):
+        refused = api.get("/projects", params={"limit": bad})
+        assert refused.status_code == 400
+        assert "limit must be a whole number from 1 to 400" in refused.json()["message"]
