@@ -28,7 +28,7 @@ from pytest_neon.local.emulator.plane.params import (
 from pytest_neon.local.emulator.records import JSON, BranchRecord, OperationRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.sql.server import Connection
-from pytest_neon.local.emulator.timestamps import utcnow
+from pytest_neon.local.emulator.timestamps import parse_rfc3339, utcnow
 
 log = logging.getLogger("pytest_neon.emulator")
 
@@ -205,20 +205,33 @@ def _sort_and_start(query: Mapping[str, str]) -> tuple[str, str, tuple[Any, str]
     sort_order = query.get("sort_order") or "desc"
     after: tuple[Any, str] | None = None
     if query.get("cursor"):
-        cursor = decode_cursor(query["cursor"])
-        sort_by, sort_order = str(cursor.get("by")), str(cursor.get("order"))
-        if sort_by not in SORT_FIELDS or not isinstance(cursor.get("id"), str):
-            raise bad_request("invalid cursor")
-        try:
-            raw = cursor["key"]
-            after = (raw if sort_by == "name" else datetime.fromisoformat(raw), cursor["id"])
-        except (KeyError, TypeError, ValueError):
-            raise bad_request("invalid cursor") from None
+        sort_by, sort_order, after = _from_cursor(query["cursor"])
     if sort_by not in SORT_FIELDS:
         raise bad_request(f"sort_by must be one of {', '.join(SORT_FIELDS)}")
     if sort_order not in ("asc", "desc"):
         raise bad_request("sort_order must be asc or desc")
     return sort_by, sort_order, after
+
+
+def _from_cursor(text: str) -> tuple[str, str, tuple[Any, str]]:
+    """The sort and start key of a cursor made by :func:`_cursor_after`; a 400 for any other,
+    e.g. a forged key that cannot be compared with the branches' keys."""
+    cursor = decode_cursor(text)
+    sort_by, sort_order = cursor.get("by"), cursor.get("order")
+    key, last_id = cursor.get("key"), cursor.get("id")
+    if (
+        sort_by not in SORT_FIELDS
+        or sort_order not in ("asc", "desc")
+        or not isinstance(key, str)
+        or not isinstance(last_id, str)
+    ):
+        raise bad_request("invalid cursor")
+    if sort_by == "name":
+        return sort_by, sort_order, (key, last_id)
+    try:  # an aware time, as the branches' times are (never a naive one)
+        return sort_by, sort_order, (parse_rfc3339(key), last_id)
+    except ValueError:
+        raise bad_request("invalid cursor") from None
 
 
 def _cursor_after(last: BranchRecord, sort_by: str, sort_order: str) -> str:

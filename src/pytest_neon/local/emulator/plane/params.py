@@ -74,7 +74,7 @@ def decode_cursor(cursor: str) -> JSON:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: deep nesting
         raise bad_request("invalid cursor") from None
     if not isinstance(data, dict):
         raise bad_request("invalid cursor")
