@@ -1,4 +1,5 @@
-"""Malformed requests get Neon's 400 with an error body naming what is wrong, never a 500."""
+"""Malformed requests get Neon's 400 with an error body naming what is wrong: never a 500,
+never a silent misreading, and nothing is created or changed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from pytest_neon.local.emulator import Emulator
-from tests.support.emulator_http import NeonHttp, load_spec
+from tests.support.emulator_http import JSON, NeonHttp, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,17 @@ def shared(postgres_url: str) -> Iterator[NeonHttp]:
             yield client
     finally:
         emu.stop(drop=True)
+
+
+#: what a request could change in a branch (its state moves on by itself)
+_SETTINGS = ("id", "name", "protected", "expires_at", "updated_at", "parent_id")
+
+
+def _state(api: NeonHttp) -> tuple[set[tuple[Any, ...]], set[str]]:
+    """The settings of every branch and the ids of every operation of the project."""
+    branches = api.get(api.project_path("/branches")).json()["branches"]
+    ops = api.get(api.project_path("/operations"), params={"limit": 1000}).json()["operations"]
+    return {tuple(b.get(k) for k in _SETTINGS) for b in branches}, {op["id"] for op in ops}
 
 
 def _refused(response: requests.Response, field: str) -> None:
@@ -40,6 +52,11 @@ def _cursor(data: Any) -> str:
     """A cursor forged as a client could: unpadded URL-safe base64 of JSON."""
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _short(value: Any) -> str | None:
+    """A test id for a request body: its compact JSON, cut short."""
+    return json.dumps(value, separators=(",", ":"))[:48] if isinstance(value, dict) else None
 
 
 # --- listing cursors ---------------------------------------------------------------------------
@@ -95,3 +112,82 @@ def test_a_forged_but_well_formed_cursor_is_honoured(shared: NeonHttp) -> None:
 def test_a_forged_operations_cursor_is_invalid(shared: NeonHttp, forged: bytes) -> None:
     response = shared.get(shared.project_path("/operations"), params={"cursor": _cursor(forged)})
     _refused(response, "invalid cursor")
+
+
+# --- create branch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"endpoints": 5}, "endpoints"),
+        ({"endpoints": True}, "endpoints"),
+        ({"endpoints": False}, "endpoints"),
+        ({"endpoints": {"type": "read_write"}}, "endpoints"),
+        ({"endpoints": "read_write"}, "endpoints"),
+        ({"endpoints": [5]}, "endpoints[0]"),
+        ({"endpoints": [{"type": 1}]}, "endpoints[0].type"),
+        ({"endpoints": [{"type": "read_write", "autoscaling_limit_max_cu": "2"}]}, "max_cu"),
+        ({"endpoints": [{"type": "read_write", "suspend_timeout_seconds": True}]}, "suspend"),
+        ({"endpoints": [{"type": "read_write", "settings": []}]}, "endpoints[0].settings"),
+        ({"branch": 5}, "branch"),
+        ({"branch": {"parent_id": 0}}, "branch.parent_id"),
+        ({"branch": {"parent_id": {}}}, "branch.parent_id"),
+        ({"branch": {"parent_id": False}}, "branch.parent_id"),
+        ({"branch": {"parent_id": ["br-x"]}}, "branch.parent_id"),
+        ({"branch": {"name": 5}}, "branch.name"),
+        ({"branch": {"name": ["a"]}}, "branch.name"),
+        ({"branch": {"name": ""}}, "branch.name"),
+        ({"branch": {"protected": "yes"}}, "branch.protected"),
+        ({"branch": {"archived": 0}}, "branch.archived"),
+        ({"branch": {"expires_at": 0}}, "branch.expires_at"),
+        ({"branch": {"expires_at": False}}, "branch.expires_at"),
+        ({"branch": {"expires_at": ""}}, "branch.expires_at"),
+        ({"branch": {"expires_at": {}}}, "branch.expires_at"),
+        ({"branch": {"expires_at": "0001-01-01T00:00:00+05:00"}}, "branch.expires_at"),
+        ({"branch": {"parent_lsn": 5}}, "branch.parent_lsn"),
+        ({"branch": {"parent_timestamp": False}}, "branch.parent_timestamp"),
+        ({"branch": {"init_source": 1}}, "branch.init_source"),
+        ({"annotation_value": ["a"]}, "annotation_value"),
+        ({"annotation_value": "a=b"}, "annotation_value"),
+        ({"annotation_value": {"k": 1}}, 'annotation_value["k"]'),
+        ({"annotation_value": {"k": None}}, 'annotation_value["k"]'),
+        ({"annotation_value": {f"k{i}": "v" for i in range(51)}}, "annotation_value"),
+    ],
+    ids=_short,
+)
+def test_create_branch_refuses_wrong_types(shared: NeonHttp, body: JSON, field: str) -> None:
+    before = _state(shared)
+    _refused(shared.post(shared.project_path("/branches"), json=body), field)
+    assert _state(shared) == before
+
+
+def test_create_branch_still_takes_what_it_took(api: NeonHttp) -> None:
+    """Nulls, empty lists, an empty ``parent_id`` (the default branch) and endpoint options."""
+    default = api.emulator.default_branch_id
+    bodies: list[JSON] = [
+        {"branch": {"name": "empty-parent", "parent_id": ""}},
+        {"branch": {"name": "nulls", "parent_id": None, "expires_at": None, "archived": None}},
+        {"branch": {"name": "no-endpoints", "archived": False}, "endpoints": []},
+        {"branch": {"name": "null-endpoints"}, "endpoints": None, "annotation_value": None},
+        {
+            "branch": {"name": "options"},
+            "endpoints": [
+                {
+                    "type": "read_write",
+                    "autoscaling_limit_min_cu": 0.25,
+                    "autoscaling_limit_max_cu": 2,
+                    "suspend_timeout_seconds": 300,
+                    "provisioner": "k8s-neonvm",
+                    "settings": {},
+                }
+            ],
+            "annotation_value": {"k": "v"},
+        },
+    ]
+    for body in bodies:
+        response = api.post(api.project_path("/branches"), json=body)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["branch"]["parent_id"] == default
+        assert len(created["endpoints"]) == (1 if body["branch"]["name"] == "options" else 0)
