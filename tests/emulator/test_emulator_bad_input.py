@@ -28,6 +28,12 @@ def shared(postgres_url: str) -> Iterator[NeonHttp]:
         emu.stop(drop=True)
 
 
+@pytest.fixture(scope="module")
+def target(shared: NeonHttp) -> str:
+    """A branch of ``shared`` for update requests."""
+    return str(shared.create_branch(name="target")["branch"]["id"])
+
+
 #: what a request could change in a branch (its state moves on by itself)
 _SETTINGS = ("id", "name", "protected", "expires_at", "updated_at", "parent_id")
 
@@ -191,3 +197,31 @@ def test_create_branch_still_takes_what_it_took(api: NeonHttp) -> None:
         created = response.json()
         assert created["branch"]["parent_id"] == default
         assert len(created["endpoints"]) == (1 if body["branch"]["name"] == "options" else 0)
+
+
+# --- update branch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "branch"),
+        ({"branch": 5}, "branch"),
+        ({"branch": {"name": 5}}, "branch.name"),
+        ({"branch": {"name": None}}, "branch.name"),
+        ({"branch": {"name": "x" * 257}}, "branch.name"),
+        ({"branch": {"protected": "true"}}, "branch.protected"),
+        ({"branch": {"protected": 1}}, "branch.protected"),
+        ({"branch": {"expires_at": 0}}, "branch.expires_at"),
+        ({"branch": {"expires_at": True}}, "branch.expires_at"),
+        ({"branch": {"expires_at": ["2031-01-01T00:00:00Z"]}}, "branch.expires_at"),
+        ({"branch": {"expires_at": "0001-01-01T00:00:00+05:00"}}, "branch.expires_at"),
+    ],
+    ids=_short,
+)
+def test_update_branch_refuses_wrong_types(
+    shared: NeonHttp, target: str, body: JSON, field: str
+) -> None:
+    before = _state(shared)
+    _refused(shared.patch(shared.project_path(f"/branches/{target}"), json=body), field)
+    assert _state(shared) == before

@@ -106,12 +106,12 @@ class Branches:
             branch = ctx.branch(branch_id)
             name = spec.get("name", branch.name)
             if not isinstance(name, str) or not 1 <= len(name) <= 256:
-                raise bad_request("branch name must be a string of 1 to 256 characters")
+                raise bad_request("branch.name must be a string of 1 to 256 characters")
             if name != branch.name and any(b.name == name for b in ctx.project.branches.values()):
                 raise ApiError(409, "branch already exists")
             protected = spec.get("protected", branch.protected)
             if not isinstance(protected, bool):
-                raise bad_request("protected must be a boolean")
+                raise bad_request("branch.protected must be a boolean")
             expires_at, ttl = self._new_expiry(branch, spec, now)
             if expires_at is not None and protected:
                 raise bad_request("a protected branch cannot have an expiration time")
@@ -131,7 +131,7 @@ class Branches:
             return branch.expires_at, branch.ttl_seconds
         if spec["expires_at"] is None:
             return None, None
-        expires_at = expiry(spec["expires_at"], now)
+        expires_at = expiry(spec["expires_at"], now, "branch.expires_at")
         ttl = round((expires_at - now).total_seconds())
         if branch.default:
             raise bad_request("the default branch cannot have an expiration time")
