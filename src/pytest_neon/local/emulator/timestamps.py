@@ -29,4 +29,8 @@ def parse_rfc3339(text: str) -> datetime:
     fraction = re.search(r"\.(\d+)", normalized)
     if fraction and len(fraction.group(1)) > 6:  # Python keeps microseconds at most
         normalized = normalized.replace(fraction.group(0), "." + fraction.group(1)[:6])
-    return datetime.fromisoformat(normalized).astimezone(UTC)
+    moment = datetime.fromisoformat(normalized)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00, before year 1 in UTC
+        raise ValueError(f"date-time out of range: {text!r}") from None

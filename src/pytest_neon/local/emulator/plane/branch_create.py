@@ -3,6 +3,7 @@ clone every database of the parent, then show the branch (a ``CreatedBranch``)."
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ from pytest_neon.local.emulator.api_errors import (
 from pytest_neon.local.emulator.plane.cloning import CloneJob, clone_all
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
-from pytest_neon.local.emulator.plane.params import expiry, json_object
+from pytest_neon.local.emulator.plane.params import expiry, json_object, optional_string
 from pytest_neon.local.emulator.records import (
     JSON,
     BranchRecord,
@@ -38,7 +39,7 @@ class _Wanted:
     """What a create request asks for (checked, except the parent, which is checked with
     the project)."""
 
-    spec: JSON
+    parent_id: str | None  # None: the default branch
     name: str | None
     protected: bool
     expires_at: datetime | None
@@ -72,9 +73,7 @@ class BranchCreation:
     def _parent_for(self, wanted: _Wanted, now: datetime) -> BranchRecord:
         """The parent branch, once the project may have the new branch (under the lock)."""
         project = self._ctx.project
-        parent_id = wanted.spec.get("parent_id") or project.default_branch().id
-        if not isinstance(parent_id, str):
-            raise bad_request("parent_id must be a string")
+        parent_id = wanted.parent_id or project.default_branch().id
         parent = self._ctx.branch(parent_id, "parent branch")
         if parent.expires_at is not None:
             raise unprocessable(
@@ -210,38 +209,66 @@ class BranchCreation:
 
 
 def _wanted(body: JSON, now: datetime) -> _Wanted:
-    """Check a create request (``BranchCreateRequest``) as far as it goes without the project."""
+    """Check a create request (``BranchCreateRequest``) as far as it goes without the project:
+    each field has its JSON type (a 400 naming the field otherwise)."""
     spec = json_object(body.get("branch", {}), "branch")
+    # "If omitted or empty, the branch will be created from the project's default branch."
+    parent_id = optional_string(spec.get("parent_id"), "branch.parent_id") or None
     for unsupported in ("parent_lsn", "parent_timestamp"):
-        if spec.get(unsupported) is not None:
-            raise bad_request(f"{unsupported} is not supported by the emulator (branch from head)")
-    if spec.get("init_source") not in (None, "parent-data"):
-        raise bad_request("init_source must be parent-data (schema-only is not emulated)")
-    if spec.get("archived"):
+        if optional_string(spec.get(unsupported), f"branch.{unsupported}") is not None:
+            raise bad_request(
+                f"branch.{unsupported} is not supported by the emulator (branch from head)"
+            )
+    if optional_string(spec.get("init_source"), "branch.init_source") not in (None, "parent-data"):
+        raise bad_request("branch.init_source must be parent-data (schema-only is not emulated)")
+    archived = spec.get("archived")
+    if archived is not None and not isinstance(archived, bool):
+        raise bad_request("branch.archived must be a boolean")
+    if archived:
         raise bad_request("archived branches are not supported by the emulator")
     name = spec.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 256):
-        raise bad_request("branch name must be a string of 1 to 256 characters")
+        raise bad_request("branch.name must be a string of 1 to 256 characters")
     protected = spec.get("protected", False)
     if not isinstance(protected, bool):
-        raise bad_request("protected must be a boolean")
-    expires_at = expiry(spec["expires_at"], now) if spec.get("expires_at") else None
+        raise bad_request("branch.protected must be a boolean")
+    raw_expiry = spec.get("expires_at")
+    expires_at = None if raw_expiry is None else expiry(raw_expiry, now, "branch.expires_at")
     if expires_at is not None and protected:
         raise bad_request("a protected branch cannot have an expiration time")
-    endpoint = _wants_endpoint(body.get("endpoints") or [])
+    endpoint = _wants_endpoint(body.get("endpoints"))
     annotation = _annotation(body.get("annotation_value"))
-    return _Wanted(spec, name, protected, expires_at, endpoint, annotation)
+    return _Wanted(parent_id, name, protected, expires_at, endpoint, annotation)
+
+
+#: endpoint options the emulator accepts but ignores: what JSON each must be, and its types
+_ENDPOINT_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "autoscaling_limit_min_cu": ("a number", (int, float)),
+    "autoscaling_limit_max_cu": ("a number", (int, float)),
+    "suspend_timeout_seconds": ("an integer", (int,)),
+    "provisioner": ("a string", (str,)),
+    "settings": ("a JSON object", (dict,)),
+}
 
 
 def _wants_endpoint(endpoints: Any) -> bool:
     """Whether the request asks for the (one, read_write) endpoint the emulator supports."""
+    if endpoints is None:
+        return False
+    if not isinstance(endpoints, list):
+        raise bad_request("endpoints must be a list of endpoint options")
     endpoint_types = []
-    for ep in endpoints:
-        ep_type = json_object(ep, "endpoint").get("type")
+    for i, ep in enumerate(endpoints):
+        options = json_object(ep, f"endpoints[{i}]")
+        ep_type = options.get("type")
         if ep_type not in ("read_write", "read_only"):
-            raise bad_request("endpoint type must be read_write or read_only")
+            raise bad_request(f"endpoints[{i}].type must be read_write or read_only")
         if ep_type == "read_only":
             raise bad_request("read_only endpoints are not supported by the emulator")
+        for option, (kind, types) in _ENDPOINT_OPTIONS.items():
+            value = options.get(option)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                raise bad_request(f"endpoints[{i}].{option} must be {kind}")
         endpoint_types.append(ep_type)
     if len(endpoint_types) > 1:
         raise bad_request("a branch can have only one read_write endpoint")
@@ -249,9 +276,13 @@ def _wants_endpoint(endpoints: Any) -> bool:
 
 
 def _annotation(value: Any) -> dict[str, str]:
+    """The ``annotation_value`` (``AnnotationValueData``): at most 50 keys, string values."""
     if value is None:
         return {}
     value = json_object(value, "annotation_value")
-    if len(value) > 50 or not all(isinstance(v, str) for v in value.values()):
-        raise bad_request("annotation_value must map at most 50 keys to strings")
-    return {str(k): v for k, v in value.items()}
+    if len(value) > 50:
+        raise bad_request("annotation_value must have at most 50 keys")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise bad_request(f"annotation_value[{json.dumps(key)}] must be a string")
+    return dict(value)

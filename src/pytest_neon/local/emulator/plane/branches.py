@@ -28,7 +28,7 @@ from pytest_neon.local.emulator.plane.params import (
 from pytest_neon.local.emulator.records import JSON, BranchRecord, OperationRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.sql.server import Connection
-from pytest_neon.local.emulator.timestamps import utcnow
+from pytest_neon.local.emulator.timestamps import parse_rfc3339, utcnow
 
 log = logging.getLogger("pytest_neon.emulator")
 
@@ -106,12 +106,12 @@ class Branches:
             branch = ctx.branch(branch_id)
             name = spec.get("name", branch.name)
             if not isinstance(name, str) or not 1 <= len(name) <= 256:
-                raise bad_request("branch name must be a string of 1 to 256 characters")
+                raise bad_request("branch.name must be a string of 1 to 256 characters")
             if name != branch.name and any(b.name == name for b in ctx.project.branches.values()):
                 raise ApiError(409, "branch already exists")
             protected = spec.get("protected", branch.protected)
             if not isinstance(protected, bool):
-                raise bad_request("protected must be a boolean")
+                raise bad_request("branch.protected must be a boolean")
             expires_at, ttl = self._new_expiry(branch, spec, now)
             if expires_at is not None and protected:
                 raise bad_request("a protected branch cannot have an expiration time")
@@ -131,7 +131,7 @@ class Branches:
             return branch.expires_at, branch.ttl_seconds
         if spec["expires_at"] is None:
             return None, None
-        expires_at = expiry(spec["expires_at"], now)
+        expires_at = expiry(spec["expires_at"], now, "branch.expires_at")
         ttl = round((expires_at - now).total_seconds())
         if branch.default:
             raise bad_request("the default branch cannot have an expiration time")
@@ -232,20 +232,33 @@ def _sort_and_start(query: Mapping[str, str]) -> tuple[str, str, tuple[Any, str]
     sort_order = query.get("sort_order") or "desc"
     after: tuple[Any, str] | None = None
     if query.get("cursor"):
-        cursor = decode_cursor(query["cursor"])
-        sort_by, sort_order = str(cursor.get("by")), str(cursor.get("order"))
-        if sort_by not in SORT_FIELDS or not isinstance(cursor.get("id"), str):
-            raise bad_request("invalid cursor")
-        try:
-            raw = cursor["key"]
-            after = (raw if sort_by == "name" else datetime.fromisoformat(raw), cursor["id"])
-        except (KeyError, TypeError, ValueError):
-            raise bad_request("invalid cursor") from None
+        sort_by, sort_order, after = _from_cursor(query["cursor"])
     if sort_by not in SORT_FIELDS:
         raise bad_request(f"sort_by must be one of {', '.join(SORT_FIELDS)}")
     if sort_order not in ("asc", "desc"):
         raise bad_request("sort_order must be asc or desc")
     return sort_by, sort_order, after
+
+
+def _from_cursor(text: str) -> tuple[str, str, tuple[Any, str]]:
+    """The sort and start key of a cursor made by :func:`_cursor_after`; a 400 for any other,
+    e.g. a forged key that cannot be compared with the branches' keys."""
+    cursor = decode_cursor(text)
+    sort_by, sort_order = cursor.get("by"), cursor.get("order")
+    key, last_id = cursor.get("key"), cursor.get("id")
+    if (
+        sort_by not in SORT_FIELDS
+        or sort_order not in ("asc", "desc")
+        or not isinstance(key, str)
+        or not isinstance(last_id, str)
+    ):
+        raise bad_request("invalid cursor")
+    if sort_by == "name":
+        return sort_by, sort_order, (key, last_id)
+    try:  # an aware time, as the branches' times are (never a naive one)
+        return sort_by, sort_order, (parse_rfc3339(key), last_id)
+    except ValueError:
+        raise bad_request("invalid cursor") from None
 
 
 def _cursor_after(last: BranchRecord, sort_by: str, sort_order: str) -> str:

@@ -94,7 +94,7 @@ class Operations:
             cursor = decode_cursor(query["cursor"])
             try:
                 after = (str(cursor["at"]), int(cursor["seq"]), str(cursor["id"]))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):  # Overflow: seq Infinity
                 raise bad_request("invalid cursor") from None
         now = utcnow()
 

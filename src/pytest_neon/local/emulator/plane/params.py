@@ -23,18 +23,26 @@ def json_object(value: Any, what: str) -> JSON:
     return value
 
 
-def expiry(value: Any, now: datetime) -> datetime:
-    """Validate an ``expires_at`` as Neon does: RFC 3339, in the future, <= 30 days ahead."""
+def optional_string(value: Any, what: str) -> str | None:
+    """``value`` if it is a string or ``None`` (``what`` names it in the error)."""
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"{what} must be a string")
+    return value
+
+
+def expiry(value: Any, now: datetime, what: str = "expires_at") -> datetime:
+    """Validate an ``expires_at`` as Neon does: RFC 3339, in the future, <= 30 days ahead
+    (``what`` names the field in the error)."""
     if not isinstance(value, str):
-        raise bad_request("expires_at must be an RFC 3339 date-time string")
+        raise bad_request(f"{what} must be an RFC 3339 date-time string")
     try:
         moment = parse_rfc3339(value)
     except ValueError:
-        raise bad_request(f"expires_at {value!r} is not a valid RFC 3339 date-time") from None
+        raise bad_request(f"{what} {value!r} is not a valid RFC 3339 date-time") from None
     if moment <= now:
-        raise bad_request(f"expires_at {value} must be in the future")
+        raise bad_request(f"{what} {value} must be in the future")
     if moment > now + MAX_EXPIRY:
-        raise bad_request(f"expires_at {value} must be at most 30 days in the future")
+        raise bad_request(f"{what} {value} must be at most 30 days in the future")
     return moment
 
 
@@ -74,7 +82,7 @@ def decode_cursor(cursor: str) -> JSON:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: deep nesting
         raise bad_request("invalid cursor") from None
     if not isinstance(data, dict):
         raise bad_request("invalid cursor")
