@@ -1,5 +1,6 @@
 """The API's error answers: :class:`ApiError` (HTTP status, Neon error ``code``, message)
-and the ones the emulator gives often (400, 422, the 423 of a conflicting operation)."""
+and the ones the emulator gives often (400, 422, the 423 of a conflicting operation, and
+the 413 of a request body too large for the HTTP server)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,8 @@ def bad_request(message: str) -> ApiError:
 def unprocessable(message: str, code: str = "") -> ApiError:
     """A 422: the request is well-formed but not allowed in the project's current state."""
     return ApiError(422, message, code)
+
+
+def too_large(limit: int) -> ApiError:
+    """A 413: the request body is larger than the emulator accepts."""
+    return ApiError(413, f"the request body is larger than {limit} bytes")

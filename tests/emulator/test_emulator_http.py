@@ -1,0 +1,168 @@
+"""The emulator's HTTP layer over raw sockets: body size cap, Content-Length validation,
+chunked bodies, and that refused requests are answered (Neon-style JSON), never dropped."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from pytest_neon.local.emulator import Emulator
+from pytest_neon.local.emulator.http_server import MAX_BODY_BYTES
+from tests.support.emulator_http import load_spec
+
+TIMEOUT = 10.0  # a server that waits for bytes that never come fails the test, not hangs it
+
+
+@dataclass
+class Answer:
+    """A response read off a raw socket, and whether the server closed the connection."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: Any
+    closed: bool
+
+
+def head(emulator: Emulator, method: str, suffix: str, **headers: object) -> bytes:
+    """A request head for ``<base>/projects/<id><suffix>`` (headers: ``Content_Length=...``)."""
+    path = f"{urlsplit(emulator.api_host).path}/projects/{emulator.project_id}{suffix}"
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{emulator.port}",
+        f"Authorization: Bearer {emulator.api_key}",
+        *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_answer(sock: socket.socket, method: str) -> Answer:
+    """Read one response from ``sock``; then see whether the server closed its side."""
+    response = http.client.HTTPResponse(sock, method=method)
+    response.begin()
+    raw = response.read()
+    body = json.loads(raw) if raw else None
+    closed = False
+    if response.will_close:
+        sock.settimeout(5)
+        closed = sock.recv(1) == b""
+    return Answer(response.status, response.headers, body, closed)
+
+
+def exchange(emulator: Emulator, data: bytes, method: str = "POST") -> Answer:
+    """Send ``data`` on a new connection and read the one answer."""
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        return read_answer(sock, method)
+
+
+def assert_neon_error(answer: Answer, status: int, method: str = "POST") -> str:
+    """Assert a Neon-style JSON error with ``status`` that closed the connection; its message."""
+    assert answer.status == status, answer
+    assert answer.headers["Content-Type"] == "application/json"
+    body = answer.body
+    assert isinstance(body, dict)
+    assert isinstance(body["code"], str)
+    assert isinstance(body["message"], str)
+    assert body["request_id"] == answer.headers["X-Neon-Request-Id"]
+    assert answer.headers["Connection"] == "close"
+    assert answer.closed
+    spec = load_spec()
+    if spec is not None:
+        assert not spec.errors(method, "/projects/p/branches", status, body)
+    return str(body["message"])
+
+
+def branch_names(emulator: Emulator) -> set[str]:
+    """Branch names, by a plain request on a new connection (the server still serves)."""
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=TIMEOUT)
+    try:
+        path = f"{urlsplit(emulator.api_host).path}/projects/{emulator.project_id}/branches"
+        conn.request("GET", path, headers={"Authorization": f"Bearer {emulator.api_key}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        return {branch["name"] for branch in json.loads(response.read())["branches"]}
+    finally:
+        conn.close()
+
+
+def branch_body(name: str, size: int = 0) -> bytes:
+    """A branch-creation body, padded with trailing spaces to ``size`` bytes."""
+    return json.dumps({"branch": {"name": name}}).encode().ljust(size)
+
+
+def test_a_body_of_exactly_the_cap_is_accepted(emulator: Emulator) -> None:
+    body = branch_body("at-the-cap", MAX_BODY_BYTES)
+    answer = exchange(
+        emulator, head(emulator, "POST", "/branches", Content_Length=len(body)) + body
+    )
+    assert answer.status == 201, answer.body
+    assert answer.body["branch"]["name"] == "at-the-cap"
+    assert not answer.closed
+
+
+def test_a_body_over_the_cap_gets_a_413_and_is_not_acted_on(emulator: Emulator) -> None:
+    body = branch_body("too-big", MAX_BODY_BYTES + 1)
+    data = head(emulator, "POST", "/branches", Content_Length=len(body), X_Request_Id="big-1")
+    answer = exchange(emulator, data + body)
+    assert str(MAX_BODY_BYTES) in assert_neon_error(answer, 413)
+    assert answer.body["request_id"] == "big-1"
+    assert "too-big" not in branch_names(emulator)
+
+
+@pytest.mark.parametrize(
+    ("content_length", "status"),
+    [
+        ("1000000000000000000", 413),
+        ("9" * 5000, 413),
+        ("-1", 400),
+        ("abc", 400),
+        ("+5", 400),
+        ("1e3", 400),
+        ("5, 7", 400),
+    ],
+)
+def test_an_absurd_content_length_is_answered_at_once(
+    emulator: Emulator, content_length: str, status: int
+) -> None:
+    # No body follows: the server must answer without waiting for one.
+    answer = exchange(emulator, head(emulator, "POST", "/branches", Content_Length=content_length))
+    assert_neon_error(answer, status)
+    assert branch_names(emulator) == {"main"}
+
+
+def test_a_body_cut_short_gets_a_400(emulator: Emulator) -> None:
+    body = branch_body("cut-short")
+    data = head(emulator, "POST", "/branches", Content_Length=len(body) + 50) + body
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_answer(sock, "POST")
+    assert "ended after" in assert_neon_error(answer, 400)
+    assert "cut-short" not in branch_names(emulator)
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(emulator: Emulator) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=TIMEOUT)
+    path = f"{urlsplit(emulator.api_host).path}/projects/{emulator.project_id}/branches"
+    auth = {"Authorization": f"Bearer {emulator.api_key}"}
+    try:
+        conn.request("POST", path, body=branch_body("kept-alive"), headers=auth)
+        first = conn.getresponse()
+        assert first.status == 201
+        first.read()
+        sock = conn.sock
+        assert sock is not None
+        conn.request("GET", path, headers=auth)
+        second = conn.getresponse()
+        assert second.status == 200
+        assert second.getheader("Connection") is None
+        assert "kept-alive" in {b["name"] for b in json.loads(second.read())["branches"]}
+        assert conn.sock is sock  # the same connection, not a reconnect
+    finally:
+        conn.close()
