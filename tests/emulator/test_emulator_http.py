@@ -136,6 +136,30 @@ def test_an_absurd_content_length_is_answered_at_once(
     assert branch_names(emulator) == {"main"}
 
 
+def test_an_oversized_expect_100_request_gets_the_413_instead_of_100(emulator: Emulator) -> None:
+    data = head(
+        emulator, "POST", "/branches", Content_Length=MAX_BODY_BYTES + 1, Expect="100-continue"
+    )
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        status_line = sock.makefile("rb").readline()
+        assert status_line.startswith(b"HTTP/1.1 413 "), status_line
+
+
+def test_a_small_expect_100_request_still_gets_100_continue(emulator: Emulator) -> None:
+    body = branch_body("expected")
+    data = head(emulator, "POST", "/branches", Content_Length=len(body), Expect="100-continue")
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 100 ")
+        assert reader.readline() == b"\r\n"
+        sock.sendall(body)
+        answer = read_answer(sock, "POST")
+    assert answer.status == 201, answer.body
+    assert answer.body["branch"]["name"] == "expected"
+
+
 def test_a_body_cut_short_gets_a_400(emulator: Emulator) -> None:
     body = branch_body("cut-short")
     data = head(emulator, "POST", "/branches", Content_Length=len(body) + 50) + body

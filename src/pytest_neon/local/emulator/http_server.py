@@ -70,6 +70,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._serve("PUT")
 
+    def handle_expect_100(self) -> bool:
+        try:
+            body_length(self.headers, MAX_BODY_BYTES)
+        except ApiError:
+            return True  # no 100 Continue: _serve answers with the refusal at once
+        super().handle_expect_100()
+        self.wfile.flush()  # wfile is buffered: send the 100 Continue now, not with the answer
+        return True
+
     def _serve(self, method: str) -> None:
         started = time.perf_counter()
         headers = {name.lower(): value for name, value in self.headers.items()}
