@@ -190,3 +190,103 @@ def test_keep_alive_serves_several_requests_on_one_connection(emulator: Emulator
         assert conn.sock is sock  # the same connection, not a reconnect
     finally:
         conn.close()
+
+
+def chunked(*chunks: bytes, extension: bytes = b"", trailer: bytes = b"") -> bytes:
+    """``chunks`` in chunked transfer coding, with a chunk extension and trailer fields."""
+    framed = b"".join(b"%x%s\r\n%s\r\n" % (len(c), extension, c) for c in chunks)
+    return framed + b"0\r\n" + trailer + b"\r\n"
+
+
+def test_a_chunked_body_is_decoded_and_the_connection_kept(emulator: Emulator) -> None:
+    body = chunked(
+        b'{"branch": ', b'{"name": "chu', b'nky"}}', extension=b";x=1", trailer=b"T: 1\r\n"
+    )
+    data = head(emulator, "POST", "/branches", Transfer_Encoding="chunked") + body
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        created = read_answer(sock, "POST")
+        # The framing was consumed exactly: the next request on this connection is answered.
+        sock.sendall(head(emulator, "GET", "/branches"))
+        listed = read_answer(sock, "GET")
+    assert created.status == 201, created.body
+    assert created.body["branch"]["name"] == "chunky"
+    assert listed.status == 200
+    assert "chunky" in {b["name"] for b in listed.body["branches"]}
+
+
+def test_http_client_can_stream_a_chunked_body(emulator: Emulator) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=TIMEOUT)
+    path = f"{urlsplit(emulator.api_host).path}/projects/{emulator.project_id}/branches"
+    try:
+        parts = iter([b'{"branch": {"name": ', b'"streamed"}}'])  # no length: sent chunked
+        conn.request(
+            "POST", path, body=parts, headers={"Authorization": f"Bearer {emulator.api_key}"}
+        )
+        response = conn.getresponse()
+        assert response.status == 201
+        assert json.loads(response.read())["branch"]["name"] == "streamed"
+    finally:
+        conn.close()
+
+
+def test_a_chunked_body_over_the_cap_gets_a_413(emulator: Emulator) -> None:
+    padding = b" " * (MAX_BODY_BYTES - len(branch_body("chunky-big")))
+    body = chunked(
+        branch_body("chunky-big"),
+        *[padding[i : i + 65536] for i in range(0, len(padding), 65536)],
+        b" ",
+    )
+    answer = exchange(
+        emulator, head(emulator, "POST", "/branches", Transfer_Encoding="chunked") + body
+    )
+    assert str(MAX_BODY_BYTES) in assert_neon_error(answer, 413)
+    assert "chunky-big" not in branch_names(emulator)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"zz\r\n{}\r\n0\r\n\r\n", id="not-hex"),
+        pytest.param(b"-2\r\n{}\r\n0\r\n\r\n", id="negative"),
+        pytest.param(b"0x2\r\n{}\r\n0\r\n\r\n", id="0x-prefix"),
+        pytest.param(b"1" * 17 + b"\r\n", id="17-hex-digits"),
+        pytest.param(b"2;" + b"x" * 5000 + b"\r\n{}\r\n0\r\n\r\n", id="line-too-long"),
+        pytest.param(b"2\r\n{}}\r\n0\r\n\r\n", id="chunk-longer-than-its-size"),
+        pytest.param(b"2\r\n{}\r\n0\r\n" + b"T: 1\r\n" * 100 + b"\r\n", id="too-many-trailers"),
+    ],
+)
+def test_malformed_chunked_framing_gets_a_400(emulator: Emulator, body: bytes) -> None:
+    answer = exchange(
+        emulator, head(emulator, "POST", "/branches", Transfer_Encoding="chunked") + body
+    )
+    assert_neon_error(answer, 400)
+    assert branch_names(emulator) == {"main"}
+
+
+def test_a_chunked_body_cut_short_gets_a_400(emulator: Emulator) -> None:
+    data = head(emulator, "POST", "/branches", Transfer_Encoding="chunked") + b"20\r\n{}"
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_answer(sock, "POST")
+    assert_neon_error(answer, 400)
+    assert branch_names(emulator) == {"main"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Transfer_Encoding": "gzip"}, 501),
+        ({"Transfer_Encoding": "gzip, chunked"}, 501),
+        ({"Transfer_Encoding": "identity"}, 501),
+        ({"Transfer_Encoding": "chunked", "Content_Length": "2"}, 400),
+    ],
+)
+def test_other_transfer_encodings_are_refused(
+    emulator: Emulator, headers: dict[str, str], status: int
+) -> None:
+    data = head(emulator, "POST", "/branches", **headers) + chunked(branch_body("encoded"))
+    answer = exchange(emulator, data)
+    assert "Transfer-Encoding" in assert_neon_error(answer, status)
+    assert "encoded" not in branch_names(emulator)

@@ -2,8 +2,9 @@
 request to the :class:`~pytest_neon.local.emulator.dispatch.ApiDispatcher`, and which can
 close its clients' keep-alive connections when it stops.
 
-Request bodies are capped at :data:`MAX_BODY_BYTES`. A body the server refuses (too large,
-malformed framing) gets a Neon-style JSON error and the connection is closed after it.
+Request bodies (``Content-Length`` or chunked) are capped at :data:`MAX_BODY_BYTES`. A body
+the server refuses (too large, malformed framing, a transfer coding other than chunked) gets
+a Neon-style JSON error and the connection is closed after it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pytest_neon.local.emulator.api_errors import ApiError, bad_request, too_large
+from pytest_neon.local.emulator.api_errors import (
+    ApiError,
+    bad_request,
+    not_implemented,
+    too_large,
+)
 from pytest_neon.local.emulator.dispatch import ApiDispatcher, ApiResponse, _request_id
 from pytest_neon.redact import redact
 
@@ -33,6 +39,9 @@ MAX_BODY_BYTES = 1 << 20
 # (closing with unread input resets the connection, which can destroy the answer in flight).
 _LINGER_SECONDS = 2.0
 _DIGITS = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_MAX_LINE = 4096  # a chunk-size line (with extensions) or a trailer field
+_MAX_TRAILERS = 64
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -83,7 +92,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         headers = {name.lower(): value for name, value in self.headers.items()}
         try:
-            body = read_body(self.rfile, body_length(self.headers, MAX_BODY_BYTES))
+            length = body_length(self.headers, MAX_BODY_BYTES)
+            body = read_body(self.rfile, length, MAX_BODY_BYTES)
         except ApiError as exc:
             refused = True
             response = _refusal(exc, headers)
@@ -128,11 +138,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
         log.debug(redact(format % args))
 
 
-def body_length(headers: Message, limit: int) -> int:
-    """The request body's length from its ``Content-Length`` (0 without one).
+def body_length(headers: Message, limit: int) -> int | None:
+    """The request body's length from its ``Content-Length`` (0 without one), ``None`` for
+    a chunked body.
 
-    Raises :class:`ApiError`: 400 for a malformed or conflicting value, 413 above ``limit``.
+    Raises :class:`ApiError`: 400 for a malformed or conflicting value, 413 above ``limit``,
+    501 for a transfer coding other than chunked.
     """
+    encodings = headers.get_all("Transfer-Encoding")
+    if encodings:
+        if headers.get_all("Content-Length"):
+            raise bad_request("a request cannot have both Transfer-Encoding and Content-Length")
+        codings = [coding.strip().lower() for raw in encodings for coding in raw.split(",")]
+        if codings != ["chunked"]:
+            given = ", ".join(encodings)[:80]
+            raise not_implemented(f"unsupported Transfer-Encoding {given!r}: only chunked is")
+        return None
     values = {
         value.strip() for raw in headers.get_all("Content-Length") or [] for value in raw.split(",")
     }
@@ -149,12 +170,50 @@ def body_length(headers: Message, limit: int) -> int:
     return int(digits)
 
 
-def read_body(rfile: io.BufferedIOBase, length: int) -> bytes:
-    """Read a body of ``length`` bytes; a 400 :class:`ApiError` when the input ends early."""
+def read_body(rfile: io.BufferedIOBase, length: int | None, limit: int) -> bytes:
+    """Read a body of ``length`` bytes, or a chunked one (``None``) of at most ``limit``.
+
+    Raises :class:`ApiError`: 400 when the input ends early or is malformed, 413 when a
+    chunked body grows beyond ``limit``.
+    """
+    if length is None:
+        return _read_chunked(rfile, limit)
     body = rfile.read(length) if length else b""
     if len(body) < length:
         raise bad_request(f"the request body ended after {len(body)} of {length} bytes")
     return body
+
+
+def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
+    """Decode a chunked body (extensions ignored, trailer fields read and dropped)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        size_field = _read_line(rfile, "chunk-size").split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_field):
+            raise bad_request(f"invalid chunk size {size_field[:20]!r}")
+        size = int(size_field, 16)
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise too_large(limit)
+        chunk = rfile.read(size)
+        if len(chunk) < size or rfile.readline(2) not in (b"\r\n", b"\n"):
+            raise bad_request("a chunk of the request body is cut short or not ended by CRLF")
+        chunks.append(chunk)
+    for _ in range(_MAX_TRAILERS):
+        if _read_line(rfile, "trailer") in (b"\r\n", b"\n"):
+            return b"".join(chunks)
+    raise bad_request(f"more than {_MAX_TRAILERS} trailer fields")
+
+
+def _read_line(rfile: io.BufferedIOBase, what: str) -> bytes:
+    """One line of chunked framing; a 400 :class:`ApiError` if cut short or too long."""
+    line = rfile.readline(_MAX_LINE + 1)
+    if not line.endswith(b"\n"):
+        raise bad_request(f"{what} line of the request body cut short or too long")
+    return line
 
 
 def _refusal(exc: ApiError, headers: Mapping[str, str]) -> ApiResponse:
