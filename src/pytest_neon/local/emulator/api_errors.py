@@ -1,5 +1,6 @@
 """The API's error answers: :class:`ApiError` (HTTP status, Neon error ``code``, message)
-and the ones the emulator gives often (400, 422, the 423 of a conflicting operation)."""
+and the ones the emulator gives often (400, 422, the 423 of a conflicting operation, and
+the 413 and 501 of a request body the HTTP server refuses)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,13 @@ def bad_request(message: str) -> ApiError:
 def unprocessable(message: str, code: str = "") -> ApiError:
     """A 422: the request is well-formed but not allowed in the project's current state."""
     return ApiError(422, message, code)
+
+
+def too_large(limit: int) -> ApiError:
+    """A 413: the request body is larger than the emulator accepts."""
+    return ApiError(413, f"the request body is larger than {limit} bytes")
+
+
+def not_implemented(message: str) -> ApiError:
+    """A 501: the request uses an HTTP feature the emulator does not implement."""
+    return ApiError(501, message)

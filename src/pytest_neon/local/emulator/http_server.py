@@ -1,22 +1,47 @@
 """The emulator over HTTP: a threading HTTP/1.1 server whose request handler passes each
 request to the :class:`~pytest_neon.local.emulator.dispatch.ApiDispatcher`, and which can
-close its clients' keep-alive connections when it stops."""
+close its clients' keep-alive connections when it stops.
+
+Request bodies (``Content-Length`` or chunked) are capped at :data:`MAX_BODY_BYTES`. A body
+the server refuses (too large, malformed framing, a transfer coding other than chunked) gets
+a Neon-style JSON error and the connection is closed after it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import re
 import socket
 import socketserver
 import threading
 import time
+from collections.abc import Mapping
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pytest_neon.local.emulator.dispatch import ApiDispatcher, ApiResponse
+from pytest_neon.local.emulator.api_errors import (
+    ApiError,
+    bad_request,
+    not_implemented,
+    too_large,
+)
+from pytest_neon.local.emulator.dispatch import ApiDispatcher, ApiResponse, _request_id
 from pytest_neon.redact import redact
 
 log = logging.getLogger("pytest_neon.emulator")
+
+#: The largest request body the emulator reads (Neon's requests are a few kB at most).
+MAX_BODY_BYTES = 1 << 20
+# After refusing a body: how long to read and drop what the client still sends before closing
+# (closing with unread input resets the connection, which can destroy the answer in flight).
+_LINGER_SECONDS = 2.0
+_DIGITS = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_MAX_LINE = 4096  # a chunk-size line (with extensions) or a trailer field
+_MAX_TRAILERS = 64
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -54,20 +79,28 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._serve("PUT")
 
+    def handle_expect_100(self) -> bool:
+        try:
+            body_length(self.headers, MAX_BODY_BYTES)
+        except ApiError:
+            return True  # no 100 Continue: _serve answers with the refusal at once
+        super().handle_expect_100()
+        self.wfile.flush()  # wfile is buffered: send the 100 Continue now, not with the answer
+        return True
+
     def _serve(self, method: str) -> None:
         started = time.perf_counter()
+        headers = {name.lower(): value for name, value in self.headers.items()}
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            response = ApiResponse(400, {"code": "", "message": "invalid Content-Length"})
+            length = body_length(self.headers, MAX_BODY_BYTES)
+            body = read_body(self.rfile, length, MAX_BODY_BYTES)
+        except ApiError as exc:
+            refused = True
+            response = _refusal(exc, headers)
         else:
-            body = self.rfile.read(length) if length else b""
-            headers = {name.lower(): value for name, value in self.headers.items()}
+            refused = False
             response = self.server.api.handle(method, self.path, headers, body)
-        if response.status == 503 and self.server.api.stopping:
+        if refused or (response.status == 503 and self.server.api.stopping):
             self.close_connection = True
         data, content_headers = response.encode()
         self.send_response(response.status)
@@ -76,16 +109,118 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in response.headers.items():
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+        if refused:
+            self._discard_input()
         elapsed = (time.perf_counter() - started) * 1000
         log.info("%s %s -> %d (%.1f ms)", method, redact(self.path), response.status, elapsed)
+
+    def _discard_input(self) -> None:
+        """Send the answer, half-close, then drop what the client still sends (briefly)."""
+        self.wfile.flush()
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.rfile.read(65536):
+                    break
+        except OSError:
+            pass  # timed out or reset: the connection is closed next anyway
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _serve logs every request itself
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(redact(format % args))
+
+
+def body_length(headers: Message, limit: int) -> int | None:
+    """The request body's length from its ``Content-Length`` (0 without one), ``None`` for
+    a chunked body.
+
+    Raises :class:`ApiError`: 400 for a malformed or conflicting value, 413 above ``limit``,
+    501 for a transfer coding other than chunked.
+    """
+    encodings = headers.get_all("Transfer-Encoding")
+    if encodings:
+        if headers.get_all("Content-Length"):
+            raise bad_request("a request cannot have both Transfer-Encoding and Content-Length")
+        codings = [coding.strip().lower() for raw in encodings for coding in raw.split(",")]
+        if codings != ["chunked"]:
+            given = ", ".join(encodings)[:80]
+            raise not_implemented(f"unsupported Transfer-Encoding {given!r}: only chunked is")
+        return None
+    values = {
+        value.strip() for raw in headers.get_all("Content-Length") or [] for value in raw.split(",")
+    }
+    if not values:
+        return 0
+    if len(values) > 1:
+        raise bad_request("conflicting Content-Length values")
+    (value,) = values
+    if not _DIGITS.fullmatch(value):
+        raise bad_request(f"invalid Content-Length {value[:40]!r}")
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(limit)) or int(digits) > limit:
+        raise too_large(limit)
+    return int(digits)
+
+
+def read_body(rfile: io.BufferedIOBase, length: int | None, limit: int) -> bytes:
+    """Read a body of ``length`` bytes, or a chunked one (``None``) of at most ``limit``.
+
+    Raises :class:`ApiError`: 400 when the input ends early or is malformed, 413 when a
+    chunked body grows beyond ``limit``.
+    """
+    if length is None:
+        return _read_chunked(rfile, limit)
+    body = rfile.read(length) if length else b""
+    if len(body) < length:
+        raise bad_request(f"the request body ended after {len(body)} of {length} bytes")
+    return body
+
+
+def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
+    """Decode a chunked body (extensions ignored, trailer fields read and dropped)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        size_field = _read_line(rfile, "chunk-size").split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_field):
+            raise bad_request(f"invalid chunk size {size_field[:20]!r}")
+        size = int(size_field, 16)
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise too_large(limit)
+        chunk = rfile.read(size)
+        if len(chunk) < size or rfile.readline(2) not in (b"\r\n", b"\n"):
+            raise bad_request("a chunk of the request body is cut short or not ended by CRLF")
+        chunks.append(chunk)
+    for _ in range(_MAX_TRAILERS):
+        if _read_line(rfile, "trailer") in (b"\r\n", b"\n"):
+            return b"".join(chunks)
+    raise bad_request(f"more than {_MAX_TRAILERS} trailer fields")
+
+
+def _read_line(rfile: io.BufferedIOBase, what: str) -> bytes:
+    """One line of chunked framing; a 400 :class:`ApiError` if cut short or too long."""
+    line = rfile.readline(_MAX_LINE + 1)
+    if not line.endswith(b"\n"):
+        raise bad_request(f"{what} line of the request body cut short or too long")
+    return line
+
+
+def _refusal(exc: ApiError, headers: Mapping[str, str]) -> ApiResponse:
+    """The Neon-style error answer to a request refused before the dispatcher saw it."""
+    request_id = _request_id(headers.get("x-request-id"))
+    body = {"code": exc.code, "message": redact(exc.message), "request_id": request_id}
+    return ApiResponse(exc.status, body, {**exc.headers, "X-Neon-Request-Id": request_id})
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
