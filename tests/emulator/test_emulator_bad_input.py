@@ -225,3 +225,16 @@ def test_update_branch_refuses_wrong_types(
     before = _state(shared)
     _refused(shared.patch(shared.project_path(f"/branches/{target}"), json=body), field)
     assert _state(shared) == before
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 3000, b'{"a": ' + b"1" * 5000 + b"}"], ids=["too-deep", "too-long"]
+)
+def test_json_the_parser_gives_up_on_is_a_400(api: NeonHttp, body: bytes) -> None:
+    before = api.branch_names()
+    response = api.post(
+        api.project_path("/branches"), data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("invalid JSON body")
+    assert api.branch_names() == before

@@ -57,7 +57,7 @@ class ApiDispatcher:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> ApiResponse:
         """Answer one request (``target``: path and query; ``headers``: lower-case names)."""
-        request_id = _request_id(headers.get("x-request-id"))
+        request_id = request_id_of(headers.get("x-request-id"))
         with self._idle:
             self._active += 1
         try:
@@ -138,12 +138,13 @@ def _json_body(raw_body: bytes) -> JSON:
         return {}
     try:
         parsed = json.loads(raw_body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"invalid JSON body: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # (too deep, too long)
+        raise ApiError(400, f"invalid JSON body: {type(exc).__name__}: {exc}"[:300]) from None
     if not isinstance(parsed, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return parsed
 
 
-def _request_id(given: str | None) -> str:
+def request_id_of(given: str | None) -> str:
+    """The request's id: the client's ``X-Request-Id`` when it is a sane one, else new."""
     return given if given and _REQUEST_ID.match(given) else ids.request_id()

@@ -28,7 +28,7 @@ from pytest_neon.local.emulator.api_errors import (
     not_implemented,
     too_large,
 )
-from pytest_neon.local.emulator.dispatch import ApiDispatcher, ApiResponse, _request_id
+from pytest_neon.local.emulator.dispatch import ApiDispatcher, ApiResponse, request_id_of
 from pytest_neon.redact import redact
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -218,7 +218,7 @@ def _read_line(rfile: io.BufferedIOBase, what: str) -> bytes:
 
 def _refusal(exc: ApiError, headers: Mapping[str, str]) -> ApiResponse:
     """The Neon-style error answer to a request refused before the dispatcher saw it."""
-    request_id = _request_id(headers.get("x-request-id"))
+    request_id = request_id_of(headers.get("x-request-id"))
     body = {"code": exc.code, "message": redact(exc.message), "request_id": request_id}
     return ApiResponse(exc.status, body, {**exc.headers, "X-Neon-Request-Id": request_id})
 
