@@ -78,6 +78,7 @@ def test_listing_projects_finds_the_one_served(api: NeonHttp, emulator: Emulator
     assert api.get("/projects", params={"search": project[:5]}).json()["projects"]
     assert api.get("/projects", params={"search": "zz-no"}).json()["projects"] == []
     assert api.get("/projects", params={"org_id": "org-other"}).json()["projects"] == []
+    assert api.get("/projects/shared").json()["projects"] == []  # (neonctl projects list)
     for bad in ("0", "401", "many"):
         refused = api.get("/projects", params={"limit": bad})
         assert refused.status_code == 400

@@ -47,6 +47,7 @@ ROUTES = (
     Route("GET", "/users/me", lambda p, a, q, b: (200, p.account.me())),
     Route("GET", "/users/me/organizations", lambda p, a, q, b: (200, p.account.organizations())),
     Route("GET", "/projects", lambda p, a, q, b: (200, p.account.list_projects(q))),
+    Route("GET", "/projects/shared", lambda p, a, q, b: (200, p.account.shared_projects(q))),
     Route("GET", "/projects/{project_id}", lambda p, a, q, b: (200, p.projects.get_project())),
     Route(
         "GET",

@@ -14,7 +14,8 @@ MAX_PAGE = 400
 
 
 class Account:
-    """``/users/me``, ``/users/me/organizations`` and ``GET /projects``."""
+    """``/users/me``, ``/users/me/organizations``, ``GET /projects`` and
+    ``GET /projects/shared``."""
 
     def __init__(self, ctx: PlaneContext, projects: Projects) -> None:
         self._ctx = ctx
@@ -46,6 +47,11 @@ class Account:
         if projects:
             body["pagination"] = {"cursor": project["id"]}
         return body
+
+    def shared_projects(self, query: dict[str, str]) -> JSON:
+        """``ProjectsResponse``: projects others shared with the user (none)."""
+        _limit(query.get("limit"))
+        return {"projects": [], "applications": {}, "integrations": {}}
 
 
 def _limit(raw: str | None) -> int:
