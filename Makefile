@@ -11,9 +11,12 @@ LOWEST := .venv-lowest
 NEWEST := .venv-newest
 PY_NEWEST ?= $(shell scripts/newest-python)
 COMPAT_TESTS := tests/plugin tests/contrib
+# Neon's own Node clients (pinned), which the emulator tests drive when Node is installed
+NODE_CLIENTS := tests/clients/node
+NODE_STAMP := $(NODE_CLIENTS)/node_modules/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: test demo lint typecheck unit compat compat-lowest compat-newest bench clean
+.PHONY: test demo lint typecheck unit compat compat-lowest compat-newest bench clean node-clients
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +46,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+$(NODE_STAMP): $(NODE_CLIENTS)/package-lock.json
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+node-clients:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	else echo "make: no npm: the tests that drive Neon's Node clients will be skipped"; fi
+
+unit: $(STAMP) node-clients
 	$(BIN)/pytest -n 2 --durations=20 $(PYTEST_ARGS)
 
 compat-lowest: $(LOWEST)/.installed
@@ -70,4 +81,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/shards.py
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache $(NODE_CLIENTS)/node_modules
