@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 import pytest
 
 from pytest_neon.local.emulator import Emulator
@@ -83,3 +84,30 @@ def test_listing_projects_finds_the_one_served(api: NeonHttp, emulator: Emulator
         refused = api.get("/projects", params={"limit": bad})
         assert refused.status_code == 400
         assert "limit must be a whole number from 1 to 400" in refused.json()["message"]
+
+
+def test_an_endpoint_suspends_starts_and_restarts(api: NeonHttp, emulator: Emulator) -> None:
+    endpoint = api.get(api.project_path("/endpoints")).json()["endpoints"][0]["id"]
+    uri = api.uri(emulator.default_branch_id)
+    held = psycopg.connect(uri, autocommit=True)
+    try:
+        suspended = api.post(api.project_path(f"/endpoints/{endpoint}/suspend"))
+        assert suspended.status_code == 200
+        assert suspended.json()["endpoint"]["current_state"] == "idle"
+        assert [op["action"] for op in suspended.json()["operations"]] == ["suspend_compute"]
+        with pytest.raises(psycopg.OperationalError):  # a suspend ends the sessions
+            held.execute("SELECT 1")
+    finally:
+        held.close()
+    shown = api.get(api.project_path(f"/endpoints/{endpoint}")).json()["endpoint"]
+    assert shown["current_state"] == "idle"
+    with psycopg.connect(uri) as conn:  # as on Neon, a connection starts it again
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    started = api.post(api.project_path(f"/endpoints/{endpoint}/start"))
+    assert started.json()["endpoint"]["current_state"] == "active"
+    restarted = api.post(api.project_path(f"/endpoints/{endpoint}/restart"))
+    assert [op["action"] for op in restarted.json()["operations"]] == [
+        "suspend_compute",
+        "start_compute",
+    ]
+    assert api.post(api.project_path("/endpoints/ep-no-such-1/start")).status_code == 404

@@ -40,6 +40,7 @@ class EndpointRecord:
     branch_id: str
     created_at: datetime
     updated_at: datetime
+    suspended: bool = False  # suspended through the API (not kept across restarts)
 
 
 @dataclass

@@ -42,6 +42,17 @@ def _delete_branch(
     return (200, result) if result is not None else (204, None)
 
 
+def _endpoint_call(call: str) -> Call:
+    """The call of ``POST …/endpoints/{endpoint_id}/<call>`` (start, suspend, restart)."""
+
+    def run(
+        p: ControlPlane, args: dict[str, str], query: dict[str, str], body: JSON
+    ) -> tuple[int, JSON | None]:
+        return 200, p.endpoints.act(args["endpoint_id"], call)
+
+    return run
+
+
 #: in the order they are tried (``/branches/count`` before ``/branches/{branch_id}``)
 ROUTES = (
     Route("GET", "/users/me", lambda p, a, q, b: (200, p.account.me())),
@@ -150,6 +161,15 @@ ROUTES = (
         "GET",
         "/projects/{project_id}/endpoints",
         lambda p, a, q, b: (200, p.endpoints.project_endpoints()),
+    ),
+    *(
+        Route(
+            "POST",
+            f"/projects/{{project_id}}/endpoints/{{endpoint_id}}/{call}",
+            _endpoint_call(call),
+            mutating=True,
+        )
+        for call in ("start", "suspend", "restart")
     ),
     Route(
         "GET",

@@ -162,7 +162,8 @@ def annotation_view(branch: BranchRecord) -> JSON:
 def endpoint_view(
     project_id: str, branch: BranchRecord, ep: EndpointRecord, host: str, now: datetime
 ) -> JSON:
-    """An ``Endpoint`` object; ``init`` while the branch's operations run, then ``active``."""
+    """An ``Endpoint`` object; ``init`` while the branch's operations run, then ``active``
+    (``idle`` once suspended)."""
     active = branch.state(now) == "ready"
     body: JSON = {
         "host": host,
@@ -173,7 +174,7 @@ def endpoint_view(
         "autoscaling_limit_max_cu": 0.25,
         "region_id": REGION,
         "type": "read_write",
-        "current_state": "active" if active else "init",
+        "current_state": ("idle" if ep.suspended else "active") if active else "init",
         "settings": {"pg_settings": {}},
         "pooler_enabled": False,
         "pooler_mode": "transaction",
@@ -186,8 +187,10 @@ def endpoint_view(
         "suspend_timeout_seconds": 0,
         "provisioner": "k8s-pod",
     }
-    if active:
-        body["started_at"] = rfc3339(branch.busy_until)
+    if active and ep.suspended:
+        body["suspended_at"] = rfc3339(ep.updated_at)
+    elif active:
+        body["started_at"] = rfc3339(max(branch.busy_until, ep.updated_at))
         body["last_active"] = rfc3339(now)
     else:
         body["pending_state"] = "active"

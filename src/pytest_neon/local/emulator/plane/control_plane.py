@@ -39,7 +39,7 @@ class ControlPlane:
         self.branches = Branches(ctx, self.operations)
         self.creation = BranchCreation(ctx, self.operations)
         self.restore = BranchRestore(ctx, self.operations)
-        self.endpoints = Endpoints(ctx)
+        self.endpoints = Endpoints(ctx, self.operations)
         self.roles = Roles(ctx, self.operations)
         self.databases = Databases(ctx)
         self._expiry = ExpirySweep(ctx, self.branches)

@@ -205,6 +205,12 @@ class RealDatabases:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def close_sessions(self, names: list[str]) -> None:
+        """End every session on the databases ``names`` (a compute endpoint stops)."""
+        with self.server.connection() as conn:
+            for name in names:
+                _terminate(conn, name)
+
 
 def _terminate(conn: Connection, name: str) -> None:
     conn.execute(
