@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.routes import ROUTES
 from pytest_neon.local.emulator.spec_routes import SPEC_ROUTES
-from tests.support.emulator_http import NeonHttp, OpenApiSpec
+from tests.support.emulator_http import NeonHttp, OpenApiSpec, database_exists
 
 IMPLEMENTED = {(r.method, r.template) for r in ROUTES}
 
@@ -111,3 +112,35 @@ def test_an_endpoint_suspends_starts_and_restarts(api: NeonHttp, emulator: Emula
         "start_compute",
     ]
     assert api.post(api.project_path("/endpoints/ep-no-such-1/start")).status_code == 404
+
+
+def test_a_database_is_made_copied_with_its_branch_and_dropped(
+    api: NeonHttp, emulator: Emulator, postgres_url: str
+) -> None:
+    main = emulator.default_branch_id
+    path = api.project_path(f"/branches/{main}/databases")
+    made = api.post(path, json={"database": {"name": "reports", "owner_name": "neondb_owner"}})
+    assert made.status_code == 201
+    assert made.json()["database"]["name"] == "reports"
+    assert [op["action"] for op in made.json()["operations"]] == ["apply_config"]
+    uri = api.uri(main, database="reports")
+    with psycopg.connect(uri) as conn:
+        conn.execute("CREATE TABLE figures (n int); INSERT INTO figures VALUES (42)")
+    child = api.create_branch(name="with-reports", parent_id=main)["branch"]["id"]
+    copied = api.uri(child, database="reports")
+    with psycopg.connect(copied) as conn:
+        assert conn.execute("SELECT n FROM figures").fetchone() == (42,)
+
+    same = api.post(path, json={"database": {"name": "reports", "owner_name": "neondb_owner"}})
+    assert same.status_code == 409
+    nobody = api.post(path, json={"database": {"name": "other", "owner_name": "no_such"}})
+    assert nobody.status_code == 404
+    nameless = api.post(path, json={"database": {"owner_name": "neondb_owner"}})
+    assert nameless.status_code == 400
+
+    real = urlsplit(uri).path.lstrip("/")
+    gone = api.delete(api.project_path(f"/branches/{main}/databases/reports"))
+    assert gone.status_code == 200
+    assert not database_exists(postgres_url, real)
+    assert api.get(api.project_path(f"/branches/{main}/databases/reports")).status_code == 404
+    assert api.get(api.project_path(f"/branches/{child}/databases/reports")).status_code == 200

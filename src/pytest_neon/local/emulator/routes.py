@@ -138,6 +138,19 @@ ROUTES = (
         lambda p, a, q, b: (200, p.databases.databases(a["branch_id"])),
     ),
     Route(
+        "POST",
+        "/projects/{project_id}/branches/{branch_id}/databases",
+        lambda p, a, q, b: (201, p.databases.create_database(a["branch_id"], b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "DELETE",
+        "/projects/{project_id}/branches/{branch_id}/databases/{database_name}",
+        lambda p, a, q, b: (200, p.databases.delete_database(a["branch_id"], a["database_name"])),
+        mutating=True,
+    ),
+    Route(
         "GET",
         "/projects/{project_id}/branches/{branch_id}/databases/{database_name}",
         lambda p, a, q, b: (200, p.databases.database(a["branch_id"], a["database_name"])),

@@ -41,7 +41,7 @@ class ControlPlane:
         self.restore = BranchRestore(ctx, self.operations)
         self.endpoints = Endpoints(ctx, self.operations)
         self.roles = Roles(ctx, self.operations)
-        self.databases = Databases(ctx)
+        self.databases = Databases(ctx, self.operations)
         self._expiry = ExpirySweep(ctx, self.branches)
 
     # --- lifecycle -----------------------------------------------------------------------------

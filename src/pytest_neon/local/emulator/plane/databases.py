@@ -1,22 +1,92 @@
-"""Databases: a branch's logical databases, and the connection URI of one (a real DSN to
-the real database behind it)."""
+"""Databases: a branch's logical databases (each a real database: created, copied with
+the branch, deleted), and the connection URI of one (a real DSN to it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pytest_neon.local.emulator import views
-from pytest_neon.local.emulator.api_errors import ApiError, bad_request
+from pytest_neon.local.emulator import ids, views
+from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
 from pytest_neon.local.emulator.plane.context import PlaneContext
-from pytest_neon.local.emulator.plane.params import boolean
-from pytest_neon.local.emulator.records import JSON
+from pytest_neon.local.emulator.plane.operations import Operations
+from pytest_neon.local.emulator.plane.params import boolean, json_object
+from pytest_neon.local.emulator.records import JSON, DatabaseRecord
+from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.server import Connection
+from pytest_neon.local.emulator.timestamps import utcnow
+
+#: PostgreSQL's longest identifier
+MAX_NAME = 63
 
 
 class Databases:
-    """The branches' databases (read only: they are copied with their branches)."""
+    """The branches' databases."""
 
-    def __init__(self, ctx: PlaneContext) -> None:
+    def __init__(self, ctx: PlaneContext, operations: Operations) -> None:
         self._ctx = ctx
+        self._operations = operations
+
+    def create_database(self, branch_id: str, body: JSON) -> JSON:
+        """``DatabaseOperations``: a new (empty) database on one branch, owned by one of the
+        project's roles; branches made from it later copy it."""
+        spec = json_object(body.get("database"), "database")
+        name, owner = spec.get("name"), spec.get("owner_name")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise bad_request(f"database.name must be a string of 1 to {MAX_NAME} characters")
+        if not isinstance(owner, str) or not owner:
+            raise bad_request("database.owner_name must be the name of one of the project's roles")
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            ctx.role(owner)
+            if branch.database(name) is not None:
+                raise ApiError(409, f"database {name} already exists")
+            if branch.busy(now):
+                raise locked()
+            real = ids.real_database_name()
+            ctx.databases.create(real, owner, ctx.comment)
+            db = DatabaseRecord(name, owner, real, now, now)
+            branch.databases.append(db)
+            branch.updated_at = now
+            ops = self._operations.start(branch, [("apply_config", True)], now)
+
+            def change(conn: Connection) -> None:
+                metadata.update_branch(conn, ctx.project_id, branch)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+
+            ctx.metadata.persist(change)
+            return {
+                "database": views.database_view(branch.id, db),
+                "operations": self._operations.views_of(ops, now),
+            }
+
+    def delete_database(self, branch_id: str, name: str) -> JSON:
+        """``DatabaseOperations``: the database is dropped from the branch."""
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            db = branch.database(name)
+            if db is None:
+                raise ApiError(404, "database not found")
+            if branch.busy(now):
+                raise locked()
+            ctx.databases.close_sessions([db.real_name])
+            ctx.databases.drop(db.real_name)
+            branch.databases.remove(db)
+            branch.updated_at = now
+            ops = self._operations.start(branch, [("apply_config", True)], now)
+
+            def change(conn: Connection) -> None:
+                metadata.update_branch(conn, ctx.project_id, branch)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+
+            ctx.metadata.persist(change)
+            return {
+                "database": views.database_view(branch.id, db),
+                "operations": self._operations.views_of(ops, now),
+            }
 
     def databases(self, branch_id: str) -> JSON:
         """``DatabasesResponse``."""
