@@ -4,13 +4,14 @@ the branch, deleted), and the connection URI of one (a real DSN to it)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from pytest_neon.local.emulator import ids, views
 from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
 from pytest_neon.local.emulator.plane.params import boolean, json_object
-from pytest_neon.local.emulator.records import JSON, DatabaseRecord
+from pytest_neon.local.emulator.records import JSON, BranchRecord, DatabaseRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.sql.server import Connection
 from pytest_neon.local.emulator.timestamps import utcnow
@@ -48,18 +49,7 @@ class Databases:
             ctx.databases.create(real, owner, ctx.comment)
             db = DatabaseRecord(name, owner, real, now, now)
             branch.databases.append(db)
-            branch.updated_at = now
-            ops = self._operations.start(branch, [("apply_config", True)], now)
-
-            def change(conn: Connection) -> None:
-                metadata.update_branch(conn, ctx.project_id, branch)
-                metadata.insert_operations(conn, ctx.project_id, ops)
-
-            ctx.metadata.persist(change)
-            return {
-                "database": views.database_view(branch.id, db),
-                "operations": self._operations.views_of(ops, now),
-            }
+            return self._applied(branch, db, now)
 
     def delete_database(self, branch_id: str, name: str) -> JSON:
         """``DatabaseOperations``: the database is dropped from the branch."""
@@ -75,18 +65,24 @@ class Databases:
             ctx.databases.close_sessions([db.real_name])
             ctx.databases.drop(db.real_name)
             branch.databases.remove(db)
-            branch.updated_at = now
-            ops = self._operations.start(branch, [("apply_config", True)], now)
+            return self._applied(branch, db, now)
 
-            def change(conn: Connection) -> None:
-                metadata.update_branch(conn, ctx.project_id, branch)
-                metadata.insert_operations(conn, ctx.project_id, ops)
+    def _applied(self, branch: BranchRecord, db: DatabaseRecord, now: datetime) -> JSON:
+        """``DatabaseOperations`` of a change to ``branch``'s databases, which is stored
+        with its ``apply_config`` operation (the caller holds the lock)."""
+        ctx = self._ctx
+        branch.updated_at = now
+        ops = self._operations.start(branch, [("apply_config", True)], now)
 
-            ctx.metadata.persist(change)
-            return {
-                "database": views.database_view(branch.id, db),
-                "operations": self._operations.views_of(ops, now),
-            }
+        def change(conn: Connection) -> None:
+            metadata.update_branch(conn, ctx.project_id, branch)
+            metadata.insert_operations(conn, ctx.project_id, ops)
+
+        ctx.metadata.persist(change)
+        return {
+            "database": views.database_view(branch.id, db),
+            "operations": self._operations.views_of(ops, now),
+        }
 
     def databases(self, branch_id: str) -> JSON:
         """``DatabasesResponse``."""
