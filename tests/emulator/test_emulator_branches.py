@@ -121,7 +121,7 @@ def test_rules_neon_enforces(emulator: Emulator, api: NeonHttp) -> None:
 
     leaf = api.create_branch(name="leaf")["branch"]["id"]
     for body in (
-        {"source_branch_id": main, "preserve_under_name": "backup"},  # not emulated
+        {"source_branch_id": main, "preserve_under_name": 5},  # no name
         {"source_branch_id": leaf},  # its own history: needs an LSN or a timestamp
         {"source_branch_id": main, "source_timestamp": "2024-01-01T00:00:00Z"},
     ):

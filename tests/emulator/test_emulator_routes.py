@@ -144,3 +144,36 @@ def test_a_database_is_made_copied_with_its_branch_and_dropped(
     assert not database_exists(postgres_url, real)
     assert api.get(api.project_path(f"/branches/{main}/databases/reports")).status_code == 404
     assert api.get(api.project_path(f"/branches/{child}/databases/reports")).status_code == 200
+
+
+def test_a_restore_keeps_the_state_before_under_a_name(api: NeonHttp, emulator: Emulator) -> None:
+    main = emulator.default_branch_id
+    work = api.create_branch(name="work", parent_id=main)["branch"]["id"]
+    with psycopg.connect(api.uri(work)) as conn:
+        conn.execute("CREATE TABLE draft (x int); INSERT INTO draft VALUES (7)")
+    child = api.create_branch(name="work-child", parent_id=work)["branch"]["id"]
+    plain = api.post(api.project_path(f"/branches/{work}/restore"), json={"source_branch_id": main})
+    assert plain.status_code == 400  # it has a child: a name to keep it under is needed
+    assert "preserve_under_name" in plain.json()["message"]
+
+    restored = api.post(
+        api.project_path(f"/branches/{work}/restore"),
+        json={"source_branch_id": main, "preserve_under_name": "work-before"},
+    )
+    assert restored.status_code == 200, restored.text
+    with psycopg.connect(api.uri(work)) as conn:
+        assert conn.execute("SELECT to_regclass('draft')").fetchone() == (None,)
+    branches = {b["name"]: b for b in api.get(api.project_path("/branches")).json()["branches"]}
+    backup = branches["work-before"]  # no compute: a branch of it shows what it holds
+    look = api.create_branch(name="look", parent_id=backup["id"])["branch"]["id"]
+    with psycopg.connect(api.uri(look)) as conn:
+        assert conn.execute("SELECT x FROM draft").fetchone() == (7,)
+    assert backup["parent_id"] == main
+    assert branches["work"]["parent_id"] == backup["id"]
+    assert branches["work-child"]["parent_id"] == backup["id"]  # (as Neon moves children)
+    assert child == branches["work-child"]["id"]
+    again = api.post(
+        api.project_path(f"/branches/{work}/restore"),
+        json={"source_branch_id": main, "preserve_under_name": "work-before"},
+    )
+    assert again.status_code == 409  # the name is taken

@@ -18,6 +18,7 @@ from pytest_neon.local.emulator.api_errors import bad_request, locked, unprocess
 from pytest_neon.local.emulator.plane.cloning import CloneJob, clone_all
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
+from pytest_neon.local.emulator.plane.preserve import hang_from, preserve
 from pytest_neon.local.emulator.records import JSON, BranchRecord, DatabaseRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.sql.server import Connection
@@ -49,21 +50,34 @@ class BranchRestore:
         self._operations = operations
 
     def restore_branch(self, branch_id: str, body: JSON) -> JSON:
-        """Reset ``branch_id`` to the current state of ``source_branch_id`` (same DSN)."""
+        """Reset ``branch_id`` to the current state of ``source_branch_id`` (same DSN);
+        with ``preserve_under_name``, its state before is kept as a new branch."""
         source_id = _source_id(body)
-        plan = self._begin(branch_id, source_id)
+        keep_as = _preserve_under(body)
+        plan = self._begin(branch_id, source_id, preserving=keep_as is not None)
         if not isinstance(plan, _Plan):
             return plan  # its operation fails (an injected fault): nothing was done
+        backup = None
         try:
+            if keep_as is not None:
+                try:
+                    backup = preserve(self._ctx, plan.branch, keep_as)
+                except BaseException:
+                    with self._ctx.lock:
+                        plan.source.pins -= 1
+                    raise
             self._copy_in(plan)
             self._tidy_up(plan)
         except BaseException:
             with self._ctx.lock:
                 plan.branch.inflight = False
             raise
+        if backup is not None:
+            with self._ctx.lock:
+                hang_from(self._ctx, backup, plan.branch)
         return self._finish(plan)
 
-    def _begin(self, branch_id: str, source_id: str) -> _Plan | JSON:
+    def _begin(self, branch_id: str, source_id: str, *, preserving: bool) -> _Plan | JSON:
         """Check the branches, then mark the branch in flight and pin the source; or, when
         the operation is to fail, answer at once."""
         ctx = self._ctx
@@ -78,10 +92,9 @@ class BranchRestore:
             source = ctx.branch(source_id, "source branch")
             if branch.protected:
                 raise unprocessable("cannot reset protected branch")
-            if ctx.project.children(branch.id):
+            if ctx.project.children(branch.id) and not preserving:
                 raise bad_request(
-                    f"branch {branch.id} has children: restoring it needs preserve_under_name,"
-                    " which the emulator does not support"
+                    f"branch {branch.id} has children: restoring it needs preserve_under_name"
                 )
             if branch.busy(now) or branch.pins or source.busy(now):
                 raise locked()
@@ -216,11 +229,19 @@ def _source_id(body: JSON) -> str:
     source_id = body.get("source_branch_id")
     if not isinstance(source_id, str) or not source_id:
         raise bad_request("source_branch_id is required")
-    if body.get("preserve_under_name"):
-        raise bad_request("preserve_under_name is not supported by the emulator")
     if body.get("source_lsn") or body.get("source_timestamp"):
         raise bad_request("source_lsn and source_timestamp are not supported by the emulator")
     return source_id
+
+
+def _preserve_under(body: JSON) -> str | None:
+    """The name to keep the branch's state under, if the request asks for it."""
+    name = body.get("preserve_under_name")
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or len(name) > 256:
+        raise bad_request("preserve_under_name must be a branch name (1 to 256 characters)")
+    return name
 
 
 def _plan(branch: BranchRecord, source: BranchRecord) -> _Plan:
