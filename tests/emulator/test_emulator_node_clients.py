@@ -75,7 +75,7 @@ def test_neonctl(installed: Path, emulator: Emulator, tmp_path: Path) -> None:
     assert {"create_branch", "start_compute"} <= {op["action"] for op in operations}
 
 
-def test_neonctl_is_told_what_is_missing(
+def test_neonctl_roles_and_what_is_missing(
     installed: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "NEON_API_KEY": emulator.api_key or ""}
@@ -87,7 +87,7 @@ def test_neonctl_is_told_what_is_missing(
         env=env,
     )
     assert proc.returncode == 0, proc.stderr  # organizations: none, not an error
-    api_keys = subprocess.run(
+    role = subprocess.run(
         [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", "roles", "create",
          "--name", "reader"],
         capture_output=True,
@@ -95,8 +95,19 @@ def test_neonctl_is_told_what_is_missing(
         timeout=60,
         env=env,
     )  # fmt: skip
-    assert api_keys.returncode != 0
-    assert "is not implemented by the pytest-neon emulator" in api_keys.stderr + api_keys.stdout
+    assert role.returncode == 0, role.stderr
+    missing = subprocess.run(
+        [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", "projects", "create",
+         "--name", "another"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "POST /projects is not implemented by the pytest-neon emulator" in (
+        missing.stderr + missing.stdout
+    )
 
 
 def test_the_typescript_client(installed: Path, emulator: Emulator) -> None:

@@ -177,3 +177,23 @@ def test_a_restore_keeps_the_state_before_under_a_name(api: NeonHttp, emulator: 
         json={"source_branch_id": main, "preserve_under_name": "work-before"},
     )
     assert again.status_code == 409  # the name is taken
+
+
+def test_a_new_role_logs_in_with_its_password(api: NeonHttp, emulator: Emulator) -> None:
+    main = emulator.default_branch_id
+    path = api.project_path(f"/branches/{main}/roles")
+    made = api.post(path, json={"role": {"name": "app_reader"}})
+    assert made.status_code == 201, made.text
+    assert made.json()["role"]["password"]
+    assert [op["action"] for op in made.json()["operations"]] == ["apply_config"]
+    with psycopg.connect(api.uri(main, role="app_reader")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app_reader",)
+    listed = api.get(path).json()["roles"]
+    assert {r["name"] for r in listed} == {"neondb_owner", "app_reader"}
+    assert api.post(path, json={"role": {"name": "app_reader"}}).status_code == 409
+    assert api.post(path, json={"role": {"name": ""}}).status_code == 400
+    assert api.post(path, json={"role": {"name": "x" * 64}}).status_code == 400
+    nologin = api.post(path, json={"role": {"name": "app_group", "no_login": True}})
+    assert nologin.status_code == 201
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(api.uri(main, role="app_group"), connect_timeout=10).close()

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 
 from pytest_neon.local.emulator import ids, views
-from pytest_neon.local.emulator.api_errors import locked
+from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
-from pytest_neon.local.emulator.records import JSON
+from pytest_neon.local.emulator.plane.params import json_object
+from pytest_neon.local.emulator.records import JSON, RoleRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.sql.server import Connection
 from pytest_neon.local.emulator.timestamps import utcnow
 from pytest_neon.redact import register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
+
+#: PostgreSQL's longest identifier, in bytes
+MAX_NAME = 63
 
 
 class Roles:
@@ -41,6 +45,40 @@ class Roles:
         with self._ctx.lock:
             self._ctx.branch(branch_id)
             return {"password": self._ctx.role(name).password}
+
+    def create_role(self, branch_id: str, body: JSON) -> JSON:
+        """``RoleOperations``: a new role of the project (a real role of the server; a
+        name another project of the server has shares its password), with its password."""
+        spec = json_object(body.get("role"), "role")
+        name, no_login = spec.get("name"), spec.get("no_login", False)
+        if not isinstance(name, str) or not 1 <= len(name.encode()) <= MAX_NAME:
+            raise bad_request(f"role.name must be a string of 1 to {MAX_NAME} bytes")
+        if not isinstance(no_login, bool):
+            raise bad_request("role.no_login must be a boolean")
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            if name in ctx.project.roles:
+                raise ApiError(409, f"role {name} already exists")
+            if branch.busy(now):
+                raise locked()
+            ops = self._operations.start(branch, [("apply_config", True)], now)
+            with ctx.metadata.transaction() as conn:
+                metadata.lock_role_names(conn)
+                password = metadata.shared_role_password(conn, name) or ids.password()
+                register_secret(password)
+                if ctx.roles.ensure(name, password, login=not no_login):
+                    metadata.remember_created_role(conn, name)
+                role = RoleRecord(name, password, now)
+                metadata.insert_role(conn, ctx.project_id, role)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+            ctx.project.roles[name] = role
+            log.info("created role %s", name)
+            return {
+                "role": {**views.role_view(branch.id, role), "password": password},
+                "operations": self._operations.views_of(ops, now),
+            }
 
     def reset_password(self, branch_id: str, name: str) -> JSON:
         """``RoleOperations``: the role gets a new password on the server; connection

@@ -20,14 +20,16 @@ class ClusterRoles:
     def __init__(self, server: SqlServer) -> None:
         self.server = server
 
-    def ensure(self, name: str, password: str) -> bool:
-        """Give the LOGIN role ``name`` the ``password``; ``True`` if the role was created.
+    def ensure(self, name: str, password: str, *, login: bool = True) -> bool:
+        """Give the role ``name`` the ``password`` (and LOGIN unless ``login`` is false);
+        ``True`` if the role was created.
 
         Like a Neon branch's owner, the role may create databases and roles (pytest-django
         makes its test databases with them); where the server's own role may not grant
         that, the role goes without.
         """
         ident, secret = sql.Identifier(name), sql.Literal(password)
+        can = sql.SQL("LOGIN" if login else "NOLOGIN")
         with self.server.connection() as conn:
             found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
             exists = found.fetchone() is not None
@@ -35,14 +37,14 @@ class ClusterRoles:
                 try:
                     if not exists:
                         conn.execute(
-                            sql.SQL("CREATE ROLE {} WITH LOGIN{} PASSWORD {}").format(
-                                ident, rights, secret
+                            sql.SQL("CREATE ROLE {} WITH {}{} PASSWORD {}").format(
+                                ident, can, rights, secret
                             )
                         )
                         return True
                     conn.execute(
-                        sql.SQL("ALTER ROLE {} WITH LOGIN{} PASSWORD {}").format(
-                            ident, rights, secret
+                        sql.SQL("ALTER ROLE {} WITH {}{} PASSWORD {}").format(
+                            ident, can, rights, secret
                         )
                     )
                     return False

@@ -200,11 +200,16 @@ def insert_project(conn: Connection, project: ProjectRecord) -> None:
         (project.id, project.created_at, project.updated_at),
     )
     for role in project.roles.values():
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.roles (project_id, name, password, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            (project.id, role.name, role.password, role.created_at),
-        )
+        insert_role(conn, project.id, role)
+
+
+def insert_role(conn: Connection, project_id: str, role: RoleRecord) -> None:
+    """Store a role of a project."""
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.roles (project_id, name, password, created_at)"
+        " VALUES (%s, %s, %s, %s)",
+        (project_id, role.name, role.password, role.created_at),
+    )
 
 
 def delete_project(conn: Connection, project_id: str) -> None:
