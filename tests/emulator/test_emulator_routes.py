@@ -197,3 +197,41 @@ def test_a_new_role_logs_in_with_its_password(api: NeonHttp, emulator: Emulator)
     assert nologin.status_code == 201
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
         psycopg.connect(api.uri(main, role="app_group"), connect_timeout=10).close()
+
+
+def test_a_read_only_endpoint_refuses_writes(api: NeonHttp, emulator: Emulator) -> None:
+    main = emulator.default_branch_id
+    made = api.post(
+        api.project_path("/endpoints"), json={"endpoint": {"branch_id": main, "type": "read_only"}}
+    )
+    assert made.status_code == 201, made.text
+    endpoint = made.json()["endpoint"]
+    assert (endpoint["type"], endpoint["branch_id"]) == ("read_only", main)
+    uri = api.get(
+        api.project_path("/connection_uri"),
+        params={
+            "endpoint_id": endpoint["id"],
+            "database_name": "neondb",
+            "role_name": "neondb_owner",
+        },
+    ).json()["uri"]
+    with psycopg.connect(uri) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("CREATE TABLE refused (x int)")
+    with psycopg.connect(api.uri(main)) as conn:  # the read-write endpoint still writes
+        conn.execute("CREATE TABLE allowed (x int)")
+    second = api.post(
+        api.project_path("/endpoints"), json={"endpoint": {"branch_id": main, "type": "read_write"}}
+    )
+    assert second.status_code == 409  # one read-write endpoint per branch
+    updated = api.patch(
+        api.project_path(f"/endpoints/{endpoint['id']}"),
+        json={"endpoint": {"suspend_timeout_seconds": 300}},
+    )
+    assert updated.status_code == 200
+    listed = api.get(api.project_path(f"/branches/{main}/endpoints")).json()["endpoints"]
+    assert sorted(e["type"] for e in listed) == ["read_only", "read_write"]
+    gone = api.delete(api.project_path(f"/endpoints/{endpoint['id']}"))
+    assert gone.status_code == 200
+    assert api.get(api.project_path(f"/endpoints/{endpoint['id']}")).status_code == 404

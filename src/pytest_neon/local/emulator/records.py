@@ -34,13 +34,15 @@ class DatabaseRecord:
 
 @dataclass
 class EndpointRecord:
-    """A read-write compute endpoint of a branch (the PostgreSQL server itself)."""
+    """A compute endpoint of a branch (the PostgreSQL server itself): ``read_write`` (one
+    per branch) or ``read_only`` (its sessions may not write)."""
 
     id: str
     branch_id: str
     created_at: datetime
     updated_at: datetime
     suspended: bool = False  # suspended through the API (not kept across restarts)
+    type: str = "read_write"
 
 
 @dataclass
@@ -102,6 +104,11 @@ class BranchRecord:
     def database(self, name: str) -> DatabaseRecord | None:
         """The logical database called ``name``, if any."""
         return next((db for db in self.databases if db.name == name), None)
+
+    @property
+    def read_write(self) -> EndpointRecord | None:
+        """The branch's read-write endpoint, if it has one."""
+        return next((ep for ep in self.endpoints if ep.type == "read_write"), None)
 
 
 @dataclass

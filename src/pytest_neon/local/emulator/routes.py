@@ -192,6 +192,26 @@ ROUTES = (
         for call in ("start", "suspend", "restart")
     ),
     Route(
+        "POST",
+        "/projects/{project_id}/endpoints",
+        lambda p, a, q, b: (201, p.endpoints.create_endpoint(b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "PATCH",
+        "/projects/{project_id}/endpoints/{endpoint_id}",
+        lambda p, a, q, b: (200, p.endpoints.update_endpoint(a["endpoint_id"], b)),
+        mutating=True,
+        has_body=True,
+    ),
+    Route(
+        "DELETE",
+        "/projects/{project_id}/endpoints/{endpoint_id}",
+        lambda p, a, q, b: (200, p.endpoints.delete_endpoint(a["endpoint_id"])),
+        mutating=True,
+    ),
+    Route(
         "GET",
         "/projects/{project_id}/endpoints/{endpoint_id}",
         lambda p, a, q, b: (200, p.endpoints.get_endpoint(a["endpoint_id"])),

@@ -173,7 +173,7 @@ def endpoint_view(
         "autoscaling_limit_min_cu": 0.25,
         "autoscaling_limit_max_cu": 0.25,
         "region_id": REGION,
-        "type": "read_write",
+        "type": ep.type,
         "current_state": ("idle" if ep.suspended else "active") if active else "init",
         "settings": {"pg_settings": {}},
         "pooler_enabled": False,

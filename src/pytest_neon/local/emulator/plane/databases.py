@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import quote
 
 from pytest_neon.local.emulator import ids, views
 from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
@@ -18,6 +19,8 @@ from pytest_neon.local.emulator.timestamps import utcnow
 
 #: PostgreSQL's longest identifier
 MAX_NAME = 63
+#: what a read-only endpoint's connection strings add: sessions that may not write
+READ_ONLY_QUERY = "options=" + quote("-c default_transaction_read_only=on", safe="")
 
 
 class Databases:
@@ -128,12 +131,17 @@ class Databases:
             endpoint_id = query.get("endpoint_id")
             branch_id = query.get("branch_id") or self._branch_of(endpoint_id)
             b = ctx.branch(branch_id)
-            if not b.endpoints:
-                raise ApiError(404, f"branch {b.id} has no read_write endpoint")
-            if endpoint_id and endpoint_id not in {ep.id for ep in b.endpoints}:
+            endpoint = next((ep for ep in b.endpoints if ep.id == endpoint_id), None)
+            if endpoint_id and endpoint is None:
                 raise ApiError(404, "endpoint not found")
+            endpoint = endpoint or b.read_write
+            if endpoint is None:
+                raise ApiError(404, f"branch {b.id} has no read_write endpoint")
             db = b.database(database_name)
             if db is None:
                 raise ApiError(404, "database not found")
             role = ctx.role(role_name)
-            return {"uri": ctx.server.dsn(role.name, role.password, db.real_name)}
+            dsn = ctx.server.dsn(role.name, role.password, db.real_name)
+            if endpoint.type == "read_only":  # its sessions may read only
+                dsn += ("&" if "?" in dsn else "?") + READ_ONLY_QUERY
+            return {"uri": dsn}

@@ -3,12 +3,16 @@ read, and started, suspended or restarted."""
 
 from __future__ import annotations
 
-from pytest_neon.local.emulator import views
-from pytest_neon.local.emulator.api_errors import ApiError, locked
+from datetime import datetime
+
+from pytest_neon.local.emulator import ids, views
+from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations, Steps
-from pytest_neon.local.emulator.records import JSON, BranchRecord, EndpointRecord
+from pytest_neon.local.emulator.plane.params import json_object
+from pytest_neon.local.emulator.records import JSON, BranchRecord, EndpointRecord, OperationRecord
 from pytest_neon.local.emulator.sql import metadata
+from pytest_neon.local.emulator.sql.server import Connection
 from pytest_neon.local.emulator.timestamps import utcnow
 
 #: what each call does: its operations, whether the compute ends up suspended, and
@@ -35,6 +39,84 @@ class Endpoints:
                 if ep.id == endpoint_id and b.visible:
                     return b, ep
         raise ApiError(404, "endpoint not found")
+
+    def create_endpoint(self, body: JSON) -> JSON:
+        """``EndpointOperations``: a new endpoint of a branch: ``read_only`` (its
+        connection strings open sessions that may not write; any number), or the
+        branch's ``read_write`` one if it has none."""
+        spec = json_object(body.get("endpoint"), "endpoint")
+        branch_id, kind = spec.get("branch_id"), spec.get("type")
+        if not isinstance(branch_id, str) or not branch_id:
+            raise bad_request("endpoint.branch_id is required")
+        if kind not in ("read_write", "read_only"):
+            raise bad_request("endpoint.type must be read_write or read_only")
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            if kind == "read_write" and branch.read_write is not None:
+                raise ApiError(409, f"branch {branch.id} already has a read_write endpoint")
+            if branch.busy(now):
+                raise locked()
+            ep = EndpointRecord(ids.endpoint_id(), branch.id, now, now, type=kind)
+            branch.endpoints.append(ep)
+            ops = self._operations.start(branch, [("start_compute", True)], now)
+            for op in ops:
+                op.endpoint_id = ep.id
+
+            def change(conn: Connection) -> None:
+                metadata.insert_endpoint(conn, ctx.project_id, ep)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+
+            ctx.metadata.persist(change)
+            return self._answer(branch, ep, ops, now)
+
+    def update_endpoint(self, endpoint_id: str, body: JSON) -> JSON:
+        """``EndpointOperations``: its settings are taken and kept nowhere (a compute here
+        has no size and no pooler); it cannot move to another branch."""
+        spec = json_object(body.get("endpoint"), "endpoint")
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch, ep = self._find(endpoint_id)
+            moved = spec.get("branch_id")
+            if moved is not None and moved != branch.id:
+                raise bad_request("moving an endpoint to another branch is not emulated")
+            ep.updated_at = now
+            return self._answer(branch, ep, [], now)
+
+    def delete_endpoint(self, endpoint_id: str) -> JSON:
+        """``EndpointOperations``: the endpoint goes (its sessions end)."""
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch, ep = self._find(endpoint_id)
+            if branch.busy(now):
+                raise locked()
+            if ep.type == "read_write" or len(branch.endpoints) == 1:
+                ctx.databases.close_sessions([db.real_name for db in branch.databases])
+            ops = self._operations.start(branch, [("suspend_compute", True)], now)
+            for op in ops:
+                op.endpoint_id = ep.id
+            branch.endpoints.remove(ep)
+
+            def change(conn: Connection) -> None:
+                metadata.delete_endpoint(conn, ctx.project_id, ep.id)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+
+            ctx.metadata.persist(change)
+            return self._answer(branch, ep, ops, now)
+
+    def _answer(
+        self, branch: BranchRecord, ep: EndpointRecord, ops: list[OperationRecord], now: datetime
+    ) -> JSON:
+        ctx = self._ctx
+        return {
+            "endpoint": views.endpoint_view(
+                ctx.project_id, branch, ep, ctx.server.endpoint_host, now
+            ),
+            "operations": self._operations.views_of(ops, now),
+        }
 
     def act(self, endpoint_id: str, call: str) -> JSON:
         """``EndpointOperations`` of ``start``, ``suspend`` or ``restart``."""

@@ -35,7 +35,8 @@ class Operations:
         The caller holds the lock and persists them with its change.
         """
         finish = now + timedelta(seconds=self._ctx.faults.settings.operation_delay)
-        endpoint = branch.endpoints[0].id if branch.endpoints else None
+        main = branch.read_write or (branch.endpoints[0] if branch.endpoints else None)
+        endpoint = main.id if main is not None else None
         ops: list[OperationRecord] = []
         for action, on_endpoint in steps:
             if on_endpoint and endpoint is None:

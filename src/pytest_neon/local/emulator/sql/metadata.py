@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.operations (
 );
 CREATE INDEX IF NOT EXISTS operations_project_created
     ON {SCHEMA}.operations (project_id, created_at);
+ALTER TABLE {SCHEMA}.endpoints ADD COLUMN IF NOT EXISTS type text NOT NULL DEFAULT 'read_write';
 """
 
 _BRANCH_COLUMNS = (
@@ -114,8 +115,8 @@ _UPDATE_BRANCH = (
     f"UPDATE {SCHEMA}.branches SET {_BRANCH_ASSIGNMENTS} WHERE project_id = %s AND id = %s"
 )
 _INSERT_ENDPOINT = (
-    f"INSERT INTO {SCHEMA}.endpoints (project_id, id, branch_id, created_at, updated_at)"
-    " VALUES (%s, %s, %s, %s, %s)"
+    f"INSERT INTO {SCHEMA}.endpoints (project_id, id, branch_id, created_at, updated_at, type)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
 )
 _INSERT_DATABASE = (
     f"INSERT INTO {SCHEMA}.databases"
@@ -229,8 +230,23 @@ def insert_branch(conn: Connection, project_id: str, branch: BranchRecord) -> No
     """Store a new branch with its endpoints and databases (sets the database ids)."""
     conn.execute(_INSERT_BRANCH, _branch_values(project_id, branch))
     for ep in branch.endpoints:
-        conn.execute(_INSERT_ENDPOINT, (project_id, ep.id, branch.id, ep.created_at, ep.updated_at))
+        insert_endpoint(conn, project_id, ep)
     _insert_databases(conn, project_id, branch.id, branch.databases)
+
+
+def insert_endpoint(conn: Connection, project_id: str, ep: EndpointRecord) -> None:
+    """Store an endpoint of a branch."""
+    conn.execute(
+        _INSERT_ENDPOINT, (project_id, ep.id, ep.branch_id, ep.created_at, ep.updated_at, ep.type)
+    )
+
+
+def delete_endpoint(conn: Connection, project_id: str, endpoint_id: str) -> None:
+    """Forget an endpoint."""
+    conn.execute(
+        f"DELETE FROM {SCHEMA}.endpoints WHERE project_id = %s AND id = %s",
+        (project_id, endpoint_id),
+    )
 
 
 def _insert_databases(
@@ -323,14 +339,18 @@ def _load_branches(conn: Connection, project: ProjectRecord) -> None:
 
 
 def _load_endpoints(conn: Connection, project: ProjectRecord) -> None:
-    for ep_id, branch_id, created_at, updated_at in conn.execute(
-        f"SELECT id, branch_id, created_at, updated_at FROM {SCHEMA}.endpoints"
+    for ep_id, branch_id, created_at, updated_at, kind in conn.execute(
+        f"SELECT id, branch_id, created_at, updated_at, type FROM {SCHEMA}.endpoints"
         " WHERE project_id = %s ORDER BY created_at, id",
         (project.id,),
     ):
         project.branches[branch_id].endpoints.append(
             EndpointRecord(
-                id=ep_id, branch_id=branch_id, created_at=created_at, updated_at=updated_at
+                id=ep_id,
+                branch_id=branch_id,
+                created_at=created_at,
+                updated_at=updated_at,
+                type=kind,
             )
         )
 
