@@ -290,3 +290,10 @@ def test_other_transfer_encodings_are_refused(
     answer = exchange(emulator, data)
     assert "Transfer-Encoding" in assert_neon_error(answer, status)
     assert "encoded" not in branch_names(emulator)
+
+
+def test_the_servers_own_refusals_are_neon_errors_too(emulator: Emulator) -> None:
+    unknown = exchange(emulator, head(emulator, "OPTIONS", "/branches"), method="OPTIONS")
+    assert "Unsupported method ('OPTIONS')" in assert_neon_error(unknown, 501, "OPTIONS")
+    garbled = exchange(emulator, b"GET /a b c HTTP/1.1\r\n\r\n", method="GET")
+    assert "Bad request syntax" in assert_neon_error(garbled, 400, "GET")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
 import socket
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from email.message import Message
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -130,6 +132,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     break
         except OSError:
             pass  # timed out or reset: the connection is closed next anyway
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The HTTP server's own refusals (a method it has no handler for, a malformed
+        request line, headers too long) with a Neon error body, not an HTML page."""
+        headers = getattr(self, "headers", None)
+        request_id = request_id_of(headers.get("X-Request-Id") if headers is not None else None)
+        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "error"
+        body = json.dumps(
+            {"code": "", "message": redact(message or phrase), "request_id": request_id}
+        ).encode()
+        self.close_connection = True
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Neon-Request-Id", request_id)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", "") != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _serve logs every request itself
