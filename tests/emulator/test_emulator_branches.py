@@ -124,6 +124,8 @@ def test_rules_neon_enforces(emulator: Emulator, api: NeonHttp) -> None:
         {"source_branch_id": main, "preserve_under_name": 5},  # no name
         {"source_branch_id": leaf},  # its own history: needs an LSN or a timestamp
         {"source_branch_id": main, "source_timestamp": "2024-01-01T00:00:00Z"},
+        {"source_branch_id": main, "source_lsn": 0},  # not taken for "none"
+        {"source_branch_id": main, "source_timestamp": False},
     ):
         answer = api.post(p(f"/branches/{leaf}/restore"), json=body)
         assert answer.status_code == 400, answer.text

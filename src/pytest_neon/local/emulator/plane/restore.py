@@ -229,8 +229,11 @@ def _source_id(body: JSON) -> str:
     source_id = body.get("source_branch_id")
     if not isinstance(source_id, str) or not source_id:
         raise bad_request("source_branch_id is required")
-    if body.get("source_lsn") or body.get("source_timestamp"):
-        raise bad_request("source_lsn and source_timestamp are not supported by the emulator")
+    for field in ("source_lsn", "source_timestamp"):  # (0 or false too: not silently dropped)
+        if body.get(field) not in (None, ""):
+            raise bad_request(
+                f"{field} is not supported by the emulator (no point-in-time restore)"
+            )
     return source_id
 
 
