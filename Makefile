@@ -21,7 +21,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip
-	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[all]' --group dev
 	touch $(STAMP)
 
 $(LOWEST)/.installed: pyproject.toml tests/requirements/lowest.txt
@@ -75,7 +75,7 @@ demo: $(STAMP)
 		../../$(BIN)/pytest -p no:cacheprovider --neon-backend=local
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev,bench]'
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[all]' --group dev --group bench
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/shards.py

@@ -10,7 +10,7 @@ from pytest_neon.errors import (
 )
 from pytest_neon.neon_branch import NeonBranch
 
-__version__ = "0.1.0"
+__version__ = "4.0.0"
 
 __all__ = [
     "NeonAPIError",
