@@ -235,3 +235,23 @@ def test_a_read_only_endpoint_refuses_writes(api: NeonHttp, emulator: Emulator) 
     gone = api.delete(api.project_path(f"/endpoints/{endpoint['id']}"))
     assert gone.status_code == 200
     assert api.get(api.project_path(f"/endpoints/{endpoint['id']}")).status_code == 404
+
+
+def test_a_role_is_deleted_unless_it_owns_a_database(
+    api: NeonHttp, emulator: Emulator, postgres_url: str
+) -> None:
+    main = emulator.default_branch_id
+    roles = api.project_path(f"/branches/{main}/roles")
+    assert api.post(roles, json={"role": {"name": "tmp_owner"}}).status_code == 201
+    databases = api.project_path(f"/branches/{main}/databases")
+    api.post(databases, json={"database": {"name": "owned", "owner_name": "tmp_owner"}})
+    refused = api.delete(api.project_path(f"/branches/{main}/roles/tmp_owner"))
+    assert refused.status_code == 422
+    assert "owns database owned" in refused.json()["message"]
+    api.delete(api.project_path(f"/branches/{main}/databases/owned"))
+    gone = api.delete(api.project_path(f"/branches/{main}/roles/tmp_owner"))
+    assert gone.status_code == 200, gone.text
+    assert api.get(api.project_path(f"/branches/{main}/roles/tmp_owner")).status_code == 404
+    with psycopg.connect(postgres_url) as conn:  # the server's role went with it
+        row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'tmp_owner'").fetchone()
+    assert row is None

@@ -120,6 +120,12 @@ ROUTES = (
         lambda p, a, q, b: (200, p.roles.roles(a["branch_id"])),
     ),
     Route(
+        "DELETE",
+        "/projects/{project_id}/branches/{branch_id}/roles/{role_name}",
+        lambda p, a, q, b: (200, p.roles.delete_role(a["branch_id"], a["role_name"])),
+        mutating=True,
+    ),
+    Route(
         "POST",
         "/projects/{project_id}/branches/{branch_id}/roles",
         lambda p, a, q, b: (201, p.roles.create_role(a["branch_id"], b)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from pytest_neon.local.emulator import ids, views
-from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked
+from pytest_neon.local.emulator.api_errors import ApiError, bad_request, locked, unprocessable
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
 from pytest_neon.local.emulator.plane.params import json_object
@@ -77,6 +77,45 @@ class Roles:
             log.info("created role %s", name)
             return {
                 "role": {**views.role_view(branch.id, role), "password": password},
+                "operations": self._operations.views_of(ops, now),
+            }
+
+    def delete_role(self, branch_id: str, name: str) -> JSON:
+        """``RoleOperations``: the role leaves the project; the server's role goes too
+        when the emulator made it and no other project has it. A role that owns a
+        database of any branch stays (422)."""
+        ctx = self._ctx
+        now = utcnow()
+        with ctx.lock:
+            branch = ctx.branch(branch_id)
+            role = ctx.role(name)
+            owned = sorted(
+                {
+                    db.name
+                    for b in ctx.project.branches.values()
+                    for db in b.databases
+                    if db.owner_name == name
+                }
+            )
+            if owned:
+                raise unprocessable(
+                    f"role {name} owns database {', '.join(owned)}: delete it first"
+                )
+            if branch.busy(now):
+                raise locked()
+            ops = self._operations.start(branch, [("apply_config", True)], now)
+            with ctx.metadata.transaction() as conn:
+                metadata.lock_role_names(conn)
+                metadata.delete_role(conn, ctx.project_id, name)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+                ours = metadata.created_role(conn, name)
+                shared = metadata.role_in_use_elsewhere(conn, name, ctx.project_id)
+                if ours and not shared and ctx.roles.drop(name):
+                    metadata.forget_created_role(conn, name)
+            del ctx.project.roles[name]
+            log.info("deleted role %s", name)
+            return {
+                "role": views.role_view(branch.id, role),
                 "operations": self._operations.views_of(ops, now),
             }
 

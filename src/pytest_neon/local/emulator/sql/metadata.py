@@ -213,6 +213,13 @@ def insert_role(conn: Connection, project_id: str, role: RoleRecord) -> None:
     )
 
 
+def delete_role(conn: Connection, project_id: str, name: str) -> None:
+    """Forget a role of a project."""
+    conn.execute(
+        f"DELETE FROM {SCHEMA}.roles WHERE project_id = %s AND name = %s", (project_id, name)
+    )
+
+
 def delete_project(conn: Connection, project_id: str) -> None:
     """Forget a project and everything in it."""
     conn.execute(f"DELETE FROM {SCHEMA}.projects WHERE id = %s", (project_id,))
