@@ -38,8 +38,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("api_key", "--neon-api-key", "NEON_API_KEY", None, None,
-           "Neon API key (prefer the environment variable).", "secret"),
+    Option("api_key", "--neon-api-key", "NEON_API_KEY", "neon_api_key", None,
+           "Neon API key (prefer the environment variable; pytest-neon 3.x read it from "
+           "the ini file, which still works with a warning).", "secret"),
     Option("project_id", "--neon-project-id", "NEON_PROJECT_ID", "neon_project_id", None,
            "Neon project id."),
     Option("parent_branch", "--neon-parent-branch", "NEON_PARENT_BRANCH_ID",

@@ -81,6 +81,18 @@ def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
     return neon_migration_branch
 
 
+@pytest.fixture(scope="session")
+def _neon_test_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
+    """What pytest-neon 3.x's ``neon_apply_migrations`` took: the migration branch now."""
+    warnings.warn(
+        "_neon_test_branch (pytest-neon 3.x) is deprecated: request neon_migration_branch "
+        "in neon_apply_migrations (the branch every test branch then starts from)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return neon_migration_branch
+
+
 def _describe_failure(exc: BaseException) -> str:
     what = str(exc) if isinstance(exc, pytest.fail.Exception | NeonError) else None
     return f"pytest-neon: neon_apply_migrations failed: {what or f'{type(exc).__name__}: {exc}'}"

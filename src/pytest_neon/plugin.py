@@ -24,6 +24,7 @@ from pytest_neon.fixtures import (
     _neon_checkout_first,
     _neon_migration_branch,
     _neon_source,
+    _neon_test_branch,
     neon_apply_migrations,
     neon_branch,
     neon_branch_readonly,
@@ -49,6 +50,7 @@ __all__ = [
     "_neon_checkout_first",
     "_neon_migration_branch",
     "_neon_source",
+    "_neon_test_branch",
     "neon_apply_migrations",
     "neon_branch",
     "neon_branch_readonly",
@@ -64,6 +66,11 @@ __all__ = [
 #: modules whose presence after collection means code may connect to the env var itself
 DATABASE_DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")
 _FALSE_WORDS = ("false", "0", "no", "off")
+API_KEY_IN_INI = (
+    "pytest-neon: the API key is read from the ini key neon_api_key (as pytest-neon 3.x "
+    "did), but a key does not belong in a file under version control: set NEON_API_KEY "
+    "in the environment (a CI secret) and remove neon_api_key"
+)
 _INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "branches": "int", "float": "float"}
 
 
@@ -159,6 +166,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.add_cleanup(route_to_pytest())
     try:
         settings = _settings(early_config)
+        if settings.source("api_key") == "ini":
+            early_config.issue_config_time_warning(pytest.PytestConfigWarning(API_KEY_IN_INI), 2)
         controller = _is_xdist_controller(early_config)
         state = start_process(
             settings,

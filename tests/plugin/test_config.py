@@ -41,7 +41,7 @@ SOURCES = [
     (option, source)
     for option in OPTIONS
     for source in ("cli", "env", "ini")
-    if source != "ini" or option.ini is not None  # the API key has no ini key: not in files
+    if source != "ini" or option.ini is not None
 ]
 
 
