@@ -59,6 +59,9 @@ def test_auto_without_credentials_runs_locally_and_cleans_up(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_neon_env(monkeypatch)
+    # a pull request from a fork: the workflow's secret is empty, the project id is set
+    monkeypatch.setenv("NEON_API_KEY", "")
+    monkeypatch.setenv("NEON_PROJECT_ID", "some-project-123")
     private = Path(tempfile.mkdtemp(prefix="pytest-neon-test-"))
     monkeypatch.setenv("TMPDIR", str(private))  # where the run's throwaway cluster lives
     try:
