@@ -30,27 +30,24 @@ def installed() -> Path:
     return CLIENTS
 
 
-def _neonctl(emulator: Emulator, home: Path, *args: str) -> Any:
+def _run_neonctl(emulator: Emulator, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "HOME": str(home),  # its credentials file and settings, not the user's
         "NEON_API_KEY": emulator.api_key or "",
     }
-    proc = subprocess.run(
-        [
-            str(NEONCTL),
-            "--api-host",
-            emulator.api_host,
-            "--no-analytics",
-            "--output",
-            "json",
-            *args,
-        ],
+    return subprocess.run(
+        [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
     )
+
+
+def _neonctl(emulator: Emulator, home: Path, *args: str) -> Any:
+    """Its JSON answer (the command must succeed)."""
+    proc = _run_neonctl(emulator, home, "--output", "json", *args)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return json.loads(proc.stdout) if proc.stdout.strip().startswith(("{", "[")) else proc.stdout
 
@@ -78,32 +75,11 @@ def test_neonctl(installed: Path, emulator: Emulator, tmp_path: Path) -> None:
 def test_neonctl_roles_and_what_is_missing(
     installed: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "HOME": str(tmp_path), "NEON_API_KEY": emulator.api_key or ""}
-    proc = subprocess.run(
-        [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", "orgs", "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr  # organizations: none, not an error
-    role = subprocess.run(
-        [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", "roles", "create",
-         "--name", "reader"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )  # fmt: skip
+    orgs = _run_neonctl(emulator, tmp_path, "orgs", "list")
+    assert orgs.returncode == 0, orgs.stderr  # organizations: none, not an error
+    role = _run_neonctl(emulator, tmp_path, "roles", "create", "--name", "reader")
     assert role.returncode == 0, role.stderr
-    missing = subprocess.run(
-        [str(NEONCTL), "--api-host", emulator.api_host, "--no-analytics", "projects", "create",
-         "--name", "another"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )  # fmt: skip
+    missing = _run_neonctl(emulator, tmp_path, "projects", "create", "--name", "another")
     assert missing.returncode != 0
     assert "POST /projects is not implemented by the pytest-neon emulator" in (
         missing.stderr + missing.stdout

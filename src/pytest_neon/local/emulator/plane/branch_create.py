@@ -11,7 +11,6 @@ from typing import Any
 
 from pytest_neon.local.emulator import ids, views
 from pytest_neon.local.emulator.api_errors import (
-    ApiError,
     bad_request,
     locked,
     unprocessable,
@@ -59,8 +58,8 @@ class BranchCreation:
         now = utcnow()
         wanted = _wanted(body, now)
         with self._ctx.lock:
-            parent = self._parent_for(wanted, now)
-            branch = self._new_record(wanted, parent, now)
+            parent, branch_id = self._parent_for(wanted, now)
+            branch = self._new_record(wanted, parent, branch_id, now)
             if self._ctx.faults.operation_fails():
                 self._operations.mark_busy(branch, "init", now)
                 ops = self._operations.start_failing(branch, [("create_branch", False)], now)
@@ -70,8 +69,9 @@ class BranchCreation:
         log.info("created branch %s (%s) from %s", branch.id, branch.name, parent.id)
         return self._created_view(branch, ops, done)
 
-    def _parent_for(self, wanted: _Wanted, now: datetime) -> BranchRecord:
-        """The parent branch, once the project may have the new branch (under the lock)."""
+    def _parent_for(self, wanted: _Wanted, now: datetime) -> tuple[BranchRecord, str]:
+        """The parent branch and the new branch's id, once the project may have it (under
+        the lock)."""
         project = self._ctx.project
         parent_id = wanted.parent_id or project.default_branch().id
         parent = self._ctx.branch(parent_id, "parent branch")
@@ -80,27 +80,15 @@ class BranchCreation:
                 f"cannot create a child of branch {parent.id}:"
                 " a branch with an expiration time cannot have children"
             )
-        if wanted.name is not None and any(
-            b.name == wanted.name for b in project.branches.values()
-        ):
-            raise ApiError(409, "branch already exists")
-        limit = self._ctx.settings.max_branches
-        if len(project.branches) >= limit:
-            raise unprocessable(
-                f"branches limit exceeded: the project already has {len(project.branches)}"
-                f" branches (limit {limit})",
-                code="BRANCHES_LIMIT_EXCEEDED",
-            )
+        branch_id = self._ctx.new_branch_id(wanted.name)
         if parent.busy(now):
             raise locked()
-        return parent
+        return parent, branch_id
 
-    def _new_record(self, wanted: _Wanted, parent: BranchRecord, now: datetime) -> BranchRecord:
+    def _new_record(
+        self, wanted: _Wanted, parent: BranchRecord, branch_id: str, now: datetime
+    ) -> BranchRecord:
         """The new branch, hidden and in flight until its databases are made."""
-        branches = self._ctx.project.branches
-        branch_id = ids.branch_id()
-        while branch_id in branches:
-            branch_id = ids.branch_id()
         expires_at = wanted.expires_at
         branch = BranchRecord(
             id=branch_id,

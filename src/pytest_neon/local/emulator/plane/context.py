@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pytest_neon.local.emulator.api_errors import ApiError
+from pytest_neon.local.emulator import ids
+from pytest_neon.local.emulator.api_errors import ApiError, unprocessable
 from pytest_neon.local.emulator.faults import Faults
 from pytest_neon.local.emulator.records import BranchRecord, ProjectRecord, RoleRecord
 from pytest_neon.local.emulator.sql import metadata
@@ -74,6 +75,25 @@ class PlaneContext:
         if branch is None or not branch.visible:
             raise ApiError(404, f"{what} not found")
         return branch
+
+    def new_branch_id(self, name: str | None) -> str:
+        """An unused id for a new branch called ``name`` (``None``: named after its id),
+        once the project may have it: a 409 for a name in use, a 422 at the branch limit
+        (the caller holds the lock)."""
+        branches = self.project.branches
+        if name is not None and any(b.name == name for b in branches.values()):
+            raise ApiError(409, "branch already exists")
+        limit = self.settings.max_branches
+        if len(branches) >= limit:
+            raise unprocessable(
+                f"branches limit exceeded: the project already has {len(branches)}"
+                f" branches (limit {limit})",
+                code="BRANCHES_LIMIT_EXCEEDED",
+            )
+        branch_id = ids.branch_id()
+        while branch_id in branches:
+            branch_id = ids.branch_id()
+        return branch_id
 
     def role(self, name: str) -> RoleRecord:
         """The project's role ``name``, else a 404."""

@@ -60,9 +60,7 @@ class Endpoints:
                 raise locked()
             ep = EndpointRecord(ids.endpoint_id(), branch.id, now, now, type=kind)
             branch.endpoints.append(ep)
-            ops = self._operations.start(branch, [("start_compute", True)], now)
-            for op in ops:
-                op.endpoint_id = ep.id
+            ops = self._operations.start(branch, [("start_compute", True)], now, ep)
 
             def change(conn: Connection) -> None:
                 metadata.insert_endpoint(conn, ctx.project_id, ep)
@@ -95,9 +93,7 @@ class Endpoints:
                 raise locked()
             if ep.type == "read_write" or len(branch.endpoints) == 1:
                 ctx.databases.close_sessions([db.real_name for db in branch.databases])
-            ops = self._operations.start(branch, [("suspend_compute", True)], now)
-            for op in ops:
-                op.endpoint_id = ep.id
+            ops = self._operations.start(branch, [("suspend_compute", True)], now, ep)
             branch.endpoints.remove(ep)
 
             def change(conn: Connection) -> None:
@@ -130,14 +126,9 @@ class Endpoints:
             if ends_sessions:
                 ctx.databases.close_sessions([db.real_name for db in branch.databases])
             ep.suspended, ep.updated_at = suspended, now
-            ops = self._operations.start(branch, steps, now)
+            ops = self._operations.start(branch, steps, now, ep)
             ctx.metadata.persist(lambda conn: metadata.insert_operations(conn, ctx.project_id, ops))
-            return {
-                "endpoint": views.endpoint_view(
-                    ctx.project_id, branch, ep, ctx.server.endpoint_host, now
-                ),
-                "operations": self._operations.views_of(ops, now),
-            }
+            return self._answer(branch, ep, ops, now)
 
     def branch_endpoints(self, branch_id: str) -> JSON:
         """``EndpointsResponse`` of one branch."""
@@ -172,12 +163,6 @@ class Endpoints:
         ctx = self._ctx
         now = utcnow()
         with ctx.lock:
-            for b in ctx.project.branches.values():
-                for ep in b.endpoints:
-                    if ep.id == endpoint_id and b.visible:
-                        return {
-                            "endpoint": views.endpoint_view(
-                                ctx.project_id, b, ep, ctx.server.endpoint_host, now
-                            )
-                        }
-        raise ApiError(404, "endpoint not found")
+            branch, ep = self._find(endpoint_id)
+            host = ctx.server.endpoint_host
+            return {"endpoint": views.endpoint_view(ctx.project_id, branch, ep, host, now)}

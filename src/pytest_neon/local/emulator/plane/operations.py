@@ -11,7 +11,7 @@ from pytest_neon.local.emulator import ids, views
 from pytest_neon.local.emulator.api_errors import ApiError, bad_request
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.params import decode_cursor, encode_cursor, page_limit
-from pytest_neon.local.emulator.records import JSON, BranchRecord, OperationRecord
+from pytest_neon.local.emulator.records import JSON, BranchRecord, EndpointRecord, OperationRecord
 from pytest_neon.local.emulator.sql import metadata
 from pytest_neon.local.emulator.timestamps import utcnow
 
@@ -29,13 +29,21 @@ class Operations:
     def __init__(self, ctx: PlaneContext) -> None:
         self._ctx = ctx
 
-    def start(self, branch: BranchRecord, steps: Steps, now: datetime) -> list[OperationRecord]:
+    def start(
+        self,
+        branch: BranchRecord,
+        steps: Steps,
+        now: datetime,
+        endpoint_record: EndpointRecord | None = None,
+    ) -> list[OperationRecord]:
         """New operations for ``branch``: ``(action, on_endpoint)``; all finish together.
+        Those on an endpoint are on ``endpoint_record``, default the branch's read-write one.
 
         The caller holds the lock and persists them with its change.
         """
         finish = now + timedelta(seconds=self._ctx.faults.settings.operation_delay)
-        main = branch.read_write or (branch.endpoints[0] if branch.endpoints else None)
+        main = endpoint_record or branch.read_write
+        main = main or (branch.endpoints[0] if branch.endpoints else None)
         endpoint = main.id if main is not None else None
         ops: list[OperationRecord] = []
         for action, on_endpoint in steps:

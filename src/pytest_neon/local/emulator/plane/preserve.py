@@ -5,7 +5,6 @@ branch and its children then hang from."""
 from __future__ import annotations
 
 from pytest_neon.local.emulator import ids
-from pytest_neon.local.emulator.api_errors import ApiError, unprocessable
 from pytest_neon.local.emulator.plane.cloning import CloneJob, clone_all
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.records import BranchRecord, DatabaseRecord
@@ -18,19 +17,7 @@ def preserve(ctx: PlaneContext, branch: BranchRecord, name: str) -> BranchRecord
     """Copy ``branch`` (in flight: nobody else changes it) into a new branch ``name``."""
     now = utcnow()
     with ctx.lock:
-        project = ctx.project
-        if any(b.name == name for b in project.branches.values()):
-            raise ApiError(409, "branch already exists")
-        limit = ctx.settings.max_branches
-        if len(project.branches) >= limit:
-            raise unprocessable(
-                f"branches limit exceeded: the project already has {len(project.branches)}"
-                f" branches (limit {limit})",
-                code="BRANCHES_LIMIT_EXCEEDED",
-            )
-        backup_id = ids.branch_id()
-        while backup_id in project.branches:
-            backup_id = ids.branch_id()
+        backup_id = ctx.new_branch_id(name)
         backup = BranchRecord(
             id=backup_id,
             name=name,
@@ -50,7 +37,7 @@ def preserve(ctx: PlaneContext, branch: BranchRecord, name: str) -> BranchRecord
             real = ids.real_database_name()
             clones.append(CloneJob(db.real_name, db.name, db.owner_name, real, real))
             backup.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
-        project.branches[backup.id] = backup
+        ctx.project.branches[backup.id] = backup
     try:
         ctx.databases.close_sessions([db.real_name for db in branch.databases])
         clone_all(ctx, clones, backup.id)
