@@ -71,3 +71,48 @@ def test_fault_settings_are_validated() -> None:
     assert faults.injected_failure() is None
     assert faults.configure(fail_rate=1.0, seed=1).fail_rate == 1.0
     assert faults.injected_failure() in (503, 423)
+
+
+def test_a_role_given_the_password_it_has_is_left_alone(postgres_url: str) -> None:
+    """A kept server's runs give the shared owner role the password it has: no ALTER ROLE
+    (and never the password itself in a statement: it is sent hashed)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from pytest_neon.local.emulator.sql.cluster_roles import ClusterRoles, scram_matches
+    from pytest_neon.local.emulator.sql.server import SqlServer
+
+    name = f"pn_unit_{uuid.uuid4().hex[:8]}"
+    server = SqlServer(postgres_url)
+    roles = ClusterRoles(server)
+
+    def verifier() -> str:
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,))
+            return str(row.fetchone()[0])  # type: ignore[index]
+
+    def logs_in(password: str) -> bool:
+        params = conninfo_to_dict(postgres_url)
+        try:
+            psycopg.connect(
+                make_conninfo("", **{**params, "user": name, "password": password})
+            ).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    try:
+        assert roles.ensure(name, "first-pw") is True
+        first = verifier()
+        assert first.startswith("SCRAM-SHA-256$")
+        assert scram_matches(first, "first-pw")
+        assert not scram_matches(first, "other-pw")
+        assert roles.ensure(name, "first-pw") is False
+        assert verifier() == first  # unchanged: the same salt, not a new ALTER
+        assert roles.ensure(name, "second-pw") is False
+        assert scram_matches(verifier(), "second-pw")
+        assert logs_in("second-pw")
+        assert not logs_in("first-pw")
+    finally:
+        roles.drop(name)
+        server.close()

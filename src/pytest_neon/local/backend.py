@@ -23,6 +23,7 @@ from pytest_neon.local.shared_server import (
     SharedServer,
     SharedServerUnavailable,
     ensure_shared_server,
+    hand_over_cleanup,
 )
 from pytest_neon.local.space import (
     Room,
@@ -116,6 +117,11 @@ class LocalBackend:
         backend = cls(
             emulator, server.postgres, description, inspector, shared=server.shared, room=room
         )
+        if server.shared is not None:
+            # the kept server's own watchdog drops the project once this run is gone
+            # (killed or not): no process of the run's own competes with its start. (The
+            # run's shared directory, if killed, goes with `sweep_coordination_dirs`.)
+            return backend
         # after a kill -9 of this process, a watchdog cleans up what it would have
         postgres = server.postgres
         plan = postgres.cleanup_plan() if postgres is not None else None
@@ -130,26 +136,18 @@ class LocalBackend:
 
     @property
     def hands_over(self) -> bool:
-        """Whether :meth:`stop` leaves dropping the run's project to the watchdog (the kept
-        server: the run need not wait for it), so its branches need no deleting first."""
-        return self.shared is not None and self.reaper is not None
+        """Whether :meth:`stop` leaves dropping the run's project to the kept server's
+        watchdog (the run need not wait for it), so its branches need no deleting first."""
+        return self.shared is not None
 
     def stop(self) -> None:
         """Stop serving; drop the run's databases from a given server (on the kept server,
-        the watchdog does that while this process exits), or remove the cluster."""
+        its watchdog does that while this process exits), or remove the cluster."""
         self._note_size()
-        if self.hands_over:
-            assert self.reaper is not None
-            assert self.shared is not None
+        if self.shared is not None:
             self.emulator.stop(drop=False)  # (its lock goes: the watchdog may drop it)
-            if self.reaper.hand_over():
-                self.reaper = None
-                return
-            try:
+            if not hand_over_cleanup(self.shared.root):
                 drop_project(self.shared.url, self.emulator.project_id, patience=5.0)
-            finally:
-                self.reaper.dismiss()
-                self.reaper = None
             return
         try:
             self.emulator.stop(drop=self.postgres is None)

@@ -1,11 +1,13 @@
 """The kept local PostgreSQL's watchdog: stops the server once nobody used it for a while,
-and drops what killed runs left on it.
+and drops what ended or killed runs left on it.
 
 Started (detached, one per server) by the run that starts or reuses the server, it checks
 every few seconds whether any other client is connected. Runs hold connections for as long
 as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
-directory's lock, so that no run starts meanwhile, and stops the server. Usage:
+directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
+at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
+that are gone: a run's cleanup costs it nothing. Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
     LAST_USE,
+    SWEEP_REQUEST,
     WATCHDOG_PID,
     locked,
     running_port,
@@ -29,6 +32,7 @@ from pytest_neon.local.shared_server import (
 )
 
 POLL_SECONDS = 2.0
+REQUEST_POLL = 0.2  # how often a run's request for a sweep is looked for
 SWEEP_EVERY = 30.0
 
 
@@ -77,7 +81,7 @@ def watch(root: Path) -> None:
     last_busy = time.monotonic()
     last_sweep = 0.0
     while True:
-        time.sleep(POLL_SECONDS)
+        requested = _wait_for_request(root, POLL_SECONDS)
         port = _port(root)
         if port is None:
             return  # stopped by somebody else
@@ -86,7 +90,7 @@ def watch(root: Path) -> None:
         now = time.monotonic()
         if clients is None:
             continue
-        if now - last_sweep > SWEEP_EVERY:
+        if requested or now - last_sweep > SWEEP_EVERY:
             last_sweep = now
             from pytest_neon.local.dead_runs import drop_dead_projects
 
@@ -104,6 +108,21 @@ def watch(root: Path) -> None:
                 continue
             _stop(root)
         return
+
+
+def _wait_for_request(root: Path, seconds: float) -> bool:
+    """Sleep ``seconds``, or less when a run that ended asks for a sweep (whether one
+    did: its request is taken)."""
+    request = root / SWEEP_REQUEST
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            request.unlink()
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(REQUEST_POLL, left))
 
 
 def _port(root: Path) -> int | None:

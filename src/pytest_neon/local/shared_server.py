@@ -41,6 +41,7 @@ LOCK = "lock"
 IDLE_FILE = "idle_timeout"
 LAST_USE = "last_use"  # touched by every run that counts on the server
 WATCHDOG_PID = "watchdog.pid"
+SWEEP_REQUEST = "sweep"  # a run that ended asks the watchdog to drop its project now
 LAYOUT = 1  # bump when the directory's layout or the server's settings change
 _MAX_SOCKET_DIR = 100 - len("/.s.PGSQL.65535")
 _LOCK_WAIT = 120.0
@@ -385,6 +386,19 @@ def _ensure_watchdog(root: Path) -> None:
         setsid=True,
     )
     (root / WATCHDOG_PID).write_text(str(pid))
+
+
+def hand_over_cleanup(root: Path) -> bool:
+    """Ask the watchdog of the server in ``root`` to drop what ended runs left (within a
+    second); ``False`` when no watchdog runs, and the caller must clean up itself."""
+    try:
+        pid = int((root / WATCHDOG_PID).read_text().strip())
+        if not detached_alive(pid):
+            return False
+        (root / SWEEP_REQUEST).touch()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def stop_shared_server(root: Path) -> bool:

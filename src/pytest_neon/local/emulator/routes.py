@@ -3,6 +3,7 @@ and whether the call changes something (faults are injected only there) or takes
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,12 +230,20 @@ def _compiled(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\{(\w+)\}", r"[^/]+", template) + "$")
 
 
-#: Neon's routes, for the 501 of those the emulator does not implement; literal segments
-#: before parameters (``/projects/shared`` before ``/projects/{project_id}``)
-_SPEC = sorted(
-    ((method, template, _compiled(template)) for method, template in SPEC_ROUTES),
-    key=lambda row: row[1].count("{"),
-)
+@functools.cache
+def _spec(segments: int) -> list[tuple[str, str, re.Pattern[str]]]:
+    """Neon's routes of ``segments`` path segments, for the 501 of those the emulator
+    does not implement; literal segments before parameters (``/projects/shared`` before
+    ``/projects/{project_id}``). Compiled when a path of that length first comes, not at
+    import: a run's start waits for the import."""
+    return sorted(
+        (
+            (method, template, _compiled(template))
+            for method, template in SPEC_ROUTES
+            if template.count("/") == segments
+        ),
+        key=lambda row: row[1].count("{"),
+    )
 
 
 def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
@@ -243,7 +252,7 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     A route of Neon's API that the emulator does not implement is a 501 naming it; a path
     Neon has with other methods only, a 405; any other path, a 404.
     """
-    spec = [(m, t) for m, t, pattern in _SPEC if pattern.match(path)]
+    spec = [(m, t) for m, t, pattern in _spec(path.count("/")) if pattern.match(path)]
     best = spec[0][1] if spec else None  # the template Neon would take the path for
     allowed: set[str] = {m for m, t in spec if t == best}
     for route in ROUTES:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+from typing import Any
 
 from psycopg import errors, sql
 
@@ -28,11 +32,22 @@ class ClusterRoles:
         makes its test databases with them); where the server's own role may not grant
         that, the role goes without.
         """
-        ident, secret = sql.Identifier(name), sql.Literal(password)
+        ident = sql.Identifier(name)
         can = sql.SQL("LOGIN" if login else "NOLOGIN")
         with self.server.connection() as conn:
-            found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-            exists = found.fetchone() is not None
+            found = conn.execute(
+                "SELECT rolcanlogin, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s",
+                (name,),
+            ).fetchone()
+            exists = found is not None
+            if found == (login, True, True) and _has_password(conn, name, password):
+                return False  # as asked already (a run on the kept server: most often)
+            # hashed here: the password itself never reaches the server's statement log
+            secret = sql.Literal(
+                conn.pgconn.encrypt_password(
+                    password.encode(), name.encode(), b"scram-sha-256"
+                ).decode()
+            )
             for rights in (_OWNER_RIGHTS, sql.SQL("")):
                 try:
                     if not exists:
@@ -77,3 +92,33 @@ class ClusterRoles:
                 log.debug("role %s still owns objects; kept", name)
                 return False
         return True
+
+
+def _has_password(conn: Any, name: str, password: str) -> bool:
+    """Whether role ``name``'s SCRAM verifier is that of ``password`` (``False`` when it
+    cannot be read: a server role that is no superuser)."""
+    try:
+        row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,))
+        found = row.fetchone()
+    except errors.InsufficientPrivilege:
+        return False
+    return bool(found and found[0]) and scram_matches(found[0], password)
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether ``verifier`` (``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``,
+    as ``pg_authid`` holds it) was made from ``password``."""
+    try:
+        method, rest = verifier.split("$", 1)
+        head, keys = rest.split("$", 1)
+        iterations, salt = head.split(":", 1)
+        stored_key = base64.b64decode(keys.split(":", 1)[0])
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+        )
+    except ValueError:
+        return False
+    if method != "SCRAM-SHA-256":
+        return False
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
