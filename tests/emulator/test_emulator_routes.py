@@ -255,3 +255,49 @@ def test_a_role_is_deleted_unless_it_owns_a_database(
     with psycopg.connect(postgres_url) as conn:  # the server's role went with it
         row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'tmp_owner'").fetchone()
     assert row is None
+
+
+def test_an_endpoint_moves_to_another_branch(api: NeonHttp, emulator: Emulator) -> None:
+    main = emulator.default_branch_id
+    feature = api.create_branch(name="feature")["branch"]["id"]
+    with psycopg.connect(api.uri(feature)) as conn:
+        conn.execute("CREATE TABLE on_feature (x int)")
+    made = api.post(
+        api.project_path("/endpoints"), json={"endpoint": {"branch_id": main, "type": "read_only"}}
+    )
+    endpoint = made.json()["endpoint"]["id"]
+    path = api.project_path(f"/endpoints/{endpoint}")
+
+    def uri() -> str:
+        params = {"endpoint_id": endpoint, "database_name": "neondb", "role_name": "neondb_owner"}
+        return str(api.get(api.project_path("/connection_uri"), params=params).json()["uri"])
+
+    with psycopg.connect(uri()) as conn:  # on main: no such table
+        assert conn.execute("SELECT to_regclass('on_feature')").fetchone() == (None,)
+    moved = api.patch(path, json={"endpoint": {"branch_id": feature}})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["endpoint"]["branch_id"] == feature
+    assert [op["action"] for op in moved.json()["operations"]] == [
+        "suspend_compute",
+        "start_compute",
+    ]
+    assert api.get(path).json()["endpoint"]["branch_id"] == feature
+    on_feature = api.get(api.project_path(f"/branches/{feature}/endpoints")).json()["endpoints"]
+    assert endpoint in {e["id"] for e in on_feature}
+    with psycopg.connect(uri()) as conn:  # the same endpoint leads to the feature branch now
+        assert conn.execute("SELECT to_regclass('on_feature')").fetchone() == ("on_feature",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # and is still read-only
+            conn.execute("CREATE TABLE refused (x int)")
+
+    # a branch has one read-write endpoint at most; an unknown branch, a bad id
+    main_rw = next(
+        e["id"]
+        for e in api.get(api.project_path(f"/branches/{main}/endpoints")).json()["endpoints"]
+        if e["type"] == "read_write"
+    )
+    taken = api.patch(
+        api.project_path(f"/endpoints/{main_rw}"), json={"endpoint": {"branch_id": feature}}
+    )
+    assert taken.status_code == 409
+    assert api.patch(path, json={"endpoint": {"branch_id": "br-none-1"}}).status_code == 404
+    assert api.patch(path, json={"endpoint": {"branch_id": 5}}).status_code == 400

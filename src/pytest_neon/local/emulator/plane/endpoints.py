@@ -1,5 +1,5 @@
-"""Endpoints: the one read-write compute endpoint of a branch (the PostgreSQL server):
-read, and started, suspended or restarted."""
+"""Endpoints: the compute endpoints of a branch (the PostgreSQL server): created, read,
+moved to another branch, started, suspended, restarted and deleted."""
 
 from __future__ import annotations
 
@@ -70,18 +70,38 @@ class Endpoints:
             return self._answer(branch, ep, ops, now)
 
     def update_endpoint(self, endpoint_id: str, body: JSON) -> JSON:
-        """``EndpointOperations``: its settings are taken and kept nowhere (a compute here
-        has no size and no pooler); it cannot move to another branch."""
+        """``EndpointOperations``: ``branch_id`` moves the endpoint to another branch (its
+        sessions end; a branch has one ``read_write`` endpoint at most); other settings
+        are taken and kept nowhere (a compute here has no size and no pooler)."""
         spec = json_object(body.get("endpoint"), "endpoint")
+        moved = spec.get("branch_id")
+        if moved is not None and (not isinstance(moved, str) or not moved):
+            raise bad_request("endpoint.branch_id must be a branch id")
         ctx = self._ctx
         now = utcnow()
         with ctx.lock:
             branch, ep = self._find(endpoint_id)
-            moved = spec.get("branch_id")
-            if moved is not None and moved != branch.id:
-                raise bad_request("moving an endpoint to another branch is not emulated")
-            ep.updated_at = now
-            return self._answer(branch, ep, [], now)
+            if moved is None or moved == branch.id:
+                ep.updated_at = now
+                return self._answer(branch, ep, [], now)
+            target = ctx.branch(moved)
+            if ep.type == "read_write" and target.read_write is not None:
+                raise ApiError(409, f"branch {target.id} already has a read_write endpoint")
+            if branch.busy(now) or target.busy(now):
+                raise locked()
+            ctx.databases.close_sessions([db.real_name for db in branch.databases])
+            branch.endpoints.remove(ep)
+            ep.branch_id, ep.updated_at, ep.suspended = target.id, now, False
+            target.endpoints.append(ep)
+            steps: Steps = [("suspend_compute", True), ("start_compute", True)]
+            ops = self._operations.start(target, steps, now, ep)
+
+            def change(conn: Connection) -> None:
+                metadata.move_endpoint(conn, ctx.project_id, ep)
+                metadata.insert_operations(conn, ctx.project_id, ops)
+
+            ctx.metadata.persist(change)
+            return self._answer(target, ep, ops, now)
 
     def delete_endpoint(self, endpoint_id: str) -> JSON:
         """``EndpointOperations``: the endpoint goes (its sessions end)."""

@@ -248,6 +248,15 @@ def insert_endpoint(conn: Connection, project_id: str, ep: EndpointRecord) -> No
     )
 
 
+def move_endpoint(conn: Connection, project_id: str, ep: EndpointRecord) -> None:
+    """Store that an endpoint belongs to another branch now."""
+    conn.execute(
+        f"UPDATE {SCHEMA}.endpoints SET branch_id = %s, updated_at = %s"
+        " WHERE project_id = %s AND id = %s",
+        (ep.branch_id, ep.updated_at, project_id, ep.id),
+    )
+
+
 def delete_endpoint(conn: Connection, project_id: str, endpoint_id: str) -> None:
     """Forget an endpoint."""
     conn.execute(
