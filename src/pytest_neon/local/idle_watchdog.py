@@ -5,7 +5,8 @@ Started (detached, one per server) by the run that starts or reuses the server, 
 every few seconds whether any other client is connected. Runs hold connections for as long
 as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
-directory's lock, so that no run starts meanwhile, and stops the server. Usage:
+directory's lock, so that no run starts meanwhile, and stops the server. Failing tests'
+databases kept past their expiry (``--neon-keep-failed``) are dropped too. Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -89,9 +90,11 @@ def watch(root: Path) -> None:
         if now - last_sweep > SWEEP_EVERY:
             last_sweep = now
             from pytest_neon.local.dead_runs import drop_dead_projects
+            from pytest_neon.local.kept_failures import drop_expired_quietly
 
             with contextlib.suppress(Exception):
                 drop_dead_projects(url)
+            drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
         if clients:
             last_busy = now
             continue
