@@ -10,16 +10,20 @@ data that failed the test, and the reset may have started).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from pytest_neon.keep_failed import FailureKeeper, LocalPlace
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.plugin_state import STATE, Backend, PluginState
 from pytest_neon.summary import merge_summary
 
+if TYPE_CHECKING:
+    from pytest_neon.keep_failed import FailureKeeper, LocalPlace
+
 SECTION = "pytest-neon: the failing test's data"
 _BRANCH = pytest.StashKey[NeonBranch]()
-_KEEPER = pytest.StashKey[FailureKeeper]()
+_KEEPER: pytest.StashKey[FailureKeeper] = pytest.StashKey()
 
 
 def note_checkout(item: pytest.Item, branch: NeonBranch) -> None:
@@ -40,6 +44,8 @@ def after_report(item: pytest.Item, report: pytest.TestReport) -> None:
     del item.stash[_BRANCH]  # once per test
     keeper = item.config.stash.get(_KEEPER, None)
     if keeper is None:
+        from pytest_neon.keep_failed import FailureKeeper  # (only once a test failed)
+
         keeper = FailureKeeper(
             run_id=state.run_id,
             cap=state.settings.keep_failed,
@@ -58,6 +64,8 @@ def after_report(item: pytest.Item, report: pytest.TestReport) -> None:
 
 def _local_place(state: PluginState) -> LocalPlace | None:
     """Where the local backend keeps a database (``None`` on Neon)."""
+    from pytest_neon.keep_failed import LocalPlace
+
     if state.backend is not Backend.LOCAL:
         return None
     settings = state.settings

@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pytest_neon.branch_ops import BranchOps
 from pytest_neon.config import DEFAULT_API_HOST
 from pytest_neon.errors import NeonError
 from pytest_neon.file_lock import exclusive
@@ -24,6 +24,9 @@ from pytest_neon.naming import failed_annotations, failed_database_name, failed_
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.redact import redact
 from pytest_neon.xdist import coordination_dir
+
+if TYPE_CHECKING:
+    from pytest_neon.branch_ops import BranchOps
 
 log = logging.getLogger("pytest_neon.branches")
 
