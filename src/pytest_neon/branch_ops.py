@@ -380,11 +380,26 @@ class BranchOps:
                 ) from exc
             self.client.wait_for_operations(self.project_id, result.operations)
 
-    def create_kept_copy(self, name: str, *, annotations: Mapping[str, str], source_id: str) -> str:
-        """A branch ``name`` with the state of ``source_id``, kept across runs: no expiry,
-        never deleted by this run. Returns its id."""
+    def create_kept_copy(
+        self,
+        name: str,
+        *,
+        annotations: Mapping[str, str],
+        source_id: str,
+        expires_at: datetime | None = None,
+    ) -> str:
+        """A branch ``name`` with the state of ``source_id``, kept across runs: no expiry
+        (or ``expires_at``), never deleted by this run. Returns its id.
+
+        Made from the parent and restored from ``source_id``: Neon gives a branch with an
+        expiry (as the run's are) no children.
+        """
         created = self.client.create_branch(
-            self.project_id, name=name, parent_id=self.parent_id, annotations=annotations
+            self.project_id,
+            name=name,
+            parent_id=self.parent_id,
+            annotations=annotations,
+            expires_at=expires_at,
         )
         self.client.settle(self.project_id, created)
         self.counters.add("branches_created")

@@ -16,6 +16,8 @@ PG_SOURCES = ("auto", "system", "package")
 REUSE_CHOICES = ("auto", "true", "false")
 MAX_EXPIRY = 30 * 24 * 3600
 MAX_WORKER_BRANCHES = 10  # Neon's free plan allows 10 branches in all
+#: failing tests' branches kept per run with a bare ``--neon-keep-failed``
+KEEP_FAILED_DEFAULT = 5
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 AUTO = object()  # a setting given as "auto" where the default means the same
@@ -32,7 +34,7 @@ class Option:
     ini: str | None
     default: Any
     help: str
-    kind: str = "str"  # str | bool | int | float | secret | branches (1-10 or auto)
+    kind: str = "str"  # str | bool | int | float | secret | branches (1-10 or auto) | count
     int_hint: str = " of seconds (0 = off)"  # what a whole number means, for int errors
     keep_empty: bool = False  # an empty string is a value, not "not set"
 
@@ -88,6 +90,16 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds a run waits for other runs on the same project: for branches they hold "
            "when the branch limit is reached, and for the migrations another run is "
            "making; 0 = do not wait.", "int"),
+    Option("keep_failed", "--neon-keep-failed", "NEON_KEEP_FAILED", "neon_keep_failed", 0,
+           "Keep the data of a failing test that wrote (neon_branch_readwrite, Django's and "
+           "SQLAlchemy's fixtures) as a branch of its own, at most this many per run: "
+           f"true (or the flag alone, =N to give a number) keeps {KEEP_FAILED_DEFAULT}, "
+           "0 or false none.", "count",
+           int_hint=" of branches (0 = off), true or false"),
+    Option("keep_failed_expiry", "--neon-keep-failed-expiry", "NEON_KEEP_FAILED_EXPIRY",
+           "neon_keep_failed_expiry", 86400,
+           "Seconds a failing test's kept branch (--neon-keep-failed) lives before it is "
+           "deleted.", "int", int_hint=f" of seconds (1 to {MAX_EXPIRY} = 30 days)"),
     Option("local_postgres_url", "--neon-local-postgres-url", "NEON_LOCAL_POSTGRES_URL",
            "neon_local_postgres_url", None,
            "PostgreSQL server for the local backend (default: start a throwaway cluster)."),
@@ -131,6 +143,8 @@ class Settings:
     worker_branches: int | None  # None: auto (see pytest_neon.worker_count)
     migration_cache: bool
     wait_timeout: int
+    keep_failed: int  # failing tests' branches kept per run (0: off)
+    keep_failed_expiry: int
     local_postgres_url: str | None = field(repr=False)
     local_postgres_source: str
     local_reuse: str
@@ -203,6 +217,8 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
             raise NeonConfigError(
                 f"{_where(opt, source)} must be a number of seconds, got {str(raw)!r}"
             ) from None
+    if opt.kind == "count":
+        return _count(opt, raw, source)
     if opt.kind == "branches" and str(raw).strip().strip("'\"").lower() == "auto":
         return AUTO
     if opt.kind in ("int", "branches"):
@@ -217,6 +233,27 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         return value
     text = str(raw).strip()
     return text if text or opt.keep_empty else None
+
+
+def _count(opt: Option, raw: object, source: str) -> int:
+    """A number, or a boolean meaning ``KEEP_FAILED_DEFAULT`` (true) or 0 (false)."""
+    if isinstance(raw, bool):
+        return KEEP_FAILED_DEFAULT if raw else 0
+    text = str(raw).strip().strip("'\"").lower()
+    if not text.lstrip("+-").isdigit() and text in _TRUE | _FALSE:  # "1" is a number here
+        return KEEP_FAILED_DEFAULT if text in _TRUE else 0
+    try:
+        value = int(text)
+    except ValueError:
+        hint = " (give the number with =, e.g. --neon-keep-failed=3)" if source == "cli" else ""
+        raise NeonConfigError(
+            f"{_where(opt, source)} must be a whole number{opt.int_hint}, got {str(raw)!r}{hint}"
+        ) from None
+    if value < 0:
+        raise NeonConfigError(
+            f"{_where(opt, source)} must be a whole number{opt.int_hint}, got {value}"
+        )
+    return value
 
 
 def resolve(
@@ -282,6 +319,12 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise NeonConfigError(
             f"{where('wait_timeout')} must be 0 (do not wait) or a number of seconds, "
             f"got {values['wait_timeout']}"
+        )
+    keep_expiry = values["keep_failed_expiry"]
+    if not 1 <= keep_expiry <= MAX_EXPIRY:
+        raise NeonConfigError(
+            f"{where('keep_failed_expiry')} must be a number of seconds from 1 to {MAX_EXPIRY} "
+            f"(30 days, Neon's limit), got {keep_expiry}"
         )
     branches = values["worker_branches"]
     if branches is not None and not 1 <= branches <= MAX_WORKER_BRANCHES:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from pytest_neon.errors import NeonBranchGoneError, NeonError, api_unavailable
+from pytest_neon.failed_tests import note_checkout
 from pytest_neon.neon_branch import NeonBranch, sqlalchemy_url
 from pytest_neon.plugin_state import STATE, PluginState, env_var
 
@@ -145,6 +146,7 @@ def on_clean_branch(request: pytest.FixtureRequest, *, check_writes: bool) -> It
     session, branch = checkout(request.config)
     if check_writes:
         request.node.stash[_WRITE_START] = (session.pool.write_position(),)
+        note_checkout(request.node, branch)  # kept if the test fails (--neon-keep-failed)
     with env_var(session.settings.env_var, branch.connection_string):
         yield
 

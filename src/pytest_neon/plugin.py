@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import FrameType
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 
 from pytest_neon.config import OPTIONS, Settings, resolve
 from pytest_neon.errors import NeonError
+from pytest_neon.failed_tests import after_report
 from pytest_neon.finish import finish
 from pytest_neon.fixtures import (
     _neon_checkout_first,
@@ -97,6 +98,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     dest=dest,
                     help=argparse.SUPPRESS,
                 )
+        elif opt.kind == "count":  # --flag alone, or --flag=N (as pytest-cov's --cov[=PATH])
+            group.addoption(
+                opt.flag,
+                nargs="?",
+                const="true",
+                default=None,
+                dest=dest,
+                metavar="N",
+                help=f"{opt.help} [env {opt.env}]",
+            )
         else:
             group.addoption(
                 opt.flag,
@@ -274,13 +285,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
-    """Stop the run after a test that found the API unavailable or a branch gone.
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+    """Keep a failing test's data (``--neon-keep-failed``), before its teardown; stop the
+    run after a test that found the API unavailable or a branch gone.
 
     Set as soon as its setup or call is reported, so that pytest tears everything down
     with this test, as it does for ``-x``.
     """
-    yield
+    outcome = yield
+    report = outcome.get_result()
+    if isinstance(report, pytest.TestReport):
+        after_report(item, report)
     state = item.config.stash.get(STATE, None)
     if state is not None and state.stop_reason and not item.session.shouldfail:
         item.session.shouldfail = state.stop_reason

@@ -12,6 +12,8 @@ def merge_summary(into: dict[str, Any], other: dict[str, Any]) -> None:
             target = into.setdefault(key, {})
             for name, amount in value.items():
                 target[name] = target.get(name, 0) + amount
+        elif isinstance(value, list):
+            into.setdefault(key, []).extend(value)
         elif isinstance(value, str):
             if value:
                 into[key] = value
@@ -42,10 +44,26 @@ def summary_lines(summary: dict[str, Any], *, verbose: bool) -> list[str]:
         lines[0] += ", migrations: cached"
     elif migrated is not None and migrated >= 0.005:
         lines[0] += f", migrations: {migrated:.2f}s"
+    lines += kept_lines(summary)
     if verbose:
         for name, seconds in sorted((summary.get("phases") or {}).items()):
             lines.append(f"  {name}: {seconds:.3f}s")
         calls = summary.get("calls") or {}
         if calls:
             lines.append("  calls: " + ", ".join(f"{k}={v}" for k, v in sorted(calls.items())))
+    return lines
+
+
+def kept_lines(summary: dict[str, Any]) -> list[str]:
+    """The failing tests whose data was kept (``--neon-keep-failed``), and the cap's line."""
+    kept = summary.get("kept_failed") or []
+    lines = [f"kept the data of {len(kept)} failing test(s) (--neon-keep-failed):"] if kept else []
+    lines += [f"  {line}" for line in sorted(kept)]
+    capped = summary.get("kept_failed_capped", 0)
+    if capped:
+        cap = summary.get("kept_failed_cap", "")
+        lines.append(
+            f"the cap of {cap} kept per run was reached (--neon-keep-failed={cap}): "
+            f"{capped} more failing test(s) not kept"
+        )
     return lines

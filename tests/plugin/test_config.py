@@ -25,6 +25,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "always_reset": ("yes", True),
     "worker_branches": ("3", 3),
     "migration_cache": ("false", False),
+    "keep_failed": ("3", 3),
+    "keep_failed_expiry": ("7200", 7200),
     "local_postgres_url": ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
     "local_postgres_source": ("package", "package"),
     "local_reuse": ("no", "false"),

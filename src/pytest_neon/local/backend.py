@@ -15,6 +15,7 @@ from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
 from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
+from pytest_neon.local.kept_failures import drop_expired_quietly
 from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.lazy_start import Reservation, create_login, drop_login
 from pytest_neon.local.reaper import Reaper, drop_project
@@ -187,6 +188,7 @@ def _kept_server(
             drop_dead_projects(shared.url)
         except Exception as exc:  # the watchdog tries again later
             log.debug("could not drop the projects of dead runs: %s", exc)
+        drop_expired_quietly(shared.url)  # failing tests' data kept by earlier runs
 
     # beside the run's own start: nothing waits for it
     threading.Thread(target=sweep, name="pytest-neon-dead-runs", daemon=True).start()
@@ -213,6 +215,7 @@ def _server(
     """The server given by URL, else the kept one, else a new throwaway cluster."""
     if postgres_url:
         check_postgres_url(postgres_url)
+        drop_expired_quietly(postgres_url)  # failing tests' data kept by earlier runs
         return _Server(postgres_url, f"PostgreSQL at {redact(postgres_url)}")
     estimate = room.estimate() if room is not None else None
     fallback = ""

@@ -7,7 +7,8 @@ as they run, so a server with no client for ``idle_timeout`` seconds (the file o
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
 directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
 at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
-that are gone: a run's cleanup costs it nothing. Usage:
+that are gone (a run's cleanup costs it nothing), and failing tests' databases kept past
+their expiry (``--neon-keep-failed``). Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -93,9 +94,11 @@ def watch(root: Path) -> None:
         if requested or now - last_sweep > SWEEP_EVERY:
             last_sweep = now
             from pytest_neon.local.dead_runs import drop_dead_projects
+            from pytest_neon.local.kept_failures import drop_expired_quietly
 
             with contextlib.suppress(Exception):
                 drop_dead_projects(url)
+            drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
         if clients:
             last_busy = now
             continue
