@@ -115,8 +115,7 @@ class Emulator:
                 self._close_backend()
                 raise
             serve = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.01},  # (stop waits for a poll to end)
+                target=self._server.serve_forever,  # (stop wakes it at once)
                 name=f"neon-emulator-{self._project_id}",
                 daemon=True,
             )

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import re
+import selectors
 import socket
 import socketserver
 import threading
@@ -255,7 +256,41 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.api = api
         self._clients: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
+        # shutdown() wakes the serving loop at once, instead of waiting for a poll to end
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._stopped.set()
         super().__init__(address, _RequestHandler)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Handle requests until :meth:`shutdown` (which wakes this loop at once)."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stopping:
+                    ready = selector.select(poll_interval)
+                    if self._stopping:
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self.handle_request()  # (ready: it does not block)
+                    self.service_actions()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait until it has returned."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall.
