@@ -4,8 +4,9 @@ section, the summary's list. The copy itself is :mod:`pytest_neon.keep_failed`'s
 A test qualifies when its writes are checked (``neon_branch_readwrite``, a Django test
 that commits, SQLAlchemy's fixtures on the worker branch): its branch is noted at
 checkout. Its data is kept when its setup or call fails, as the report is made: before
-its teardown, so before any reset. A failing teardown keeps nothing (it ran after the
-data that failed the test, and the reset may have started).
+its teardown, so before any reset. Locally the copy is made once the teardown is over
+(copying a database ends its sessions, which fixtures may still use as they tear down).
+A failing teardown keeps nothing (it ran after the data that failed the test).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pytest_neon.plugin_state import STATE, Backend, PluginState
 from pytest_neon.summary import merge_summary
 
 if TYPE_CHECKING:
-    from pytest_neon.keep_failed import FailureKeeper, LocalPlace
+    from pytest_neon.keep_failed import FailureKeeper, Kept, LocalPlace
 
 SECTION = "pytest-neon: the failing test's data"
 _BRANCH = pytest.StashKey[NeonBranch]()
 _KEEPER: pytest.StashKey[FailureKeeper] = pytest.StashKey()
+_PLANNED: pytest.StashKey[Kept] = pytest.StashKey()
 
 
 def note_checkout(item: pytest.Item, branch: NeonBranch) -> None:
@@ -34,8 +36,12 @@ def note_checkout(item: pytest.Item, branch: NeonBranch) -> None:
 
 
 def after_report(item: pytest.Item, report: pytest.TestReport) -> None:
-    """A failed setup or call of a noted test: keep its data; say so in its report."""
-    if report.when not in ("setup", "call") or not report.failed:
+    """A failed setup or call of a noted test: keep its data; say so in its report. (A
+    local copy is made once the test's teardown is over: see ``FailureKeeper.finish``.)"""
+    if report.when == "teardown":
+        _finish_local_copy(item)
+        return
+    if not report.failed:
         return
     branch = item.stash.get(_BRANCH, None)
     state = item.config.stash.get(STATE, None)
@@ -55,11 +61,31 @@ def after_report(item: pytest.Item, report: pytest.TestReport) -> None:
         item.config.stash[_KEEPER] = keeper
     kept = keeper.keep(item.nodeid, branch, state.session.ops)
     report.sections.append((SECTION, "\n".join(kept.lines)))
-    if kept.kept:
+    if kept.make is not None:
+        item.stash[_PLANNED] = kept
+    elif kept.kept:
         merge_summary(state.summary, {"kept_failed": [kept.summary_line]})
     elif keeper.capped:
         capped = {"kept_failed_capped": 1, "kept_failed_cap": str(keeper.quota.cap)}
         merge_summary(state.summary, capped)
+
+
+def _finish_local_copy(item: pytest.Item) -> None:
+    """After the teardown of a failed test on the local backend: make its copy (which
+    ends the sessions on its database: its branch is reset before the next test)."""
+    planned = item.stash.get(_PLANNED, None)
+    keeper = item.config.stash.get(_KEEPER, None)
+    state = item.config.stash.get(STATE, None)
+    if planned is None or keeper is None or state is None:
+        return
+    del item.stash[_PLANNED]
+    done = keeper.finish(planned)
+    if state.session is not None:
+        from pytest_neon.integration import mark_written
+
+        mark_written(state.session)
+    line = done.summary_line if done.kept else f"{done.test}: {' '.join(done.lines)}"
+    merge_summary(state.summary, {"kept_failed": [line]})
 
 
 def _local_place(state: PluginState) -> LocalPlace | None:

@@ -11,8 +11,10 @@ counted in the run's shared directory across xdist workers. Never imports pytest
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +57,8 @@ class Kept:
     name: str = ""  # the branch's or database's name; empty when nothing was kept
     branch_id: str = ""
     lines: tuple[str, ...] = ()  # the report section: how to reach it, or why not kept
+    # a local copy still to make, after the test's teardown (see FailureKeeper.finish)
+    make: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def kept(self) -> bool:
@@ -135,10 +139,24 @@ class FailureKeeper:
             else:
                 kept = self._keep_database(test, branch, self.local)
         except Exception as exc:  # a debugging aid: the test's own failure matters more
-            log.warning("pytest-neon: could not keep the data of %s: %s", test, exc)
-            return Kept(test, lines=(redact(f"pytest-neon: this test's data was not kept: {exc}"),))
-        self.kept.append(kept)
+            return _not_kept(test, exc)
+        if kept.make is None:
+            self.kept.append(kept)
         return kept
+
+    def finish(self, planned: Kept) -> Kept:
+        """Make the local copy ``planned`` by :meth:`keep`, once the test's teardown is
+        over: copying a database ends the sessions on it, which the test's fixtures may
+        still use while they tear down."""
+        if planned.make is None:
+            return planned
+        try:
+            planned.make()
+        except Exception as exc:
+            return _not_kept(planned.test, exc)
+        done = replace(planned, make=None)
+        self.kept.append(done)
+        return done
 
     def _keep_branch(self, test: str, branch: NeonBranch, ops: BranchOps) -> Kept:
         name = failed_test_name(test, self.run_id)
@@ -180,30 +198,39 @@ class FailureKeeper:
         name = failed_database_name(test, self.run_id)
         expires_at, until = _until(self.expiry)
         source = str(conninfo_to_dict(branch.connection_string)["dbname"])
-        keep_database(place.url, source, name, expires_at)
+        make = functools.partial(keep_database, place.url, source, name, expires_at)
         # the throwaway cluster's superuser password is the run's secret: the test's role
         # (which owns the tables) connects instead
         shown = branch.connection_string if place.kind == "throwaway" else place.url
         dsn = redact(dsn_without_password(shown, name))
         if place.kind == "kept":
             lines = (
-                f"pytest-neon kept this test's data as it failed: database {name} on the kept "
-                f"local PostgreSQL, {until}; then its watchdog or the next run drops it",
+                f"pytest-neon keeps this test's data: database {name} on the kept local "
+                f"PostgreSQL (copied after the test's teardown), {until}; then its watchdog or "
+                "the next run drops it",
                 f'connect: psql "{dsn}" (no password: the kept server\'s Unix socket, in a '
                 "directory only you can enter)",
             )
         elif place.kind == "given":
             lines = (
-                f"pytest-neon kept this test's data as it failed: database {name}, {until}; "
-                "then the next run on this server drops it",
+                f"pytest-neon keeps this test's data: database {name} (copied after the test's "
+                f"teardown), {until}; then the next run on this server drops it",
                 f"connect: {dsn} (the password is the one in {place.password_from})",
             )
         else:
             lines = (
-                f"pytest-neon kept this test's data as it failed: database {name}, for the rest "
-                "of this run only: the throwaway cluster (CI, or --neon-local-reuse=false) is "
-                "removed when the run ends; to keep it longer, use the kept local server "
+                f"pytest-neon keeps this test's data: database {name} (copied after the test's "
+                "teardown), for the rest of this run only: the throwaway cluster (CI, or "
+                "--neon-local-reuse=false) is removed when the run ends; to keep it longer, "
+                "use the kept local server "
                 "(--neon-local-reuse=true) or --neon-local-postgres-url",
                 f"connect while the run lasts: {dsn} (password: {place.password_from})",
             )
-        return Kept(test, name=name, lines=lines)
+        return Kept(test, name=name, lines=lines, make=make)
+
+
+def _not_kept(test: str, exc: Exception) -> Kept:
+    """Why ``test``'s data was not kept (a debugging aid: the test's own failure matters
+    more than this one)."""
+    log.warning("pytest-neon: could not keep the data of %s: %s", test, exc)
+    return Kept(test, lines=(redact(f"pytest-neon: this test's data was not kept: {exc}"),))

@@ -302,7 +302,8 @@ def test_a_given_server_keeps_a_database_until_it_expires(
         result.stdout.fnmatch_lines(
             [
                 "*pytest-neon: the failing test's data*",
-                f"*kept this test's data as it failed: database {name}, until * (3 s, *",
+                f"*keeps this test's data: database {name} (copied after the test's teardown), "
+                "until * (3 s, *",
                 f"*connect: postgresql://{user}@*/{name} (the password is the one in "
                 "--neon-local-postgres-url)*",
                 "*kept the data of 1 failing test(s)*",
@@ -328,10 +329,18 @@ def test_the_throwaway_cluster_keeps_it_for_the_run_only(
         import os, psycopg
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        def test_fails(neon_branch_readwrite):
-            with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-                conn.execute("CREATE TABLE seen (x text)")
-                conn.execute("INSERT INTO seen VALUES ('failing')")
+        import pytest
+
+        @pytest.fixture
+        def held():
+            conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+            yield conn
+            conn.execute("SELECT 1")  # used as it tears down: the copy waits for it
+            conn.close()
+
+        def test_fails(neon_branch_readwrite, held):
+            held.execute("CREATE TABLE seen (x text)")
+            held.execute("INSERT INTO seen VALUES ('failing')")
             assert False
 
         def test_later_reads_it_with_the_tests_login(neon_branch_readwrite):
@@ -350,12 +359,12 @@ def test_the_throwaway_cluster_keeps_it_for_the_run_only(
         pytester, "-p", "no:cacheprovider", "-p", "no:randomly", "--neon-backend=local",
         "--neon-keep-failed",
     )  # fmt: skip
-    result.assert_outcomes(failed=1, passed=1)
+    result.assert_outcomes(failed=1, passed=1)  # (no error: its fixture tore down first)
     result.stdout.fnmatch_lines(
         [
-            "*kept this test's data as it failed: database pytest_neon_failed_test_keep_test_"
-            "fails_*, for the rest of this run only: the throwaway cluster (CI, or "
-            "--neon-local-reuse=false) is removed when the run ends*",
+            "*keeps this test's data: database pytest_neon_failed_test_keep_test_fails_* "
+            "(copied after the test's teardown), for the rest of this run only: the throwaway "
+            "cluster (CI, or --neon-local-reuse=false) is removed when the run ends*",
             "*connect while the run lasts: postgresql://neondb_owner@127.0.0.1:*/pytest_neon_"
             "failed_* (password: the test's own, as in DATABASE_URL while it ran)*",
         ]
@@ -384,8 +393,8 @@ def test_the_kept_server_keeps_a_database_past_the_run_until_it_expires(
         assert _seen(_on(url, name)) == ["failing-0"]  # after the run's own databases went
         result.stdout.fnmatch_lines(
             [
-                f"*database {name} on the kept local PostgreSQL, until * (4 s, *; then its "
-                "watchdog or the next run drops it",
+                f"*database {name} on the kept local PostgreSQL (copied after the test's "
+                "teardown), until * (4 s, *; then its watchdog or the next run drops it",
                 f'*connect: psql "postgresql://postgres@/{name}?host={root}&port={port}" (no '
                 "password: the kept server's Unix socket*",
                 f"*test_keep.py::test_fails[[]0[]]: {name}",
