@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +27,7 @@ from pytest_neon.housekeeping import (
     delete_run_branches,
     sweep_stale,
 )
+from pytest_neon.naming import branch_name
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.worker_count import WorkerBranches, chosen, on_neon
 from pytest_neon.worker_pool import WorkerPool
@@ -77,6 +79,10 @@ class NeonSession:
         self.others_live = False
         self._keep_alive = KeepAlive(self.ops)
         self._source_expires = False  # the source is the run's migration branch
+        #: (branch name, real database): when this process runs the emulator, the next
+        #: branch of that name is made as a copy of that database (see
+        #: :meth:`create_migration_branch_from`)
+        self.seed_database: Callable[[str, str], None] | None = None
 
     @property
     def caches_migrations(self) -> bool:
@@ -237,6 +243,15 @@ class NeonSession:
         if self.migration_branch is None:
             self.migration_branch = self._take_reserved_migration() or self.ops.create("migrations")
         return self.migration_branch
+
+    def create_migration_branch_from(self, database: str) -> NeonBranch | None:
+        """The migration branch made as a copy of ``database``, a real database of the
+        local server (the kept server's migration cache): one copy, not two. ``None`` when
+        this process does not run the emulator, or the branch is made already."""
+        if self.seed_database is None or self.migration_branch is not None:
+            return None
+        self.seed_database(branch_name(self.run_id, "migrations"), database)
+        return self.create_migration_branch()
 
     def claim_migration_branch(self, key: str) -> bool:
         """Migrate on the claim of the migration cache's ``key`` (see

@@ -374,7 +374,7 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
     """A session on this process's own backend: the local one it started, or Neon."""
     settings = state.settings
     if state.local is not None:
-        return _make_session(
+        session = _make_session(
             state,
             api_host=state.local.api_host,
             project_id=state.local.project_id,
@@ -386,6 +386,8 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             worker=worker,
             session=state.local.session(),  # this process runs the emulator
         )
+        session.seed_database = state.local.emulator.seed_database
+        return session
     if state.backend is Backend.NEON and settings.project_id:
         return _make_session(
             state,

@@ -34,6 +34,11 @@ def local_cache_key(fingerprint: str, database: str, role: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
+def cached_database(key: str) -> str:
+    """The name of the database that caches ``key``."""
+    return PREFIX + key
+
+
 class LocalMigrationCache:
     """Cache databases on the server at ``url`` (a superuser DSN); :meth:`close` when done."""
 
@@ -49,7 +54,7 @@ class LocalMigrationCache:
 
     def find(self, key: str) -> bool:
         """Whether the cache holds ``key``."""
-        return bool(_named_like(self._databases, PREFIX + key))
+        return bool(_named_like(self._databases, cached_database(key)))
 
     def load(self, key: str, branch: NeonBranch) -> None:
         """Make ``branch``'s database a copy of the cached ``key`` (nobody uses it yet): in
@@ -65,7 +70,7 @@ class LocalMigrationCache:
             ).fetchone()
         comment, databases.server.tablespace = (row[0] or "", row[1]) if row else ("", None)
         databases.drop(real)
-        databases.clone(PREFIX + key, real, owner, comment, _CLONE_WAIT, evict_after=_EVICT)
+        databases.clone(cached_database(key), real, owner, comment, _CLONE_WAIT, evict_after=_EVICT)
 
     def save(self, key: str, branch: NeonBranch) -> None:
         """Keep ``branch``'s database as the cached ``key``; prune older keys."""
@@ -78,7 +83,7 @@ class LocalMigrationCache:
             real, building, SUPERUSER, f"{_COMMENT} {key}", _CLONE_WAIT, evict_after=_EVICT
         )
         try:
-            databases.rename(building, PREFIX + key)
+            databases.rename(building, cached_database(key))
         except Exception:  # another run saved the same key meanwhile
             databases.drop_quietly(building)
             return
@@ -105,7 +110,7 @@ def _named_like(databases: Any, prefix: str) -> list[str]:
 def _prune(databases: Any, key: str) -> None:
     """Drop cache databases but the newest ``KEEP`` (``key``'s among them), and
     half-built ones whose run is gone."""
-    others = [name for name in _named_like(databases, PREFIX) if name != PREFIX + key]
+    others = [name for name in _named_like(databases, PREFIX) if name != cached_database(key)]
     for name in others[KEEP - 1 :] + _named_like(databases, _BUILDING):
         log.info("pruning migration cache database %s", name)
         databases.drop_quietly(name)

@@ -11,7 +11,11 @@ from pytest_neon.errors import NeonError
 from pytest_neon.migrations.cache import cache_key, look_up
 from pytest_neon.migrations.fingerprint import schema_fingerprint
 from pytest_neon.migrations.gate import MigrationGate, MigrationState
-from pytest_neon.migrations.local_cache import LocalMigrationCache, local_cache_key
+from pytest_neon.migrations.local_cache import (
+    LocalMigrationCache,
+    cached_database,
+    local_cache_key,
+)
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.neon_session import NeonSession
 from pytest_neon.patience import Patience
@@ -169,9 +173,12 @@ class Migrations:
             with counters.phase("migration cache lookup"):
                 hit = cache.find(key)
             if hit:
-                branch = session.create_migration_branch()
                 with counters.phase("migration cache load"):
-                    cache.load(key, branch)
+                    # this process runs the emulator: the branch is made as a copy of it
+                    branch = session.create_migration_branch_from(cached_database(key))
+                    if branch is None:
+                        branch = session.create_migration_branch()
+                        cache.load(key, branch)
                 counters.note_cache("hit")
                 return Source(branch.branch_id, expires=True)
             counters.note_cache("miss")

@@ -244,6 +244,12 @@ class Emulator:
         it exists (the plugin's kept local server)."""
         self.control_plane.settings.database_names[branch_name] = real_name
 
+    def seed_database(self, branch_name: str, template: str) -> None:
+        """Make the database of the next branch named ``branch_name`` (of a parent with one
+        database) a copy of the server's database ``template`` rather than of its parent's:
+        the kept server's migration cache, in one copy (internal to the plugin)."""
+        self.control_plane.settings.database_seeds[branch_name] = template
+
     @property
     def control_plane(self) -> ControlPlane:
         """The control plane (internal; for tests that tune it)."""

@@ -117,10 +117,14 @@ class BranchCreation:
         """Plan a copy of each of the parent's databases; hold the branch's place and pin
         the parent (it is being copied)."""
         clones = []
-        asked = self._ctx.settings.database_names.pop(branch.name, None)
+        settings = self._ctx.settings
+        asked = settings.database_names.pop(branch.name, None)
+        seed = settings.database_seeds.pop(branch.name, None)
+        only = len(parent.databases) == 1
         for db in parent.databases:
-            real = asked if asked and len(parent.databases) == 1 else ids.real_database_name()
-            clones.append(CloneJob(db.real_name, db.name, db.owner_name, real, real))
+            real = asked if asked and only else ids.real_database_name()
+            template = seed if seed and only else db.real_name
+            clones.append(CloneJob(template, db.name, db.owner_name, real, real))
             branch.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
         self._ctx.project.branches[branch.id] = branch
         parent.pins += 1

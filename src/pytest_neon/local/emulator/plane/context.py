@@ -29,6 +29,9 @@ class PlaneSettings:
     evict_after: float | None = 1.0
     # real database names asked for up front, by branch name (one-database parents only)
     database_names: dict[str, str] = field(default_factory=dict)
+    # real databases to copy instead of the parent's, by branch name (one-database parents
+    # only): the kept server's migration cache, copied straight into a new branch
+    database_seeds: dict[str, str] = field(default_factory=dict)
 
 
 class PlaneContext:
