@@ -9,6 +9,7 @@ so not seen: use the ``neon_reset`` marker for tests that rely on them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -226,16 +227,17 @@ def _answer(pgconn: pq.abc.PGconn) -> list[bytes | None]:
     return row
 
 
-def wal_inspector_available(superuser_url: str, *, install: bool) -> bool:
-    """Whether ``pg_walinspect`` can be used on this server (installing it if allowed)."""
+def wal_inspector_available(
+    superuser_url: str, *, install: bool, conn: psycopg.Connection[Any] | None = None
+) -> bool:
+    """Whether ``pg_walinspect`` can be used on this server (installing it if allowed);
+    through ``conn`` (an autocommit superuser connection to it) when given."""
     try:
-        with _connect(superuser_url) as conn:
+        with contextlib.nullcontext(conn) if conn is not None else _connect(superuser_url) as c:
             if install:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-            row = conn.execute(
-                "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"
-            ).fetchone()
-            return row is not None
+                c.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            row = c.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'")
+            return row.fetchone() is not None
     except psycopg.Error as exc:
         log.debug("pg_walinspect not available: %s", exc)
         return False

@@ -114,7 +114,9 @@ class LocalBackend:
             if checks.note:
                 description += f"; {checks.note}"
         else:
-            inspector = server.url if wal_inspector_available(server.url, install=True) else None
+            with emulator.server_connection() as conn:
+                found = wal_inspector_available(server.url, install=True, conn=conn)
+            inspector = server.url if found else None
         backend = cls(
             emulator, server.postgres, description, inspector, shared=server.shared, room=room
         )
@@ -258,7 +260,8 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
     if reservation is not None:
         try:
             emulator.name_database(reservation.branch_name, reservation.database)
-            create_login(server.url, reservation, owner=DEFAULT_ROLE)
+            with emulator.server_connection() as conn:
+                create_login(server.url, reservation, DEFAULT_ROLE, conn)
         except BaseException:
             emulator.stop(drop=True)
             raise

@@ -88,15 +88,19 @@ def reserve(root: Path, *, run_id: str, branch_name: str) -> Reservation | None:
     )
 
 
-def create_login(url: str, reservation: Reservation, owner: str) -> None:
-    """Create the run's login role on the server at ``url`` (a superuser DSN)."""
+def create_login(url: str, reservation: Reservation, owner: str, conn: Any = None) -> None:
+    """Create the run's login role on the server at ``url`` (a superuser DSN), through
+    ``conn`` (an autocommit superuser connection to it) when given."""
+    import contextlib
+
     import psycopg
     from psycopg import sql
 
     from pytest_neon.local.emulator.sql.metadata import lock_role_names
 
     login = sql.Identifier(reservation.login)
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+    opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
+    with opened if opened is not None else contextlib.nullcontext(conn) as conn:
         verifier = conn.pgconn.encrypt_password(
             reservation.password.encode(), reservation.login.encode(), b"scram-sha-256"
         )

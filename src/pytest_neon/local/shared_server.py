@@ -182,21 +182,29 @@ def ensure_shared_server(
     with locked(root):
         touch_last_use(root)
         wanted, port = port, running_port(cluster) if read_stamp(root) == identity else None
-        reused = port is not None and _accepts(socket_url(root, port))
-        if not reused:
-            port = None
-            if read_stamp(root) == identity and (cluster.data_dir / "PG_VERSION").exists():
-                with contextlib.suppress(PostgresUnavailableError):
+        # one connection says the server is up and sees to its RAM tablespace
+        conn = _connect_if_up(socket_url(root, port)) if port is not None else None
+        reused = conn is not None
+        try:
+            if not reused:
+                port = None
+                if read_stamp(root) == identity and (cluster.data_dir / "PG_VERSION").exists():
+                    with contextlib.suppress(PostgresUnavailableError):
+                        port = _start(cluster, deadline, wanted)
+                if port is None:
+                    _remake(cluster, deadline)
                     port = _start(cluster, deadline, wanted)
-            if port is None:
-                _remake(cluster, deadline)
-                port = _start(cluster, deadline, wanted)
-            (root / STAMP).write_text(json.dumps(identity))
-        assert port is not None
-        (root / IDLE_FILE).write_text(str(idle_timeout))
-        _ensure_watchdog(root)
-        url = socket_url(root, port)
-        ram_dir = ram_tablespace(url, root, run_as)
+                (root / STAMP).write_text(json.dumps(identity))
+            assert port is not None
+            (root / IDLE_FILE).write_text(str(idle_timeout))
+            _ensure_watchdog(root)
+            url = socket_url(root, port)
+            if conn is None:
+                conn = _connect(url)
+            ram_dir = ram_tablespace(conn, root, run_as)
+        finally:
+            if conn is not None:
+                conn.close()
     major = _major(cluster.data_dir)
     return SharedServer(
         root,
@@ -222,45 +230,44 @@ def ram_dir_of(root: Path) -> Path | None:
     return base / f"pytest-neon-{uid}-{digest}"
 
 
-def ram_tablespace(url: str, root: Path, run_as: OsUser | None) -> Path | None:
+def ram_tablespace(conn: Any, root: Path, run_as: OsUser | None) -> Path | None:
     """Make sure the tablespace ``TABLESPACE`` is usable, in RAM; its directory, or
-    ``None`` when there is no RAM disk (the databases then stay on disk).
+    ``None`` when there is no RAM disk (the databases then stay on disk). ``conn``: an
+    autocommit superuser connection to the server.
 
     After a reboot the RAM directory is gone, and with it every database in it (those of
     runs that are over): they are dropped and the tablespace made again.
     """
-    import psycopg
     from psycopg import sql
 
     ram = ram_dir_of(root)
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = %s",
-            (TABLESPACE,),
-        ).fetchone()
-        if row is not None:
-            location = Path(row[1])
-            if location == ram and any(location.glob("PG_*")):
-                return ram
-            lost = conn.execute(
-                "SELECT datname FROM pg_database WHERE dattablespace = %s", (row[0],)
-            ).fetchall()
-            for (name,) in lost:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-            conn.execute(sql.SQL("DROP TABLESPACE {}").format(sql.Identifier(TABLESPACE)))
-        if ram is None:
-            return None
-        shutil.rmtree(ram, ignore_errors=True)
-        ram.mkdir(mode=0o700)
-        if run_as is not None:
-            os.chown(ram, run_as.uid, run_as.gid)
-        conn.execute(
-            sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
-                sql.Identifier(TABLESPACE), sql.Literal(str(ram))
+    row = conn.execute(
+        "SELECT oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = %s",
+        (TABLESPACE,),
+    ).fetchone()
+    if row is not None:
+        location = Path(row[1])
+        if location == ram and any(location.glob("PG_*")):
+            return ram
+        lost = conn.execute(
+            "SELECT datname FROM pg_database WHERE dattablespace = %s", (row[0],)
+        ).fetchall()
+        for (name,) in lost:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+        conn.execute(sql.SQL("DROP TABLESPACE {}").format(sql.Identifier(TABLESPACE)))
+    if ram is None:
+        return None
+    shutil.rmtree(ram, ignore_errors=True)
+    ram.mkdir(mode=0o700)
+    if run_as is not None:
+        os.chown(ram, run_as.uid, run_as.gid)
+    conn.execute(
+        sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+            sql.Identifier(TABLESPACE), sql.Literal(str(ram))
         )
+    )
     return ram
 
 
@@ -299,15 +306,22 @@ def running_port(cluster: Cluster) -> int | None:
         return None
 
 
-def _accepts(url: str) -> bool:
+def _connect(url: str, timeout: int = 10) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, connect_timeout=timeout, autocommit=True)
+
+
+def _connect_if_up(url: str) -> Any:
+    """A connection to the server at ``url`` if it accepts one, else ``None``."""
     import psycopg
 
     try:
-        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("SELECT 1")
+        conn = _connect(url, timeout=5)
+        conn.execute("SELECT 1")
     except psycopg.Error:
-        return False
-    return True
+        return None
+    return conn
 
 
 def _remake(cluster: Cluster, deadline: float) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -13,7 +15,7 @@ from pytest_neon.local.emulator.faults import Faults, FaultSettings
 from pytest_neon.local.emulator.http_server import EmulatorHTTPServer
 from pytest_neon.local.emulator.plane.control_plane import ControlPlane
 from pytest_neon.local.emulator.routes import BASE_PATH
-from pytest_neon.local.emulator.sql.server import SqlServer
+from pytest_neon.local.emulator.sql.server import Connection, SqlServer
 from pytest_neon.redact import register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -243,6 +245,15 @@ class Emulator:
         database) the real name ``real_name``: its connection string is then known before
         it exists (the plugin's kept local server)."""
         self.control_plane.settings.database_names[branch_name] = real_name
+
+    @contextlib.contextmanager
+    def server_connection(self) -> Iterator[Connection]:
+        """An autocommit connection of the server's superuser, from the emulator's pool
+        (internal to the plugin: one connection less to open at a run's start)."""
+        if self._sql is None:
+            raise RuntimeError("the emulator is not started")
+        with self._sql.connection() as conn:
+            yield conn
 
     def seed_database(self, branch_name: str, template: str) -> None:
         """Make the database of the next branch named ``branch_name`` (of a parent with one
