@@ -3,53 +3,18 @@ md5, cleartext or trust: whatever the server asks), and read up to ``ReadyForQue
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
+import socket
 import ssl
 import struct
 from dataclasses import dataclass
 
 from pytest_neon.local.emulator.proxy import wire
-from pytest_neon.local.emulator.proxy.channel import Channel
+from pytest_neon.local.emulator.proxy.conn import ChannelClosed, PgSocket
 from pytest_neon.local.emulator.proxy.scram import SCRAM, ScramClient, ScramError
 
 CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class ServerAddress:
-    """Where the real server listens: a TCP host and port, or a Unix-socket directory."""
-
-    host: str
-    port: int
-    tls: bool = False  # ask for TLS first (the superuser URL's sslmode asks for it)
-
-    async def open(self) -> Channel:
-        """A connected :class:`Channel` to the server."""
-        loop = asyncio.get_running_loop()
-        if self.host.startswith("/"):
-            path = f"{self.host}/.s.PGSQL.{self.port}"
-            _, channel = await loop.create_unix_connection(Channel, path)
-        else:
-            _, channel = await loop.create_connection(Channel, self.host or "localhost", self.port)
-        if self.tls and not self.host.startswith("/"):
-            channel = await _upgrade(channel)
-        return channel
-
-
-async def _upgrade(channel: Channel) -> Channel:
-    channel.write(struct.pack("!II", 8, wire.SSL_REQUEST))
-    if await channel.read_exact(1) != b"S":
-        raise BackendRefused(wire.error_response("08001", "the server refused TLS"))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # as libpq's sslmode=require
-    assert channel.transport is not None
-    loop = asyncio.get_running_loop()
-    transport = await loop.start_tls(channel.transport, channel, context)
-    assert isinstance(transport, asyncio.Transport)
-    channel.transport = transport
-    return channel
 
 
 class BackendRefused(Exception):
@@ -60,34 +25,68 @@ class BackendRefused(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where the real server listens: a TCP host and port, or a Unix-socket directory."""
+
+    host: str
+    port: int
+    tls: bool = False  # ask for TLS first (the superuser URL's sslmode asks for it)
+
+    def open(self) -> PgSocket:
+        """A connected socket to the server (blocking, with a timeout)."""
+        if self.host.startswith("/"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(f"{self.host}/.s.PGSQL.{self.port}")
+            except OSError:
+                sock.close()
+                raise
+            return PgSocket(sock)
+        sock = socket.create_connection((self.host or "localhost", self.port), CONNECT_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = PgSocket(sock)
+        if self.tls:
+            conn.send(struct.pack("!II", 8, wire.SSL_REQUEST))
+            if conn.read_exact(1) != b"S":
+                conn.close()
+                raise BackendRefused(wire.error_response("08001", "the server refused TLS"))
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # as libpq's sslmode=require
+            conn.start_tls(context, server_side=False)
+        return conn
+
+
 @dataclass
 class Login:
-    """A logged-in session: its channel, its cancel key, and the server's messages after
+    """A logged-in session: its socket, its cancel key, and the server's messages after
     ``AuthenticationOk`` (``ParameterStatus``, notices), ``ReadyForQuery`` last."""
 
-    channel: Channel
+    conn: PgSocket
     pid: int
     key: int
     messages: bytes
 
 
-async def log_in(address: ServerAddress, user: str, password: str, params: dict[str, str]) -> Login:
+def log_in(address: ServerAddress, user: str, password: str, params: dict[str, str]) -> Login:
     """Log ``user`` in with ``params`` (which name the database)."""
-    channel = await asyncio.wait_for(address.open(), CONNECT_TIMEOUT)
+    conn = address.open()
     try:
-        return await asyncio.wait_for(_handshake(channel, user, password, params), CONNECT_TIMEOUT)
+        return _handshake(conn, user, password, params)
     except BaseException:
-        channel.close()
+        conn.close()
         raise
 
 
-async def _handshake(channel: Channel, user: str, password: str, params: dict[str, str]) -> Login:
-    channel.write(wire.startup_packet({"user": user, **params}))
+def _handshake(conn: PgSocket, user: str, password: str, params: dict[str, str]) -> Login:
+    conn.send(wire.startup_packet({"user": user, **params}))
     scram: ScramClient | None = None
     pid = key = 0
     kept = bytearray()
     while True:
-        kind, body = await channel.read_message()
+        kind, body = conn.read_message()
         if kind == b"E":
             raise BackendRefused(wire.message(kind, body))
         if kind == b"R":
@@ -95,19 +94,19 @@ async def _handshake(channel: Channel, user: str, password: str, params: dict[st
             if code == wire.AUTH_OK:
                 continue
             if code == wire.AUTH_CLEARTEXT:
-                channel.write(wire.message(b"p", wire.cstring(password)))
+                conn.send(wire.message(b"p", wire.cstring(password)))
             elif code == wire.AUTH_MD5:
                 inner = hashlib.md5((password + user).encode()).hexdigest()  # noqa: S324
                 outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()  # noqa: S324
-                channel.write(wire.message(b"p", wire.cstring("md5" + outer)))
+                conn.send(wire.message(b"p", wire.cstring("md5" + outer)))
             elif code == wire.AUTH_SASL:
                 offered = [m for m in body[4:].split(b"\0") if m]
                 if SCRAM.encode() not in offered:
                     raise _refused("the server offers no SASL mechanism the proxy speaks")
                 scram = ScramClient(password)
-                channel.write(wire.sasl_initial_response(SCRAM, scram.first()))
+                conn.send(wire.sasl_initial_response(SCRAM, scram.first()))
             elif code == wire.AUTH_SASL_CONTINUE and scram is not None:
-                channel.write(wire.message(b"p", scram.final(body[4:])))
+                conn.send(wire.message(b"p", scram.final(body[4:])))
             elif code == wire.AUTH_SASL_FINAL and scram is not None:
                 try:
                     scram.verify(body[4:])
@@ -120,15 +119,19 @@ async def _handshake(channel: Channel, user: str, password: str, params: dict[st
         else:
             kept += wire.message(kind, body)
             if kind == b"Z":
-                return Login(channel, pid, key, bytes(kept))
+                return Login(conn, pid, key, bytes(kept))
 
 
 def _refused(text: str) -> BackendRefused:
     return BackendRefused(wire.error_response("08001", f"the emulator's proxy: {text}"))
 
 
-async def send_cancel(address: ServerAddress, pid: int, key: int) -> None:
+def send_cancel(address: ServerAddress, pid: int, key: int) -> None:
     """Ask the server to cancel the query running in its backend ``pid``."""
-    channel = await asyncio.wait_for(address.open(), CONNECT_TIMEOUT)
-    channel.write(wire.cancel_request(pid, key))
-    channel.close()
+    conn = address.open()
+    try:
+        conn.send(wire.cancel_request(pid, key))
+        with contextlib.suppress(ChannelClosed):
+            conn.read_exact(1)  # the server closes it once the request is handled
+    finally:
+        conn.close()

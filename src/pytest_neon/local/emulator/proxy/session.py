@@ -1,13 +1,11 @@
-"""One client's session through an endpoint's listener: TLS, SCRAM-SHA-256(-PLUS) against
-the role's password, the login on the real server, then bytes relayed both ways."""
+"""One client's handshake through an endpoint's listener: TLS, SCRAM-SHA-256(-PLUS)
+against the role's password, then the login on the real server (the relay takes over)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import secrets
 import struct
-from collections.abc import Awaitable, Callable
+import threading
 from dataclasses import dataclass, field
 
 from pytest_neon.local.emulator.proxy import wire
@@ -18,14 +16,11 @@ from pytest_neon.local.emulator.proxy.backend_login import (
     log_in,
     send_cancel,
 )
-from pytest_neon.local.emulator.proxy.channel import Channel, ChannelClosed
+from pytest_neon.local.emulator.proxy.conn import PgSocket
 from pytest_neon.local.emulator.proxy.scram import ScramError, ScramServer
-from pytest_neon.local.emulator.proxy.targets import Directory, Refusal, Target
+from pytest_neon.local.emulator.proxy.targets import Directory, Refusal
 from pytest_neon.local.emulator.proxy.tls import ServerTls
 
-log = logging.getLogger("pytest_neon.emulator")
-
-HANDSHAKE_TIMEOUT = 30.0
 #: what Neon's proxy answers a client that does not use TLS
 INSECURE = "connection is insecure (try using `sslmode=require`)"
 _READ_ONLY = "-c default_transaction_read_only=on"
@@ -39,72 +34,51 @@ class ProxyState:
     directory: Directory
     server: ServerAddress
     tls: ServerTls | None
-    lookup: Callable[[Callable[[], Target]], Awaitable[Target]]
     #: the cancel keys handed to clients -> the real server's
     cancel_keys: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_cancel_key(self, login: Login) -> tuple[int, int]:
+        """A key for the client that stands for the server's."""
+        keys = (secrets.randbits(31), secrets.randbits(32))
+        with self.lock:
+            self.cancel_keys[keys] = (login.pid, login.key)
+        return keys
+
+    def forget_cancel_key(self, keys: tuple[int, int]) -> None:
+        """The session ended."""
+        with self.lock:
+            self.cancel_keys.pop(keys, None)
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """The client is refused: ``error`` is the ``ErrorResponse`` to send it."""
+
     def __init__(self, error: bytes) -> None:
         super().__init__("refused")
         self.error = error
 
 
-def _refuse(sqlstate: str, text: str) -> _Refused:
-    return _Refused(wire.error_response(sqlstate, text))
+def _refuse(sqlstate: str, text: str) -> Refused:
+    return Refused(wire.error_response(sqlstate, text))
 
 
-async def serve(client: Channel, endpoint_id: str, state: ProxyState) -> None:
-    """Serve one client of ``endpoint_id`` until either side closes."""
-    backend: Channel | None = None
-    keys: tuple[int, int] | None = None
-    try:
-        try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                login = await _handshake(client, endpoint_id, state)
-        except _Refused as refused:
-            client.write(refused.error)
-            return
-        if login is None:
-            return  # a cancel request, answered
-        backend = login.channel
-        keys = (secrets.randbits(31), secrets.randbits(32))
-        state.cancel_keys[keys] = (login.pid, login.key)
-        client.relay(backend)
-        backend.relay(client)
-        ready = login.messages[-6:]  # ReadyForQuery
-        client.write(
-            wire.auth(wire.AUTH_OK) + login.messages[:-6] + wire.backend_key_data(*keys) + ready
-        )
-        await asyncio.wait([client.done, backend.done], return_when=asyncio.FIRST_COMPLETED)
-    except (ChannelClosed, ConnectionError, TimeoutError):
-        pass  # the client went away, or took too long
-    except Exception:
-        log.warning("endpoint %s: a session failed", endpoint_id, exc_info=True)
-    finally:
-        if keys is not None:
-            state.cancel_keys.pop(keys, None)
-        client.close()
-        if backend is not None:
-            backend.close()
-
-
-async def _handshake(client: Channel, endpoint_id: str, state: ProxyState) -> Login | None:
+def handshake(client: PgSocket, endpoint_id: str, state: ProxyState) -> Login | None:
     """Up to the login on the real server (``None`` after a cancel request)."""
     secure = False
     while True:
-        body = await client.read_packet()
+        body = client.read_packet()
         (code,) = struct.unpack("!I", body[:4])
         if code == wire.SSL_REQUEST and state.tls is not None and not secure:
             if client.buffered:
                 raise _refuse("08P01", "data sent after the SSL request, before TLS")
-            client.write(b"S")
-            await _start_tls(client, state.tls)
+            client.send(b"S")
+            client.start_tls(state.tls.context, server_side=True)
             secure = True
         elif code in (wire.SSL_REQUEST, wire.GSSENC_REQUEST):
-            client.write(b"N")
+            client.send(b"N")
         elif code == wire.CANCEL_REQUEST:
-            await _cancel(body, state)
+            _cancel(body, state)
             return None
         else:
             break
@@ -116,16 +90,16 @@ async def _handshake(client: Channel, endpoint_id: str, state: ProxyState) -> Lo
     params = startup.params
     unknown = [k for k in params if k.startswith("_pq_.")]
     if startup.version & 0xFFFF or unknown:
-        client.write(wire.negotiate_protocol(0, unknown))
+        client.send(wire.negotiate_protocol(0, unknown))
     user = params.get("user", "")
     database = params.get("database") or user
     options = _options(params.get("options", ""))
     try:
-        target = await state.lookup(lambda: state.directory.target(endpoint_id, user, database))
+        target = state.directory.target(endpoint_id, user, database)
     except Refusal as refusal:
         raise _refuse(refusal.sqlstate, refusal.message) from None
     end_point = state.tls.end_point if secure and state.tls is not None else None
-    await _authenticate(client, user, target.password, end_point)
+    _authenticate(client, user, target.password, end_point)
     assert target.password is not None
     if target.read_only:
         options = f"{options} {_READ_ONLY}".strip()
@@ -134,27 +108,27 @@ async def _handshake(client: Channel, endpoint_id: str, state: ProxyState) -> Lo
     if options:
         passed["options"] = options
     try:
-        return await log_in(state.server, target.role, target.password, passed)
+        return log_in(state.server, target.role, target.password, passed)
     except BackendRefused as refused:
-        raise _Refused(refused.error) from None
+        raise Refused(refused.error) from None
     except OSError as exc:
         raise _refuse("08006", f"the emulator's PostgreSQL is unreachable: {exc}") from None
 
 
-async def _start_tls(client: Channel, tls: ServerTls) -> None:
-    assert client.transport is not None
-    loop = asyncio.get_running_loop()
-    transport = await loop.start_tls(client.transport, client, tls.context, server_side=True)
-    assert isinstance(transport, asyncio.Transport)
-    client.transport = transport
+def greeting(login: Login, keys: tuple[int, int]) -> bytes:
+    """What the client gets once logged in: ``AuthenticationOk``, the server's parameters,
+    the proxy's cancel key, ``ReadyForQuery``."""
+    messages, ready = login.messages[:-6], login.messages[-6:]
+    return wire.auth(wire.AUTH_OK) + messages + wire.backend_key_data(*keys) + ready
 
 
-async def _cancel(body: bytes, state: ProxyState) -> None:
+def _cancel(body: bytes, state: ProxyState) -> None:
     if len(body) >= 12:
         pid, key = struct.unpack("!II", body[4:12])
-        real = state.cancel_keys.get((pid, key))
+        with state.lock:
+            real = state.cancel_keys.get((pid, key))
         if real is not None:
-            await send_cancel(state.server, *real)
+            send_cancel(state.server, *real)
 
 
 def _options(options: str) -> str:
@@ -169,20 +143,20 @@ def _options(options: str) -> str:
     return " ".join(kept)
 
 
-async def _authenticate(
-    client: Channel, user: str, password: str | None, end_point: bytes | None
+def _authenticate(
+    client: PgSocket, user: str, password: str | None, end_point: bytes | None
 ) -> None:
     """SCRAM-SHA-256 (``-PLUS`` over TLS) against ``password``; no role: it fails."""
     failed = _refuse("28P01", f'password authentication failed for user "{user}"')
     scram = ScramServer(password or secrets.token_hex(16), end_point)
-    client.write(wire.sasl_mechanisms(scram.mechanisms))
+    client.send(wire.sasl_mechanisms(scram.mechanisms))
     try:
-        kind, body = await client.read_message()
+        kind, body = client.read_message()
         if kind != b"p":
             raise _refuse("08P01", "expected a SASL initial response")
         mechanism, data = wire.parse_sasl_initial(body)
-        client.write(wire.auth(wire.AUTH_SASL_CONTINUE, scram.first(mechanism, data)))
-        kind, body = await client.read_message()
+        client.send(wire.auth(wire.AUTH_SASL_CONTINUE, scram.first(mechanism, data)))
+        kind, body = client.read_message()
         if kind != b"p":
             raise _refuse("08P01", "expected a SASL response")
         final = scram.final(body)
@@ -192,4 +166,4 @@ async def _authenticate(
         raise _refuse("28000", f"SCRAM authentication failed: {exc}") from None
     if password is None:
         raise failed
-    client.write(wire.auth(wire.AUTH_SASL_FINAL, final))
+    client.send(wire.auth(wire.AUTH_SASL_FINAL, final))
