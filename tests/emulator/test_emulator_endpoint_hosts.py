@@ -3,15 +3,20 @@ channel binding ended there (as on Neon), the logical database mapped to the rea
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
 import pytest
+import requests
 from psycopg import errors
 
 from pytest_neon.local.emulator import Emulator
@@ -193,3 +198,61 @@ def test_the_plugins_emulator_has_no_listeners(postgres_url: str) -> None:
             assert emu.endpoint_tls is None
         finally:
             emu.stop(drop=True)
+
+
+_CLI_WITHOUT_CRYPTOGRAPHY = """
+import sys
+sys.modules["cryptography"] = None  # as if pytest-neon[emulator] were not installed
+from pytest_neon.local.emulator.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("openssl", [True, False], ids=["openssl", "no-tls-at-all"])
+def test_the_cli_without_cryptography(postgres_url: str, tmp_path: Path, openssl: bool) -> None:
+    ready = tmp_path / "ready.json"
+    env = {**os.environ, "PATH": os.environ["PATH"] if openssl else str(tmp_path)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CLI_WITHOUT_CRYPTOGRAPHY,
+            "--postgres-url",
+            postgres_url,
+            "--ready-file",
+            str(ready),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    info: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None, "the emulator stopped"
+            assert time.monotonic() < deadline, "the emulator did not start"
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        base = (
+            f"{info['api_host']}/projects/{info['project_id']}/branches/{info['default_branch_id']}"
+        )
+        with requests.Session() as http:
+            host = http.get(f"{base}/endpoints", timeout=10).json()["endpoints"][0]["host"]
+            password = http.get(f"{base}/roles/neondb_owner/reveal_password", timeout=10).json()[
+                "password"
+            ]
+        uri = f"postgresql://neondb_owner:{quote(password)}@{host}/neondb"
+        if openssl:  # the certificate comes from the openssl binary
+            assert sql(f"{uri}?{TLS_BOUND}", "SELECT 1") == [(1,)]
+        else:  # plain connections, SCRAM without channel binding
+            assert sql(f"{uri}?sslmode=disable", "SELECT 1") == [(1,)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        if info:
+            with Emulator(postgres_url, project_id=info["project_id"], endpoint_proxy=False) as emu:
+                emu.stop(drop=True)
+    assert proc.returncode == 0, err
+    hints = [line for line in err.splitlines() if "pytest-neon[emulator]" in line]
+    assert len(hints) == (0 if openssl else 1), err
