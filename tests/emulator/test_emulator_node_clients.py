@@ -111,3 +111,32 @@ def test_the_typescript_client(installed: Path, emulator: Emulator) -> None:
     assert seen["newPassword"] not in seen["uri"]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(seen["uri"], connect_timeout=10).close()
+
+
+def test_neonctl_connection_strings_lead_to_their_branch(
+    installed: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    project = emulator.project_id
+    for name in ("cs-one", "cs-two"):
+        _neonctl(emulator, tmp_path, "branches", "create", "--project-id", project, "--name", name)
+
+    def connection_string(branch: str, *extra: str) -> str:
+        proc = _run_neonctl(
+            emulator, tmp_path, "connection-string", branch, "--project-id", project, *extra
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    one, two = connection_string("cs-one"), connection_string("cs-two")
+    assert one != two
+    assert one.endswith("/neondb?sslmode=require&channel_binding=require")
+    with psycopg.connect(one, connect_timeout=10) as conn:  # exactly the printed string
+        conn.execute("CREATE TABLE from_cs_one (x int)")
+        conn.execute("INSERT INTO from_cs_one VALUES (1)")
+    with psycopg.connect(two, connect_timeout=10) as conn:
+        row = conn.execute("SELECT to_regclass('from_cs_one') IS NULL").fetchone()
+        assert row == (True,)  # the second branch's string reaches the second branch
+    # no pooler here: --pooled names the same listener
+    pooled = connection_string("cs-one", "--pooled")
+    with psycopg.connect(pooled, connect_timeout=10) as conn:
+        assert conn.execute("SELECT x FROM from_cs_one").fetchall() == [(1,)]

@@ -251,6 +251,7 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
             api_key=api_key,
             client_address=("127.0.0.1", shared.port) if shared is not None else None,
             tablespace=shared.tablespace if shared is not None else None,
+            endpoint_proxy=False,  # the plugin connects by connection_uri, straight
         )
         emulator.start()
     except BaseException:

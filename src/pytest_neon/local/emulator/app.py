@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.dispatch import ApiDispatcher
@@ -17,6 +17,9 @@ from pytest_neon.local.emulator.plane.control_plane import ControlPlane
 from pytest_neon.local.emulator.routes import BASE_PATH
 from pytest_neon.local.emulator.sql.server import Connection, SqlServer
 from pytest_neon.redact import register_secret
+
+if TYPE_CHECKING:
+    from pytest_neon.local.emulator.proxy.listeners import EndpointProxy
 
 log = logging.getLogger("pytest_neon.emulator")
 
@@ -35,6 +38,11 @@ class Emulator:
     or ``AUTO``: the faster one, measured on the server. ``fail_operations`` is the
     probability that a create or restore answers as usual but its operation ends
     ``failed`` (with an error text) and nothing is done.
+
+    With ``endpoint_proxy`` (the default) each endpoint's ``host`` is a listener of its own
+    (``127.0.0.1:PORT``) that ends TLS and SCRAM-SHA-256(-PLUS) and leads to the branch's
+    real databases, as Neon's proxy does; ``connection_uri`` stays a direct DSN. The
+    plugin's own emulator goes without it.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class Emulator:
         client_address: tuple[str, int] | None = None,
         tablespace: str | None = None,
         clone_strategy: str = "FILE_COPY",
+        endpoint_proxy: bool = True,
     ) -> None:
         if project_id is not None and not ids.PATH_ID.match(project_id):
             raise ValueError(f"project_id must match {ids.PATH_ID.pattern}")
@@ -70,6 +79,8 @@ class Emulator:
         self._client_address = client_address
         self._tablespace = tablespace
         self._clone_strategy = clone_strategy
+        self._endpoint_proxy = endpoint_proxy
+        self._proxy: EndpointProxy | None = None
         self._faults = Faults(
             FaultSettings(
                 request_delay=request_delay,
@@ -111,6 +122,8 @@ class Emulator:
                     max_branches=self._max_branches,
                 )
                 self._plane.open()
+                if self._endpoint_proxy:
+                    self._proxy = self._start_proxy(self._sql, self._plane)
                 api = ApiDispatcher(self._plane, self._faults, self._api_key)
                 self._server = EmulatorHTTPServer((self._host, self._port), api)
             except BaseException:
@@ -163,7 +176,25 @@ class Emulator:
                 self._close_backend()
         log.info("Neon API emulator for project %s stopped", self._project_id)
 
+    def _start_proxy(self, sql: SqlServer, plane: ControlPlane) -> EndpointProxy:
+        # imported here: the plugin's own emulator never loads asyncio, ssl or the proxy
+        from pytest_neon.local.emulator.proxy.backend_login import ServerAddress
+        from pytest_neon.local.emulator.proxy.listeners import EndpointProxy
+        from pytest_neon.local.emulator.proxy.tls import server_tls
+
+        tls = sql.sslmode in ("require", "verify-ca", "verify-full")
+        address = ServerAddress(sql.host, sql.port, tls=tls)
+        proxy = EndpointProxy(plane.endpoint_access, address, bind=self._host, tls=server_tls())
+        proxy.start()
+        plane.serve_endpoints(proxy)
+        return proxy
+
     def _close_backend(self) -> None:
+        if self._proxy is not None:
+            if self._plane is not None:
+                self._plane.serve_endpoints(None)
+            self._proxy.stop()
+            self._proxy = None
         if self._plane is not None:
             self._plane.close()
         if self._sql is not None:
@@ -232,6 +263,20 @@ class Emulator:
         """The API base URL, e.g. ``http://127.0.0.1:PORT/api/v2`` (for ``NEON_API_HOST``)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self.port}{BASE_PATH}"
+
+    @property
+    def endpoint_tls(self) -> bool | None:
+        """Whether the endpoints' listeners serve TLS (``None``: no listeners)."""
+        if self._proxy is None:
+            return None
+        return self._proxy.tls is not None
+
+    @property
+    def endpoint_certificate(self) -> str | None:
+        """The PEM certificate of the endpoints' listeners (for ``sslmode=verify-full``)."""
+        if self._proxy is None or self._proxy.tls is None:
+            return None
+        return self._proxy.tls.certificate_pem
 
     @property
     def default_branch_id(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.app import Emulator
+from pytest_neon.local.emulator.proxy.tls import TLS_EXTRA
 from pytest_neon.redact import redact, register_secret
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="file_copy",
         help="STRATEGY of CREATE DATABASE for clones (PostgreSQL 15+; auto: the faster one,"
         " measured on the server)",
+    )
+    parser.add_argument(
+        "--no-endpoint-proxy",
+        action="store_true",
+        help="endpoints report the server's host instead of a listener of their own",
     )
     parser.add_argument(
         "--log-level",
@@ -183,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             max_branches=args.max_branches,
             fail_operations=args.fail_operations,
             clone_strategy=args.clone_strategy.upper(),
+            endpoint_proxy=not args.no_endpoint_proxy,
         )
         emulator.start()
+        if emulator.endpoint_tls is False:
+            log.warning("endpoint hosts serve without TLS: %s", TLS_EXTRA)
         try:
             if args.ready_file:
                 write_ready_file(args.ready_file, emulator)

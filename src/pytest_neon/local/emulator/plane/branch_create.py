@@ -176,7 +176,7 @@ class BranchCreation:
             body: JSON = {
                 "branch": views.branch_view(ctx.project_id, branch, now),
                 "endpoints": [
-                    views.endpoint_view(ctx.project_id, branch, ep, host, now)
+                    views.endpoint_view(ctx.project_id, branch, ep, ctx.endpoint_host(ep.id), now)
                     for ep in branch.endpoints
                 ],
                 "operations": self._operations.views_of(ops, now),

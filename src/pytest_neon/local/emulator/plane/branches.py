@@ -195,6 +195,8 @@ class Branches:
 
             ctx.metadata.persist(change)
             ctx.project.branches.pop(branch.id, None)
+            for ep in branch.endpoints:
+                ctx.endpoint_gone(ep.id)
             return ops
 
     # --- the default branch --------------------------------------------------------------------

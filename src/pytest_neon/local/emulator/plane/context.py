@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.api_errors import ApiError, unprocessable
@@ -34,6 +35,18 @@ class PlaneSettings:
     database_seeds: dict[str, str] = field(default_factory=dict)
 
 
+class EndpointHosts(Protocol):
+    """Where each endpoint's ``host`` leads (the endpoint proxy's listeners)."""
+
+    def host(self, endpoint_id: str) -> str:
+        """``address:port`` of the endpoint's listener."""
+        ...
+
+    def close(self, endpoint_id: str) -> None:
+        """The endpoint is gone: close its listener."""
+        ...
+
+
 class PlaneContext:
     """The state one project's control plane shares between its parts (one per resource).
 
@@ -55,6 +68,8 @@ class PlaneContext:
         self.roles = ClusterRoles(server)
         self.spares = SparePool(self.databases, self.swapper, self.comment)
         self._project: ProjectRecord | None = None
+        #: the endpoints' listeners; ``None``: an endpoint's host is the server's
+        self.endpoint_hosts: EndpointHosts | None = None
 
     @property
     def project(self) -> ProjectRecord:
@@ -97,6 +112,17 @@ class PlaneContext:
         while branch_id in branches:
             branch_id = ids.branch_id()
         return branch_id
+
+    def endpoint_host(self, endpoint_id: str) -> str:
+        """The ``host`` an endpoint reports: its listener, else the server's host."""
+        if self.endpoint_hosts is not None:
+            return self.endpoint_hosts.host(endpoint_id)
+        return self.server.endpoint_host
+
+    def endpoint_gone(self, endpoint_id: str) -> None:
+        """Close the listener of an endpoint that was deleted (with its branch or alone)."""
+        if self.endpoint_hosts is not None:
+            self.endpoint_hosts.close(endpoint_id)
 
     def role(self, name: str) -> RoleRecord:
         """The project's role ``name``, else a 404."""

@@ -7,8 +7,9 @@ from pytest_neon.local.emulator.faults import Faults
 from pytest_neon.local.emulator.plane.account import Account
 from pytest_neon.local.emulator.plane.branch_create import BranchCreation
 from pytest_neon.local.emulator.plane.branches import Branches
-from pytest_neon.local.emulator.plane.context import PlaneContext, PlaneSettings
+from pytest_neon.local.emulator.plane.context import EndpointHosts, PlaneContext, PlaneSettings
 from pytest_neon.local.emulator.plane.databases import Databases
+from pytest_neon.local.emulator.plane.endpoint_access import EndpointAccess
 from pytest_neon.local.emulator.plane.endpoints import Endpoints
 from pytest_neon.local.emulator.plane.expiry import ExpirySweep
 from pytest_neon.local.emulator.plane.operations import Operations
@@ -43,12 +44,18 @@ class ControlPlane:
         self.roles = Roles(ctx, self.operations)
         self.databases = Databases(ctx, self.operations)
         self._expiry = ExpirySweep(ctx, self.branches)
+        self.endpoint_access = EndpointAccess(ctx)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect, take the project lock, then resume the project or create it."""
         self.projects.open()
+
+    def serve_endpoints(self, hosts: EndpointHosts | None) -> None:
+        """Endpoints report ``hosts``' listeners from now on (``None``: the server's host)."""
+        with self._ctx.lock:
+            self._ctx.endpoint_hosts = hosts
 
     def close(self) -> None:
         """Drop the spares; release the metadata connection (and with it the project lock)."""

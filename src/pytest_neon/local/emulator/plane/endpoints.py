@@ -115,6 +115,7 @@ class Endpoints:
                 ctx.databases.close_sessions([db.real_name for db in branch.databases])
             ops = self._operations.start(branch, [("suspend_compute", True)], now, ep)
             branch.endpoints.remove(ep)
+            ctx.endpoint_gone(ep.id)
 
             def change(conn: Connection) -> None:
                 metadata.delete_endpoint(conn, ctx.project_id, ep.id)
@@ -129,7 +130,7 @@ class Endpoints:
         ctx = self._ctx
         return {
             "endpoint": views.endpoint_view(
-                ctx.project_id, branch, ep, ctx.server.endpoint_host, now
+                ctx.project_id, branch, ep, ctx.endpoint_host(ep.id), now
             ),
             "operations": self._operations.views_of(ops, now),
         }
@@ -156,10 +157,10 @@ class Endpoints:
         now = utcnow()
         with ctx.lock:
             b = ctx.branch(branch_id)
-            host = ctx.server.endpoint_host
             return {
                 "endpoints": [
-                    views.endpoint_view(ctx.project_id, b, ep, host, now) for ep in b.endpoints
+                    views.endpoint_view(ctx.project_id, b, ep, ctx.endpoint_host(ep.id), now)
+                    for ep in b.endpoints
                 ]
             }
 
@@ -168,10 +169,9 @@ class Endpoints:
         ctx = self._ctx
         now = utcnow()
         with ctx.lock:
-            host = ctx.server.endpoint_host
             return {
                 "endpoints": [
-                    views.endpoint_view(ctx.project_id, b, ep, host, now)
+                    views.endpoint_view(ctx.project_id, b, ep, ctx.endpoint_host(ep.id), now)
                     for b in ctx.project.branches.values()
                     if b.visible
                     for ep in b.endpoints
@@ -184,5 +184,5 @@ class Endpoints:
         now = utcnow()
         with ctx.lock:
             branch, ep = self._find(endpoint_id)
-            host = ctx.server.endpoint_host
+            host = ctx.endpoint_host(ep.id)
             return {"endpoint": views.endpoint_view(ctx.project_id, branch, ep, host, now)}
