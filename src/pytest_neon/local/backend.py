@@ -148,7 +148,8 @@ class LocalBackend:
         its watchdog does that while this process exits), or remove the cluster."""
         self._note_size()
         if self.shared is not None:
-            self.emulator.stop(drop=False)  # (its lock goes: the watchdog may drop it)
+            # its lock goes: the watchdog may drop it (its spare copies too)
+            self.emulator.stop(drop=False, abandon=True)
             if not hand_over_cleanup(self.shared.root):
                 drop_project(self.shared.url, self.emulator.project_id, patience=5.0)
             return

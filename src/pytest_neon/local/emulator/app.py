@@ -146,11 +146,12 @@ class Emulator:
         log.info("Neon API emulator for project %s serving at %s", self._project_id, self.api_host)
         return self
 
-    def stop(self, drop: bool = False) -> None:
+    def stop(self, drop: bool = False, *, abandon: bool = False) -> None:
         """Stop serving (idempotent); with ``drop=True`` also drop the project's databases.
 
         Without ``drop`` the databases and metadata stay, and a new ``Emulator`` with the
-        same ``project_id`` resumes the project.
+        same ``project_id`` resumes the project. ``abandon``: the project is dropped by
+        someone else next (the kept server's watchdog): its spare copies are left to that.
         """
         with self._lock:
             if self._state != "running":
@@ -173,7 +174,7 @@ class Emulator:
                     self._plane.drop_everything()
                     log.info("dropped project %s", self._project_id)
             finally:
-                self._close_backend()
+                self._close_backend(abandon=abandon and not drop)
         log.info("Neon API emulator for project %s stopped", self._project_id)
 
     def _start_proxy(self, sql: SqlServer, plane: ControlPlane) -> EndpointProxy:
@@ -189,14 +190,14 @@ class Emulator:
         plane.serve_endpoints(proxy)
         return proxy
 
-    def _close_backend(self) -> None:
+    def _close_backend(self, *, abandon: bool = False) -> None:
         if self._proxy is not None:
             if self._plane is not None:
                 self._plane.serve_endpoints(None)
             self._proxy.stop()
             self._proxy = None
         if self._plane is not None:
-            self._plane.close()
+            self._plane.close(drop_spares=not abandon)
         if self._sql is not None:
             self._sql.close()
 

@@ -57,9 +57,10 @@ class ControlPlane:
         with self._ctx.lock:
             self._ctx.endpoint_hosts = hosts
 
-    def close(self) -> None:
-        """Drop the spares; release the metadata connection (and with it the project lock)."""
-        self._ctx.spares.close()
+    def close(self, *, drop_spares: bool = True) -> None:
+        """Drop the spares (unless the whole project is dropped next); release the
+        metadata connection (and with it the project lock)."""
+        self._ctx.spares.close(drop=drop_spares)
         self._ctx.metadata.close()
 
     def drop_everything(self) -> None:

@@ -150,13 +150,16 @@ class SparePool:
                 return
         self._databases.drop_quietly(real_name)
 
-    def close(self) -> None:
-        """Finish the background work and drop every spare."""
+    def close(self, *, drop: bool = True) -> None:
+        """Finish the background work and drop every spare; without ``drop`` (the whole
+        project is dropped next, spares with it), work not started yet is cancelled and
+        the spares are left."""
         with self._changed:
             self._closed = True
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True, cancel_futures=not drop)
         with self._changed:
             doomed = [spare.real_name for spares in self._spares.values() for spare in spares]
             self._spares.clear()
-        for name in doomed:
-            self._databases.drop_quietly(name)
+        if drop:
+            for name in doomed:
+                self._databases.drop_quietly(name)
