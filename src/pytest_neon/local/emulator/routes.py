@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from pytest_neon.local.emulator.api_errors import ApiError
@@ -29,11 +29,17 @@ class Route:
     call: Call
     mutating: bool = False
     has_body: bool = False
-    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """The template as a regular expression (compiled on first use, not at import)."""
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
-        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+        return re.compile(f"^{regex}$")
+
+    @functools.cached_property
+    def segments(self) -> int:
+        """How many path segments the template has."""
+        return self.template.count("/")
 
 
 def _delete_branch(
@@ -255,7 +261,10 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     spec = [(m, t) for m, t, pattern in _spec(path.count("/")) if pattern.match(path)]
     best = spec[0][1] if spec else None  # the template Neon would take the path for
     allowed: set[str] = {m for m, t in spec if t == best}
+    segments = path.count("/")
     for route in ROUTES:
+        if route.segments != segments:
+            continue  # (its pattern cannot match)
         m = route.pattern.match(path)
         if m is None or (best is not None and route.template != best):
             continue
