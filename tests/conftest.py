@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -10,6 +11,14 @@ import pytest
 
 from pytest_neon.local.emulator import Emulator
 from tests.support.pytest_runs import API_KEY, NeonProject, clean_neon_env
+
+# pytester takes modules first imported during a test out of sys.modules again; the
+# emulator's certificate (made with cryptography, when installed) imports its Rust
+# bindings, which cannot be imported twice: their classes would no longer be the ones the
+# bindings check against ("curve must be an EllipticCurve instance"). Imported once here.
+with contextlib.suppress(ImportError):
+    import cryptography.hazmat.primitives.asymmetric.ec
+    import cryptography.x509  # noqa: F401
 
 # Inner runs start a throwaway cluster each, as in CI, unless a test asks for the kept
 # server (with a directory of its own).
