@@ -142,39 +142,39 @@ def test_a_test_without_a_writing_fixture_keeps_nothing(neon: NeonProject) -> No
     assert not _kept(neon)
 
 
-def test_the_cap_keeps_that_many_and_says_so(neon: NeonProject) -> None:
+@pytest.mark.parametrize(
+    ("args", "lines"),
+    [
+        (
+            ("-p", "no:randomly"),
+            [
+                "*not kept: the run kept 2 failing tests' branches already (--neon-keep-failed=2)*",
+                "*kept the data of 2 failing test(s)*",
+                "*the cap of 2 kept per run was reached (--neon-keep-failed=2): 1 more*",
+            ],
+        ),
+        (
+            ("-n", "2", "--neon-worker-branches=1"),  # counted across the workers
+            [
+                "*kept the data of 2 failing test(s)*",
+                "*the cap of 2 kept per run was reached*1 more*",
+            ],
+        ),
+    ],
+    ids=["one process", "xdist"],
+)
+def test_the_cap_keeps_that_many_and_says_so(
+    neon: NeonProject, args: tuple[str, ...], lines: list[str]
+) -> None:
     _failing(neon, 3)
-    result = neon.run("--neon-keep-failed=2", "-p", "no:randomly")
+    result = neon.run("--neon-keep-failed=2", *args)
     result.assert_outcomes(failed=3, passed=1)
     kept = _kept(neon)
     assert len(kept) == 2
     for branch in kept:
         n = str(branch["name"]).split("test_fails-")[1][0]
         assert _seen(_uri(neon, str(branch["id"]))) == [f"failing-{n}"]
-    result.stdout.fnmatch_lines(
-        [
-            "*not kept: the run kept 2 failing tests' branches already (--neon-keep-failed=2)*",
-            "*kept the data of 2 failing test(s)*",
-            "*the cap of 2 kept per run was reached (--neon-keep-failed=2): 1 more*",
-        ]
-    )
-
-
-def test_the_cap_holds_across_xdist_workers(neon: NeonProject) -> None:
-    _failing(neon, 3)
-    result = neon.run("-n", "2", "--neon-keep-failed=2", "--neon-worker-branches=1")
-    result.assert_outcomes(failed=3, passed=1)
-    kept = _kept(neon)
-    assert len(kept) == 2
-    for branch in kept:
-        n = str(branch["name"]).split("test_fails-")[1][0]
-        assert _seen(_uri(neon, str(branch["id"]))) == [f"failing-{n}"]
-    result.stdout.fnmatch_lines(
-        [
-            "*kept the data of 2 failing test(s)*",
-            "*the cap of 2 kept per run was reached*1 more*",
-        ]
-    )
+    result.stdout.fnmatch_lines(lines)
 
 
 def test_a_kept_branch_outlives_other_runs_sweeps_until_it_expires(neon: NeonProject) -> None:
