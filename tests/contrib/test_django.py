@@ -737,3 +737,44 @@ def test_the_header_names_the_mirrors_that_follow_the_branch(
     result.stdout.fnmatch_lines(
         ["neon-django: DATABASES default (replica: test mirror) on the branch; migrate*"]
     )
+
+
+KEEP_FAILED = """
+import pytest
+from shelf.models import Shelf
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commits_then_fails():
+    Shelf.objects.create(name="evidence")
+    assert False
+
+
+@pytest.mark.django_db
+def test_rolls_back_then_fails():
+    Shelf.objects.create(name="never committed")
+    assert False
+"""
+
+
+def test_a_failing_django_test_keeps_what_it_committed(
+    neon: NeonProject, migration_log: Path
+) -> None:
+    """``--neon-keep-failed`` with pytest-django: a transactional test's committed rows are
+    kept with the migrated data; a test inside Django's rolled-back transaction keeps
+    nothing (no copy could show its work)."""
+    _project(neon)
+    neon.pytester.makepyfile(test_keep=KEEP_FAILED)
+    result = neon.run("--neon-keep-failed", "--neon-worker-branches=1", "-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    kept = [b for b in neon.branches() if str(b["name"]).startswith("pytest-neon-failed-")]
+    assert [str(b["name"]).split("-test_keep-")[1].rsplit("-", 1)[0] for b in kept] == [
+        "test_commits_then_fails"
+    ]
+    uri = neon.emulator.control_plane.databases.connection_uri(
+        {"branch_id": str(kept[0]["id"]), "database_name": "neondb", "role_name": "neondb_owner"}
+    )["uri"]
+    with psycopg.connect(uri) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM shelf_shelf ORDER BY name")]
+    assert names == ["evidence", "seeded"]
+    result.stdout.fnmatch_lines(["*kept the data of 1 failing test(s)*"])
