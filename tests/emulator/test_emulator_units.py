@@ -79,7 +79,8 @@ def test_a_role_given_the_password_it_has_is_left_alone(postgres_url: str) -> No
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from pytest_neon.local.emulator.sql.cluster_roles import ClusterRoles, scram_matches
+    from pytest_neon.local.emulator.scram_keys import scram_matches
+    from pytest_neon.local.emulator.sql.cluster_roles import ClusterRoles
     from pytest_neon.local.emulator.sql.server import SqlServer
 
     name = f"pn_unit_{uuid.uuid4().hex[:8]}"

@@ -2,8 +2,7 @@
 the proxy (``-PLUS``: bound to the TLS channel with ``tls-server-end-point``, RFC 5929),
 :class:`ScramClient` logs the proxy in to the real server.
 
-Passwords go in as their UTF-8 bytes: SASLprep leaves the emulator's passwords (ASCII
-letters and digits) as they are.
+The keys themselves come from :mod:`pytest_neon.local.emulator.scram_keys`.
 """
 
 from __future__ import annotations
@@ -14,6 +13,14 @@ import hashlib
 import hmac
 import secrets
 
+from pytest_neon.local.emulator.scram_keys import (
+    client_key,
+    hmac_sha256,
+    salted_password,
+    server_key,
+    stored_key,
+)
+
 SCRAM = "SCRAM-SHA-256"
 SCRAM_PLUS = "SCRAM-SHA-256-PLUS"
 ITERATIONS = 4096
@@ -22,15 +29,6 @@ _BINDING = "tls-server-end-point"
 
 class ScramError(Exception):
     """The exchange failed: a malformed message, a wrong proof or binding."""
-
-
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
-
-
-@functools.lru_cache(maxsize=256)
-def _salted(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
 
 
 @functools.lru_cache(maxsize=256)
@@ -122,19 +120,17 @@ class ScramServer:
             raise ScramError("SCRAM channel binding check failed")
         if attrs.get("r") != self._nonce:
             raise ScramError("SCRAM nonce mismatch")
-        salted = _salted(self._password, _server_salt(self._password), ITERATIONS)
-        client_key = _hmac(salted, b"Client Key")
-        stored = hashlib.sha256(client_key).digest()
+        salted = salted_password(self._password, _server_salt(self._password), ITERATIONS)
+        stored = stored_key(salted)
         message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
-        signature = _hmac(stored, message)
+        signature = hmac_sha256(stored, message)
         proof = _unb64(proof_text)
         if len(proof) != len(signature):
             raise ScramError("wrong password")
         claimed = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
         if not hmac.compare_digest(hashlib.sha256(claimed).digest(), stored):
             raise ScramError("wrong password")
-        server_key = _hmac(salted, b"Server Key")
-        return f"v={_b64(_hmac(server_key, message))}".encode()
+        return f"v={_b64(hmac_sha256(server_key(salted), message))}".encode()
 
 
 class ScramClient:
@@ -157,13 +153,13 @@ class ScramClient:
         nonce, salt, iterations = attrs.get("r", ""), attrs.get("s"), attrs.get("i", "")
         if not nonce.startswith(self._nonce) or salt is None or not iterations.isdigit():
             raise ScramError("malformed SCRAM server-first-message")
-        salted = _salted(self._password, _unb64(salt), int(iterations))
+        salted = salted_password(self._password, _unb64(salt), int(iterations))
         without_proof = f"c={_b64(b'n,,')},r={nonce}"
         message = f"{self._client_first_bare},{text},{without_proof}".encode()
-        client_key = _hmac(salted, b"Client Key")
-        signature = _hmac(hashlib.sha256(client_key).digest(), message)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self._server_signature = _hmac(_hmac(salted, b"Server Key"), message)
+        key = client_key(salted)
+        signature = hmac_sha256(stored_key(salted), message)
+        proof = bytes(a ^ b for a, b in zip(key, signature, strict=True))
+        self._server_signature = hmac_sha256(server_key(salted), message)
         return f"{without_proof},p={_b64(proof)}".encode()
 
     def verify(self, server_final: bytes) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 from typing import Any
 
 from psycopg import errors, sql
 
+from pytest_neon.local.emulator.scram_keys import scram_matches
 from pytest_neon.local.emulator.sql.server import SqlServer
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -103,22 +101,3 @@ def _has_password(conn: Any, name: str, password: str) -> bool:
     except errors.InsufficientPrivilege:
         return False
     return bool(found and found[0]) and scram_matches(found[0], password)
-
-
-def scram_matches(verifier: str, password: str) -> bool:
-    """Whether ``verifier`` (``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``,
-    as ``pg_authid`` holds it) was made from ``password``."""
-    try:
-        method, rest = verifier.split("$", 1)
-        head, keys = rest.split("$", 1)
-        iterations, salt = head.split(":", 1)
-        stored_key = base64.b64decode(keys.split(":", 1)[0])
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(salt), int(iterations)
-        )
-    except ValueError:
-        return False
-    if method != "SCRAM-SHA-256":
-        return False
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
