@@ -93,6 +93,25 @@ class BranchRecord:
     inflight: bool = False
     pins: int = 0
 
+    @classmethod
+    def starting(
+        cls, branch_id: str, name: str, parent_id: str | None, now: datetime, **fields: Any
+    ) -> BranchRecord:
+        """A branch made ``now``, its first operations starting (``init``); ``fields``
+        set the rest (``default``, ``protected``, ``visible``…)."""
+        values: dict[str, Any] = {"default": False, "protected": False, **fields}
+        return cls(
+            id=branch_id,
+            name=name,
+            parent_id=parent_id,
+            created_at=now,
+            updated_at=now,
+            busy_since=now,
+            busy_until=now,
+            busy_state="init",
+            **values,
+        )
+
     def busy(self, now: datetime) -> bool:
         """Whether a mutating call on this branch conflicts with running work."""
         return self.inflight or now < self.busy_until

@@ -15,19 +15,16 @@ from pytest_neon.local.emulator.api_errors import (
     locked,
     unprocessable,
 )
-from pytest_neon.local.emulator.plane.cloning import CloneJob, clone_all
+from pytest_neon.local.emulator.plane.cloning import CloneJob, copy_in, plan_copies
 from pytest_neon.local.emulator.plane.context import PlaneContext
 from pytest_neon.local.emulator.plane.operations import Operations
 from pytest_neon.local.emulator.plane.params import expiry, json_object, optional_string
 from pytest_neon.local.emulator.records import (
     JSON,
     BranchRecord,
-    DatabaseRecord,
     EndpointRecord,
     OperationRecord,
 )
-from pytest_neon.local.emulator.sql import metadata
-from pytest_neon.local.emulator.sql.server import Connection
 from pytest_neon.local.emulator.timestamps import utcnow
 
 log = logging.getLogger("pytest_neon.emulator")
@@ -90,17 +87,12 @@ class BranchCreation:
     ) -> BranchRecord:
         """The new branch, hidden and in flight until its databases are made."""
         expires_at = wanted.expires_at
-        branch = BranchRecord(
-            id=branch_id,
-            name=wanted.name or branch_id,
-            parent_id=parent.id,
-            default=False,
+        branch = BranchRecord.starting(
+            branch_id,
+            wanted.name or branch_id,
+            parent.id,
+            now,
             protected=wanted.protected,
-            created_at=now,
-            updated_at=now,
-            busy_since=now,
-            busy_until=now,
-            busy_state="init",
             expires_at=expires_at,
             ttl_seconds=round((expires_at - now).total_seconds()) if expires_at else None,
             annotation=wanted.annotation,
@@ -116,16 +108,14 @@ class BranchCreation:
     def _reserve(self, branch: BranchRecord, parent: BranchRecord, now: datetime) -> list[CloneJob]:
         """Plan a copy of each of the parent's databases; hold the branch's place and pin
         the parent (it is being copied)."""
-        clones = []
         settings = self._ctx.settings
-        asked = settings.database_names.pop(branch.name, None)
-        seed = settings.database_seeds.pop(branch.name, None)
-        only = len(parent.databases) == 1
-        for db in parent.databases:
-            real = asked if asked and only else ids.real_database_name()
-            template = seed if seed and only else db.real_name
-            clones.append(CloneJob(template, db.name, db.owner_name, real, real))
-            branch.databases.append(DatabaseRecord(db.name, db.owner_name, real, now, now))
+        clones = plan_copies(
+            branch,
+            parent,
+            now,
+            real_name=settings.database_names.pop(branch.name, None),
+            template=settings.database_seeds.pop(branch.name, None),
+        )
         self._ctx.project.branches[branch.id] = branch
         parent.pins += 1
         return clones
@@ -136,35 +126,21 @@ class BranchCreation:
         """Make the copies, store the branch with its operations and make it visible; on
         failure, forget it and drop the copies. Returns the operations and when."""
         ctx = self._ctx
+        made: list[datetime] = []
+
+        def finish() -> list[OperationRecord]:
+            made.append(utcnow())
+            self._operations.mark_busy(branch, "init", made[0])
+            return self._operations.start(
+                branch, [("create_branch", False), ("start_compute", True)], made[0]
+            )
+
         try:
-            clone_all(ctx, clones, branch.id)
-            with ctx.lock:
-                done = utcnow()
-                self._operations.mark_busy(branch, "init", done)
-                ops = self._operations.start(
-                    branch, [("create_branch", False), ("start_compute", True)], done
-                )
-
-                def change(conn: Connection) -> None:
-                    metadata.insert_branch(conn, ctx.project_id, branch)
-                    metadata.insert_operations(conn, ctx.project_id, ops)
-
-                ctx.metadata.persist(change)
-                branch.visible = True
-                branch.inflight = False
-        except BaseException:
-            with ctx.lock:
-                project = ctx.project
-                project.branches.pop(branch.id, None)
-                for op in [o for o in project.operations.values() if o.branch_id == branch.id]:
-                    del project.operations[op.id]
-            for clone in clones:
-                ctx.databases.drop_quietly(clone.target)
-            raise
+            ops = copy_in(ctx, branch, clones, finish=finish)
         finally:
             with ctx.lock:
                 parent.pins -= 1
-        return ops, done
+        return ops, made[0]
 
     def _created_view(
         self, branch: BranchRecord, ops: list[OperationRecord], now: datetime, *, roles: bool = True

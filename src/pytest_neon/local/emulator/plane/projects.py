@@ -88,18 +88,7 @@ class Projects:
         """The default branch with its endpoint and an empty database (the project is
         forgotten again if that fails)."""
         ctx = self._ctx
-        branch = BranchRecord(
-            id=ids.branch_id(),
-            name=DEFAULT_BRANCH,
-            parent_id=None,
-            default=True,
-            protected=False,
-            created_at=now,
-            updated_at=now,
-            busy_since=now,
-            busy_until=now,
-            busy_state="init",
-        )
+        branch = BranchRecord.starting(ids.branch_id(), DEFAULT_BRANCH, None, now, default=True)
         branch.endpoints.append(EndpointRecord(ids.endpoint_id(), branch.id, now, now))
         real = ids.real_database_name()
         branch.databases.append(DatabaseRecord(DEFAULT_DATABASE, DEFAULT_ROLE, real, now, now))
