@@ -89,7 +89,7 @@ class Endpoints:
                 raise ApiError(409, f"branch {target.id} already has a read_write endpoint")
             if branch.busy(now) or target.busy(now):
                 raise locked()
-            ctx.databases.close_sessions([db.real_name for db in branch.databases])
+            self._stop_compute(branch)
             branch.endpoints.remove(ep)
             ep.branch_id, ep.updated_at, ep.suspended = target.id, now, False
             target.endpoints.append(ep)
@@ -112,7 +112,7 @@ class Endpoints:
             if branch.busy(now):
                 raise locked()
             if ep.type == "read_write" or len(branch.endpoints) == 1:
-                ctx.databases.close_sessions([db.real_name for db in branch.databases])
+                self._stop_compute(branch)
             ops = self._operations.start(branch, [("suspend_compute", True)], now, ep)
             branch.endpoints.remove(ep)
             ctx.endpoint_gone(ep.id)
@@ -123,6 +123,10 @@ class Endpoints:
 
             ctx.metadata.persist(change)
             return self._answer(branch, ep, ops, now)
+
+    def _stop_compute(self, branch: BranchRecord) -> None:
+        """End the sessions on ``branch``'s databases (its compute stops)."""
+        self._ctx.databases.close_sessions([db.real_name for db in branch.databases])
 
     def _answer(
         self, branch: BranchRecord, ep: EndpointRecord, ops: list[OperationRecord], now: datetime
@@ -145,7 +149,7 @@ class Endpoints:
             if branch.busy(now):
                 raise locked()
             if ends_sessions:
-                ctx.databases.close_sessions([db.real_name for db in branch.databases])
+                self._stop_compute(branch)
             ep.suspended, ep.updated_at = suspended, now
             ops = self._operations.start(branch, steps, now, ep)
             ctx.metadata.persist(lambda conn: metadata.insert_operations(conn, ctx.project_id, ops))
