@@ -771,10 +771,7 @@ def test_a_failing_django_test_keeps_what_it_committed(
     assert [str(b["name"]).split("-test_keep-")[1].rsplit("-", 1)[0] for b in kept] == [
         "test_commits_then_fails"
     ]
-    uri = neon.emulator.control_plane.databases.connection_uri(
-        {"branch_id": str(kept[0]["id"]), "database_name": "neondb", "role_name": "neondb_owner"}
-    )["uri"]
-    with psycopg.connect(uri) as conn:
+    with psycopg.connect(neon.uri(str(kept[0]["id"]))) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM shelf_shelf ORDER BY name")]
     assert names == ["evidence", "seeded"]
     result.stdout.fnmatch_lines(["*kept the data of 1 failing test(s)*"])

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import requests
 
 from pytest_neon.config import KEEP_FAILED_DEFAULT, resolve
 from pytest_neon.errors import NeonConfigError
@@ -22,7 +21,7 @@ from pytest_neon.local.shared_server import (
     stamped_cluster,
     stop_shared_server,
 )
-from tests.support.pytest_runs import API_KEY, NeonProject, clean_neon_env, run_local, run_pytest
+from tests.support.pytest_runs import NeonProject, clean_neon_env, run_local, run_pytest
 
 FAILS_AFTER_WRITING = """
 import os, psycopg, pytest
@@ -52,28 +51,6 @@ def _failing(neon_or_pytester: NeonProject | pytest.Pytester, count: int = 1) ->
     pytester.makepyfile(test_keep=FAILS_AFTER_WRITING.replace("COUNT", str(count)))
 
 
-def _get(neon: NeonProject, path: str, **params: str) -> Any:
-    response = requests.get(
-        f"{neon.emulator.api_host}/projects/{neon.emulator.project_id}{path}",
-        params=params,
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return response.json()
-
-
-def _uri(neon: NeonProject, branch_id: str) -> str:
-    found = _get(
-        neon,
-        "/connection_uri",
-        branch_id=branch_id,
-        database_name="neondb",
-        role_name="neondb_owner",
-    )
-    return str(found["uri"])
-
-
 def _kept(neon: NeonProject) -> list[dict[str, Any]]:
     return [b for b in neon.branches() if str(b["name"]).startswith("pytest-neon-failed-")]
 
@@ -98,7 +75,7 @@ def test_a_failing_test_keeps_its_branch_with_its_data(neon: NeonProject) -> Non
     assert re.fullmatch(r"pytest-neon-failed-test_keep-test_fails-0-[0-9a-f]{8}", name), name
     expires = datetime.fromisoformat(str(branch["expires_at"]).replace("Z", "+00:00"))
     assert abs(expires - (datetime.now(UTC) + timedelta(days=1))) < timedelta(minutes=5)
-    assert _seen(_uri(neon, branch_id)) == ["failing-0"]  # the state at the failure
+    assert _seen(neon.uri(branch_id)) == ["failing-0"]  # the state at the failure
     # only the kept branch outlives the run
     assert not [n for n in neon.branch_names() if n.startswith("pytest-neon-") and n != name]
     out = _output(result)
@@ -112,7 +89,7 @@ def test_a_failing_test_keeps_its_branch_with_its_data(neon: NeonProject) -> Non
             f"*test_keep.py::test_fails[[]0[]]: {name} ({branch_id})*",
         ]
     )
-    password = psycopg.conninfo.conninfo_to_dict(_uri(neon, branch_id))["password"]
+    password = psycopg.conninfo.conninfo_to_dict(neon.uri(branch_id))["password"]
     assert password
     assert str(password) not in out
 
@@ -173,7 +150,7 @@ def test_the_cap_keeps_that_many_and_says_so(
     assert len(kept) == 2
     for branch in kept:
         n = str(branch["name"]).split("test_fails-")[1][0]
-        assert _seen(_uri(neon, str(branch["id"]))) == [f"failing-{n}"]
+        assert _seen(neon.uri(str(branch["id"]))) == [f"failing-{n}"]
     result.stdout.fnmatch_lines(lines)
 
 

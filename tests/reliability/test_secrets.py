@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import requests
 
 from tests.support.pytest_runs import API_KEY, NeonProject
 
@@ -150,13 +149,9 @@ def test_no_secret_anywhere(
 ) -> None:
     pytester = neon.pytester
     emulator = neon.emulator
-    answer = requests.get(
-        f"{emulator.api_host}/projects/{emulator.project_id}/branches/"
-        f"{emulator.default_branch_id}/roles/neondb_owner/reveal_password",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=30,
-    )
-    password = answer.json()["password"]
+    password = neon.get(
+        f"/branches/{emulator.default_branch_id}/roles/neondb_owner/reveal_password"
+    )["password"]
     assert password
     secrets = {API_KEY, password, WRONG_KEY}
 

@@ -6,6 +6,7 @@ import gc
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import pluggy
 import psycopg
@@ -59,20 +60,34 @@ class NeonProject:
         """Run pytest with the plugin pointed at the emulator (see :func:`run_pytest`)."""
         return run_pytest(self.pytester, *self.args, *args, timeout=timeout, subprocess=subprocess)
 
+    def get(self, path: str, **params: object) -> Any:
+        """The JSON answer to ``GET /projects/{id}<path>``, straight from the emulator's
+        HTTP API."""
+        response = requests.get(
+            f"{self.emulator.api_host}/projects/{self.emulator.project_id}{path}",
+            params=params,  # type: ignore[arg-type]
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def uri(self, branch_id: str) -> str:
+        """The connection string of ``branch_id``'s ``neondb`` as ``neondb_owner``."""
+        found = self.get(
+            "/connection_uri",
+            branch_id=branch_id,
+            database_name="neondb",
+            role_name="neondb_owner",
+        )
+        return str(found["uri"])
+
     def branches(self) -> list[dict[str, object]]:
         """Every branch of the project, straight from the emulator's HTTP API."""
         out: list[dict[str, object]] = []
         cursor = None
         while True:
-            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-            response = requests.get(
-                f"{self.emulator.api_host}/projects/{self.emulator.project_id}/branches",
-                params=params,
-                headers={"Authorization": f"Bearer {API_KEY}"},
-                timeout=30,
-            )
-            response.raise_for_status()
-            data = response.json()
+            data = self.get("/branches", limit=100, **({"cursor": cursor} if cursor else {}))
             out.extend(data["branches"])
             cursor = (data.get("pagination") or {}).get("next")
             if not data["branches"] or not cursor:
