@@ -172,9 +172,7 @@ def _kept_server(
     kept: KeptServer, source: str, reservation: Reservation | None = None
 ) -> SharedServer:
     """The kept server, running (on the port ``reservation`` promised), with what dead
-    runs left on it dropped."""
-    from pytest_neon.local.dead_runs import drop_dead_projects
-
+    runs left on it dropped (by its watchdog, beside the run's start)."""
     port = reservation.port if reservation is not None else None
     shared = ensure_shared_server(
         kept.root, source=source, idle_timeout=kept.idle_timeout, port=port
@@ -186,16 +184,22 @@ def _kept_server(
             "meanwhile): run again, or set --neon-local-reuse=false"
         )
 
-    def sweep() -> None:
-        try:
-            drop_dead_projects(shared.url)
-        except Exception as exc:  # the watchdog tries again later
-            log.debug("could not drop the projects of dead runs: %s", exc)
-        drop_expired_quietly(shared.url)  # failing tests' data kept by earlier runs
-
-    # beside the run's own start: nothing waits for it
-    threading.Thread(target=sweep, name="pytest-neon-dead-runs", daemon=True).start()
+    if not hand_over_cleanup(kept.root):  # (its watchdog is gone: this run sweeps)
+        threading.Thread(
+            target=_sweep, args=(shared.url,), name="pytest-neon-dead-runs", daemon=True
+        ).start()
     return shared
+
+
+def _sweep(url: str) -> None:
+    """Drop what dead runs left, and failing tests' data kept past its expiry."""
+    from pytest_neon.local.dead_runs import drop_dead_projects
+
+    try:
+        drop_dead_projects(url)
+    except Exception as exc:  # the next run or the watchdog tries again
+        log.debug("could not drop the projects of dead runs: %s", exc)
+    drop_expired_quietly(url)
 
 
 @dataclass

@@ -403,8 +403,9 @@ def _ensure_watchdog(root: Path) -> None:
 
 
 def hand_over_cleanup(root: Path) -> bool:
-    """Ask the watchdog of the server in ``root`` to drop what ended runs left (within a
-    second); ``False`` when no watchdog runs, and the caller must clean up itself."""
+    """Ask the watchdog of the server in ``root`` to drop, within a second, what ended or
+    killed runs left (and failing tests' data past its expiry); ``False`` when no
+    watchdog runs, and the caller must clean up itself."""
     try:
         pid = int((root / WATCHDOG_PID).read_text().strip())
         if not detached_alive(pid):
