@@ -429,6 +429,10 @@ class BranchOps:
         with self._lock:
             self.created.pop(branch_id, None)
 
+    def keep(self, branch_id: str) -> None:
+        """Remove ``branch_id``'s expiry: it outlives the run (a parked project's)."""
+        self.client.clear_branch_expiry(self.project_id, branch_id)
+
     def set_expiry(self, branch_id: str, seconds: int) -> None:
         """Move ``branch_id``'s expiry to ``seconds`` from now."""
         expires_at = datetime.now(UTC) + timedelta(seconds=seconds)

@@ -24,8 +24,12 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
         say(redact(text))
 
     session = state.session
+    park = None
     if session is not None:
         session.shutdown()
+        local = state.local
+        if local is not None and local.reservation is not None and not state.settings.keep_branches:
+            park = session.park_plan()  # the project may wait for the next run
         if state.settings.keep_branches:
             created = session.ops.created
             if created:
@@ -47,9 +51,11 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
     if state.local is not None:
         local, state.local = state.local, None
         try:
-            local.stop()
+            local.stop(park)
         except Exception as exc:
             warn(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
+    elif state.reservation is not None and state.reservation.claim is not None:
+        state.reservation.claim.park_again()  # no test needed the parked project
     if state.role is not Role.WORKER:
         remove_coordination_dir(state.run_id)
         os.environ.pop(HANDOFF_ENV, None)  # it may hold the local backend's credentials

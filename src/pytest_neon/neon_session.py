@@ -83,6 +83,12 @@ class NeonSession:
         #: branch of that name is made as a copy of that database (see
         #: :meth:`create_migration_branch_from`)
         self.seed_database: Callable[[str, str], None] | None = None
+        #: a parked project's migration branch and the cache key of the state it and the
+        #: worker branch hold, until the migrations say whether it is the run's
+        self._parked: tuple[str, str] | None = None
+        #: the kept server's migration cache key of the source, when the source is the
+        #: run's migration branch in that state: the project may then be parked
+        self.kept_cache_key: str | None = None
 
     @property
     def caches_migrations(self) -> bool:
@@ -174,6 +180,66 @@ class NeonSession:
     def create_worker_branch(self) -> NeonBranch:
         """This process's first worker branch, from the parent (created once)."""
         return self.pool.start()
+
+    def attach_parked(
+        self, worker_branch_id: str, migration_branch_id: str, cache_key: str
+    ) -> NeonBranch:
+        """Take over a parked project's branches (the kept local server, see
+        :mod:`pytest_neon.local.parking`): its worker branch, in the migrated state of
+        ``cache_key``, is this process's first."""
+        branch = self.pool.start(existing=self.ops.attach(worker_branch_id, self.worker))
+        self._parked = (migration_branch_id, cache_key)
+        return branch
+
+    def take_parked_source(self, key: str) -> NeonBranch | None:
+        """The parked migration branch, as the run's, when it holds the state of ``key``
+        (the worker branch holds it too: no restore); else it goes, in the background."""
+        parked, self._parked = self._parked, None
+        if parked is None:
+            return None
+        branch_id, parked_key = parked
+        if parked_key == key and self.migration_branch is None:
+            self.migration_branch = self.ops.attach(branch_id, "migrations")
+            self.pool.at_source = branch_id
+            return self.migration_branch
+        self.ops.own(branch_id, "migrations")
+        thread = threading.Thread(
+            target=self._delete_quietly, args=(branch_id,), name="pytest-neon-release", daemon=True
+        )
+        thread.start()
+        self._releasing.append(thread)
+        return None
+
+    def park_plan(self) -> tuple[str, str, str, bool] | None:
+        """After :meth:`shutdown`: (worker branch, migration branch, cache key, whether
+        the worker branch is as the migrations left it) when this process's project may
+        be parked for the next run (see :mod:`pytest_neon.local.parking`): it holds the
+        worker branch and the migration branch, in the migration cache's state (or the
+        worker branch had a test since), and nothing else. Their expiry is removed."""
+        parkable = self.pool.parkable()
+        if parkable is None:
+            return None
+        worker, fresh = parkable
+        if self._parked is not None:  # taken over, and no test asked for its state
+            migration_id, key = self._parked
+            owned = {worker.branch_id}
+        else:
+            migration = self.migration_branch
+            if self.kept_cache_key is None or migration is None:
+                return None
+            key, migration_id = self.kept_cache_key, migration.branch_id
+            if self.source_id != migration_id:
+                return None
+            owned = {worker.branch_id, migration_id}
+        if set(self.ops.created) != owned:
+            return None
+        try:
+            for branch_id in (worker.branch_id, migration_id):
+                self.ops.keep(branch_id)
+        except NeonError as exc:
+            log.debug("not parked: %s", exc)
+            return None
+        return worker.branch_id, migration_id, key, fresh
 
     def admit(self) -> NeonBranch:
         """A plain run on Neon: its worker branch. When other runs use the project, with a

@@ -200,8 +200,14 @@ def _defer_local(state: PluginState) -> bool:
     kept = _kept(state.settings)
     if state.role is not Role.STANDALONE or kept is None:
         return False
+    place = None
+    if state.project_dir is not None:
+        from pytest_neon.local.parking import place_of
+
+        settings = state.settings
+        place = place_of(state.project_dir, settings.database, settings.role)
     state.reservation = reserve(
-        kept.root, run_id=state.run_id, branch_name=branch_name(state.run_id, "main")
+        kept.root, run_id=state.run_id, branch_name=branch_name(state.run_id, "main"), place=place
     )
     if state.reservation is None:
         return False
@@ -235,7 +241,13 @@ def start_deferred(state: PluginState) -> None:
             _start_local(state)
             _use(state, _own_session(state, "main"))
             assert state.session is not None
-            branch = state.session.create_worker_branch()
+            if reservation.claim is not None:  # a parked project: its branch is ready
+                parked = reservation.claim.parked
+                branch = state.session.attach_parked(
+                    parked.worker_branch_id, parked.migration_branch_id, parked.cache_key
+                )
+            else:
+                branch = state.session.create_worker_branch()
             if branch.connection_string != reservation.dsn:
                 raise NeonConfigError(
                     "pytest-neon: the kept local PostgreSQL gave the branch another "

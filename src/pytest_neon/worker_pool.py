@@ -51,6 +51,7 @@ class Slot:
     clean_position: str | None = None  # where the next write check may start
     clean_at: float = 0.0  # when clean_position was read (monotonic)
     failures: int = 0  # background resets failed in a row
+    handed_out: bool = False  # given to a test since it was last in the migrated state
 
     @property
     def state(self) -> SlotState:
@@ -103,6 +104,8 @@ class WorkerPool:
         self._current: Slot | None = None  # the one the running (or last) test got
         self._grown = False  # the other branches are made (or being made)
         self._closing = False  # the run is ending: no reset starts any more
+        #: the first branch is in this state already (a parked project's): no restore
+        self.at_source: str | None = None
         self.background = Background(size=self.size)
 
     def resize(self, size: int) -> None:
@@ -149,7 +152,7 @@ class WorkerPool:
         if self.source_id is not None:
             return
         branch = self.start()
-        if source_id != self.ops.parent_id:
+        if source_id not in (self.ops.parent_id, self.at_source):
             self.ops.restore(branch, source_id)
             self.background.after_reset(branch)
         self.source_id = source_id
@@ -196,6 +199,7 @@ class WorkerPool:
             assert slot.branch is not None
             self.background.after_reset(slot.branch)
         self._current = slot
+        slot.handed_out = True
         assert slot.branch is not None
         self.ops.wait_ready(slot.branch.branch_id)
         return slot.branch
@@ -251,6 +255,7 @@ class WorkerPool:
         pending, slot.pending = slot.pending, None
         if pending is not None and pending.result() and slot.branch is not None:
             slot.dirty = False
+            slot.handed_out = False
             slot.failures = 0
             self.background.after_reset(slot.branch)
 
@@ -385,6 +390,17 @@ class WorkerPool:
             if s.branch is not None and s.pending is not None and not s.pending.done()
         }
 
+    def parkable(self) -> tuple[NeonBranch, bool] | None:
+        """After :meth:`shutdown`: the only branch, and whether it is still as the source
+        left it (no test had it since its last reset: even a test whose transaction was
+        rolled back moves sequences); ``None`` when there are others, or work on it."""
+        if len(self.slots) != 1:
+            return None
+        slot = self.slots[0]
+        if slot.branch is None or slot.pending is not None:
+            return None
+        return slot.branch, not (slot.dirty or slot.handed_out)
+
     def shutdown(self) -> None:
         """Wait for background work (its errors no longer matter); close connections."""
         self._closing = True
@@ -393,7 +409,8 @@ class WorkerPool:
             pending, slot.pending = slot.pending, None
             if pending is not None:
                 try:
-                    pending.result()
+                    if pending.result():  # a reset
+                        slot.dirty = slot.handed_out = False
                 except Exception as exc:
                     log.debug("background work failed at the end of the run: %s", exc)
         self.background.shutdown()

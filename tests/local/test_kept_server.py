@@ -102,14 +102,33 @@ def _databases(root: Path) -> set[str]:
 
 def _left(root: Path) -> set[str]:
     """The runs' databases and login roles still on the server, once the watchdog that
-    each run hands its cleanup to is done (it drops them as the run exits)."""
+    each run hands its cleanup to is done (it drops them as the run exits); a project
+    parked for the next run is not left over."""
     deadline = time.monotonic() + 15
     while True:
-        left = _databases(root) - _cached(root) | _logins(root)
-        left |= {"(a project)"} if _projects(root) else set()
+        parked = _parked(root)
+        left = _databases(root) - _cached(root) - _databases_of(root, parked)
+        left |= _logins(root) - {f"pytest_neon_login_{p}" for p in parked}
+        left |= {"(a project)"} if _projects(root) > len(parked) else set()
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+def _parked(root: Path) -> set[str]:
+    """The projects parked for the next run."""
+    folder = root / "parked"
+    found = folder.glob("place-*.json") if folder.is_dir() else []
+    return {json.loads(path.read_text())["project_id"] for path in found}
+
+
+def _databases_of(root: Path, projects: set[str]) -> set[str]:
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+        ).fetchall()
+    comments = {f"pytest-neon-emulator project={p}" for p in projects}
+    return {name for name, comment in rows if comment in comments}
 
 
 def _cached(root: Path) -> set[str]:
@@ -413,4 +432,135 @@ def test_code_that_connects_on_its_own_finds_the_promised_branch(
     result = run_pytest(pytester, "-p", "no:cacheprovider", "--neon-backend=local", subprocess=True)
     result.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
     result.assert_outcomes(passed=1)
+    assert _left(kept_dir) == set()
+
+
+PARKED_MIGRATIONS = """
+import os, pathlib, psycopg, pytest
+
+LOG = pathlib.Path(os.environ["MIGRATION_LOG"])
+
+@pytest.fixture(scope="session")
+def neon_migration_fingerprint():
+    return os.environ["SCHEMA_VERSION"]
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(neon_migration_branch):
+    with LOG.open("a") as f:
+        f.write(os.environ["SCHEMA_VERSION"] + "\\n")
+    with psycopg.connect(neon_migration_branch.connection_string) as conn:
+        conn.execute("CREATE TABLE items (id serial, name text)")
+        conn.execute("INSERT INTO items (name) VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
+"""
+
+PARKED_TEST = """
+import os, pathlib, psycopg
+
+def test_starts_migrated(neon_branch_readwrite):
+    with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
+        pathlib.Path(os.environ["SEEN"]).write_text(conn.info.dbname)
+        assert conn.execute("SELECT name FROM items").fetchall() == [
+            (os.environ["SCHEMA_VERSION"],)
+        ]
+        assert conn.execute("SELECT nextval('items_id_seq')").fetchone() == (2,)
+        conn.execute("INSERT INTO items (name) VALUES ('left by this run')")
+"""
+
+
+def _parked_record(root: Path) -> dict[str, object]:
+    (record,) = (root / "parked").glob("place-*.json")
+    data: dict[str, object] = json.loads(record.read_text())
+    return data
+
+
+def _can_log_in(root: Path, role: str) -> bool:
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+        found = row.fetchone()
+    return bool(found and found[0])
+
+
+def test_the_next_run_takes_over_the_parked_project(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose state came from the migration cache parks its project; the next run
+    of the place starts on it with nothing made or copied, in the migrated state (what
+    the run before wrote, and its sequences, are gone); changed migrations migrate."""
+    from pytest_neon.local.dead_runs import drop_dead_projects
+    from pytest_neon.local.parking import protected_projects
+
+    log, seen = pytester.path / "migrations.log", pytester.path / "seen"
+    monkeypatch.setenv("MIGRATION_LOG", str(log))
+    monkeypatch.setenv("SEEN", str(seen))
+    pytester.makeconftest(PARKED_MIGRATIONS)
+    pytester.makepyfile(test_items=PARKED_TEST)
+
+    def run(version: str) -> pytest.RunResult:
+        monkeypatch.setenv("SCHEMA_VERSION", version)
+        result = _run(pytester)
+        result.assert_outcomes(passed=1)
+        return result
+
+    run("v1")  # starts the server: no promise made, nothing parked
+    assert not _parked(kept_dir)
+    run("v1").stdout.fnmatch_lines(["*branches created: 2,*"])
+    parked = _parked_record(kept_dir)
+    assert parked["fresh"] is False  # its test had the branch
+    login = f"pytest_neon_login_{parked['project_id']}"
+    assert not _can_log_in(kept_dir, login)  # that run's password is over
+    database = seen.read_text()
+    assert database == parked["database"]
+
+    # the server's sweep leaves it
+    drop_dead_projects(_url(kept_dir), lambda: protected_projects(kept_dir))
+    assert _parked(kept_dir) == {parked["project_id"]}
+    assert _projects(kept_dir) == 1
+
+    taken = run("v1")
+    taken.stdout.fnmatch_lines(["*branches created: 0,*migration cache: hit*"])
+    assert seen.read_text() == database
+    assert _parked(kept_dir) == {parked["project_id"]}
+    assert log.read_text().split() == ["v1"]
+
+    # another fingerprint: the same project migrates again, its old migrated state goes
+    changed = run("v2")
+    changed.stdout.fnmatch_lines(["*migration cache: miss, migrations: *s"])
+    assert log.read_text().split() == ["v1", "v2"]
+    again = _parked_record(kept_dir)
+    assert again["project_id"] == parked["project_id"]
+    assert again["cache_key"] != parked["cache_key"]
+    assert parked["migration_database"] not in _databases(kept_dir)
+    assert _left(kept_dir) == set()
+
+
+def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed_one(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_neon.local.dead_runs import drop_dead_projects
+    from pytest_neon.local.parking import claim, place_of, protected_projects
+
+    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
+    monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
+    monkeypatch.setenv("SCHEMA_VERSION", "v1")
+    pytester.makeconftest(PARKED_MIGRATIONS)
+    pytester.makepyfile(test_items=PARKED_TEST)
+    _run(pytester).assert_outcomes(passed=1)
+    _run(pytester).assert_outcomes(passed=1)
+    before = _parked_record(kept_dir)
+    (pytester.path / "test_items.py").unlink()
+    pytester.makepyfile(test_plain="def test_no_database():\n    pass\n")
+    _run(pytester).assert_outcomes(passed=1)
+    assert _parked_record(kept_dir)["project_id"] == before["project_id"]
+
+    # a run that claimed it and was killed: the sweep drops it
+    place = place_of(pytester.path, "neondb", "neondb_owner")
+    taken = claim(kept_dir, place)
+    assert taken is not None
+    assert claim(kept_dir, place) is None  # one run at a time
+    drop_dead_projects(_url(kept_dir), lambda: protected_projects(kept_dir))
+    assert _projects(kept_dir) == 1  # its run is alive
+    os.close(taken._fd)  # (as a kill -9 would)
+    drop_dead_projects(_url(kept_dir), lambda: protected_projects(kept_dir))
+    assert _projects(kept_dir) == 0
+    assert not list((kept_dir / "parked").iterdir())
     assert _left(kept_dir) == set()

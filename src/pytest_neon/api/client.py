@@ -190,6 +190,15 @@ class NeonClient:
             body={"branch": {"expires_at": _format_time(expires_at)}},
         )
 
+    def clear_branch_expiry(self, project_id: str, branch_id: str) -> None:
+        """Remove a branch's expiry (``PATCH`` of the branch)."""
+        self._request(
+            "PATCH",
+            self._p("projects", project_id, "branches", branch_id),
+            name="update_branch",
+            body={"branch": {"expires_at": None}},
+        )
+
     def rename_branch(self, project_id: str, branch_id: str, name: str) -> None:
         """Rename a branch (``PATCH``); a taken name is a :class:`NeonConflictError`."""
         self._request(

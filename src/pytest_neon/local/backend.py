@@ -17,7 +17,7 @@ from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
 from pytest_neon.local.kept_failures import drop_expired_quietly
 from pytest_neon.local.launcher import start_postgres
-from pytest_neon.local.lazy_start import Reservation, create_login, drop_login
+from pytest_neon.local.lazy_start import Reservation, create_login, drop_login, lock_out
 from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
     KeptServer,
@@ -52,6 +52,7 @@ class LocalBackend:
     reaper: Reaper | None = None
     shared: SharedServer | None = None
     room: Room | None = None
+    reservation: Reservation | None = None  # the kept server's promise to a plain run
 
     @property
     def cache_url(self) -> str | None:
@@ -67,6 +68,35 @@ class LocalBackend:
     def project_id(self) -> str:
         """The emulated project."""
         return self.emulator.project_id
+
+    def _park(self, worker_id: str, migration_id: str, cache_key: str, fresh: bool) -> bool:
+        """Park the project for the next run of the place; whether it is."""
+        from pytest_neon import __version__
+        from pytest_neon.local.parking import ParkedProject, park
+
+        res = self.reservation
+        if res is None or res.place is None:
+            return False
+        try:
+            with self.emulator.server_connection() as conn:
+                lock_out(conn, self.project_id)
+        except Exception as exc:  # the project is dropped instead
+            log.debug("not parked: %s", exc)
+            return False
+        record = ParkedProject(
+            project_id=self.project_id,
+            worker_branch_id=worker_id,
+            migration_branch_id=migration_id,
+            database=res.database,
+            migration_database=self.emulator.real_database(migration_id),
+            owner=DEFAULT_ROLE,
+            cache_key=cache_key,
+            plugin=__version__,
+            fresh=fresh,
+        )
+        if res.claim is not None:
+            return res.claim.park_again(record)
+        return park(res.root, res.place, record)
 
     def _note_size(self) -> None:
         """On a server of ours, note the run's largest database for the next run's choice
@@ -118,7 +148,13 @@ class LocalBackend:
                 found = wal_inspector_available(server.url, install=True, conn=conn)
             inspector = server.url if found else None
         backend = cls(
-            emulator, server.postgres, description, inspector, shared=server.shared, room=room
+            emulator,
+            server.postgres,
+            description,
+            inspector,
+            shared=server.shared,
+            room=room,
+            reservation=reservation,
         )
         if server.shared is not None:
             # the kept server's own watchdog drops the project once this run is gone
@@ -143,13 +179,24 @@ class LocalBackend:
         watchdog (the run need not wait for it), so its branches need no deleting first."""
         return self.shared is not None
 
-    def stop(self) -> None:
+    def stop(self, park: tuple[str, str, str, bool] | None = None) -> None:
         """Stop serving; drop the run's databases from a given server (on the kept server,
-        its watchdog does that while this process exits), or remove the cluster."""
-        self._note_size()
+        its watchdog does that while this process exits), or remove the cluster.
+
+        ``park``: (worker branch, migration branch, cache key, whether the worker branch
+        is as the migrations left it) of a project that may be parked for the next run of
+        the place (see :mod:`pytest_neon.local.parking`)."""
+        claim = self.reservation.claim if self.reservation is not None else None
+        if park is None or claim is None or claim.parked.cache_key != park[2]:
+            self._note_size()  # (a parked project in the same state: noted when parked)
         if self.shared is not None:
-            # its lock goes: the watchdog may drop it (its spare copies too)
+            parked = park is not None and self._park(*park)
+            # its lock goes: the watchdog may drop it (its spare copies too), if not parked
             self.emulator.stop(drop=False, abandon=True)
+            if parked:
+                return
+            if claim is not None:
+                claim.end()
             if not hand_over_cleanup(self.shared.root):
                 drop_project(self.shared.url, self.emulator.project_id, patience=5.0)
             return
@@ -186,17 +233,19 @@ def _kept_server(
 
     if not hand_over_cleanup(kept.root):  # (its watchdog is gone: this run sweeps)
         threading.Thread(
-            target=_sweep, args=(shared.url,), name="pytest-neon-dead-runs", daemon=True
+            target=_sweep, args=(shared.url, kept.root), name="pytest-neon-dead-runs", daemon=True
         ).start()
     return shared
 
 
-def _sweep(url: str) -> None:
-    """Drop what dead runs left, and failing tests' data kept past its expiry."""
+def _sweep(url: str, root: Path) -> None:
+    """Drop what dead runs left (not what is parked), and failing tests' data kept past
+    its expiry."""
     from pytest_neon.local.dead_runs import drop_dead_projects
+    from pytest_neon.local.parking import protected_projects
 
     try:
-        drop_dead_projects(url)
+        drop_dead_projects(url, lambda: protected_projects(root))
     except Exception as exc:  # the next run or the watchdog tries again
         log.debug("could not drop the projects of dead runs: %s", exc)
     drop_expired_quietly(url)
@@ -249,6 +298,8 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
     api_key = secrets.token_urlsafe(24)
     register_secret(api_key)
     shared = server.shared
+    if reservation is not None and reservation.claim is not None:
+        reservation.claim.wait_ready()  # its database and login, made beside the start
     try:
         emulator = Emulator(
             server.url,
@@ -263,7 +314,7 @@ def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulato
         if server.postgres is not None:
             server.postgres.stop()
         raise
-    if reservation is not None:
+    if reservation is not None and reservation.claim is None:
         try:
             emulator.name_database(reservation.branch_name, reservation.database)
             with emulator.server_connection() as conn:

@@ -9,6 +9,7 @@ gone, and its databases and metadata are dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pytest_neon.local.emulator.sql.metadata import SCHEMA, comment_for, try_lock_project
@@ -35,28 +36,35 @@ def project_ids(conn: Connection) -> set[str]:
     return found
 
 
-def dead_projects(url: str) -> list[str]:
-    """The projects on the server whose run is gone (nobody holds their lock)."""
+def dead_projects(url: str, kept: Callable[[], set[str]] = set) -> list[str]:
+    """The projects on the server whose run is gone (nobody holds their lock), but those
+    ``kept()`` names (parked for the next run, or claimed by one).
+
+    ``kept()`` is asked before the locks are tried (a parked project's lock is never
+    taken here: the run claiming it takes it) and after (a project parked meanwhile)."""
     import psycopg
 
     dead = []
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        for project_id in sorted(project_ids(conn)):
+        skip = kept()
+        for project_id in sorted(project_ids(conn) - skip):
             if try_lock_project(conn, project_id):
                 dead.append(project_id)
         conn.execute("SELECT pg_advisory_unlock_all()")
-    return dead
+    skip = kept()
+    return [project_id for project_id in dead if project_id not in skip]
 
 
-def drop_dead_projects(url: str) -> int:
+def drop_dead_projects(url: str, kept: Callable[[], set[str]] = set) -> int:
     """Drop every project of a dead run from the server at ``url``; how many were dropped.
 
-    A project that comes alive meanwhile (its lock taken again) is left alone.
+    A project that comes alive meanwhile (its lock taken again) is left alone, and so are
+    those ``kept()`` names (see :func:`dead_projects`).
     """
     from pytest_neon.local.reaper import drop_project
 
     dropped = 0
-    for project_id in dead_projects(url):
+    for project_id in dead_projects(url, kept):
         try:
             drop_project(url, project_id, patience=0.0)
         except Exception as exc:  # taken by a live run meanwhile, or a server hiccup

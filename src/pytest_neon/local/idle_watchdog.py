@@ -7,7 +7,8 @@ as they run, so a server with no client for ``idle_timeout`` seconds (the file o
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
 directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
 at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
-that are gone (a run's cleanup costs it nothing), and failing tests' databases kept past
+that are gone (a run's cleanup costs it nothing) but those parked for the next run
+(:mod:`pytest_neon.local.parking`), and failing tests' databases kept past
 their expiry (``--neon-keep-failed``). Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
@@ -95,9 +96,10 @@ def watch(root: Path) -> None:
             last_sweep = now
             from pytest_neon.local.dead_runs import drop_dead_projects
             from pytest_neon.local.kept_failures import drop_expired_quietly
+            from pytest_neon.local.parking import protected_projects
 
             with contextlib.suppress(Exception):
-                drop_dead_projects(url)
+                drop_dead_projects(url, lambda: protected_projects(root))
             drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
         if clients:
             last_busy = now

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pytest_neon.local.binaries import has_server_binaries
@@ -27,6 +27,9 @@ from pytest_neon.local.shared_server import (
     touch_last_use,
 )
 from pytest_neon.redact import register_secret
+
+if TYPE_CHECKING:
+    from pytest_neon.local.parking import Claim
 
 LOGIN_PREFIX = "pytest_neon_login_"
 
@@ -46,6 +49,11 @@ class Reservation:
     branch_name: str
     database: str
     password: str = field(repr=False)
+    #: the project parked by an earlier run of the place, taken over (its branch is the
+    #: one promised)
+    claim: Claim | None = None
+    #: where the run comes from, for parking its project at its end
+    place: str | None = None
 
     @property
     def login(self) -> str:
@@ -61,9 +69,14 @@ class Reservation:
         )
 
 
-def reserve(root: Path, *, run_id: str, branch_name: str) -> Reservation | None:
+def reserve(
+    root: Path, *, run_id: str, branch_name: str, place: str | None = None
+) -> Reservation | None:
     """A reservation on the kept server in ``root``; ``None`` when it is not running, or
-    was made by another version (the run then starts it before conftest.py, as before)."""
+    was made by another version (the run then starts it before conftest.py, as before).
+
+    ``place``: where the run comes from (see :func:`~pytest_neon.local.parking.place_of`):
+    the project parked there, if any, is claimed, and its branch is the one promised."""
     from pytest_neon import __version__
 
     stamp = read_stamp(root)
@@ -78,6 +91,24 @@ def reserve(root: Path, *, run_id: str, branch_name: str) -> Reservation | None:
     touch_last_use(root)  # the watchdog does not stop it under this run
     password = secrets.token_urlsafe(24)
     register_secret(password)
+    taken = None
+    if place is not None:
+        from pytest_neon.local.parking import claim
+
+        taken = claim(root, place)
+    if taken is not None:
+        reservation = Reservation(
+            root=root,
+            port=port,
+            project_id=taken.parked.project_id,
+            branch_name=branch_name,
+            database=taken.parked.database,
+            password=password,
+            claim=taken,
+            place=place,
+        )
+        taken.get_ready(lambda: _take_over(reservation, taken))
+        return reservation
     return Reservation(
         root=root,
         port=port,
@@ -85,12 +116,30 @@ def reserve(root: Path, *, run_id: str, branch_name: str) -> Reservation | None:
         branch_name=branch_name,
         database=f"pytest_neon_{run_id}",
         password=password,
+        place=place,
     )
+
+
+def _take_over(reservation: Reservation, taken: Claim) -> None:
+    """Make the claimed parked project ready for the run (beside its start): its worker
+    branch a new copy of the migrated state if a test had it, its login given the run's
+    password."""
+    import psycopg
+
+    from pytest_neon.local.parking import refresh
+    from pytest_neon.local.shared_server import socket_url
+
+    url = socket_url(reservation.root, reservation.port)
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        if not taken.parked.fresh:
+            refresh(conn, taken.parked)
+        create_login(url, reservation, taken.parked.owner, conn)
 
 
 def create_login(url: str, reservation: Reservation, owner: str, conn: Any = None) -> None:
     """Create the run's login role on the server at ``url`` (a superuser DSN), through
-    ``conn`` (an autocommit superuser connection to it) when given."""
+    ``conn`` (an autocommit superuser connection to it) when given; a parked project's
+    (see :mod:`~pytest_neon.local.parking`) is given the run's password."""
     import contextlib
 
     import psycopg
@@ -106,12 +155,36 @@ def create_login(url: str, reservation: Reservation, owner: str, conn: Any = Non
         )
         with conn.transaction():
             lock_role_names(conn)  # the owner role's row: one change at a time, server-wide
+            if (
+                reservation.claim is not None
+                and conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (reservation.login,)
+                ).fetchone()
+            ):
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        login, sql.Literal(verifier.decode())
+                    )
+                )
+                return
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
                     login, sql.Literal(verifier.decode()), sql.Identifier(owner)
                 )
             )
             conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(owner)))
+
+
+def lock_out(conn: Any, project_id: str) -> None:
+    """The login role of ``project_id``'s run can log in no more (its project is parked:
+    the next run that claims it gives it a password of its own)."""
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(
+            sql.Identifier(login_role(project_id))
+        )
+    )
 
 
 def drop_login(url: str, project_id: str) -> None:

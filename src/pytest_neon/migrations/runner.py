@@ -151,14 +151,19 @@ class Migrations:
     ) -> Source:
         """Run the migrations, or copy their result from the kept local server's cache."""
         found = fingerprint()
-        settings = self.session.settings
+        session = self.session
+        settings = session.settings
+        key = local_cache_key(found, settings.database, settings.role) if found else ""
+        parked = session.take_parked_source(key)
+        if parked is not None:  # a parked project in this state: nothing to copy
+            session.counters.note_cache("hit")
+            session.kept_cache_key = key
+            return Source(parked.branch_id, expires=True)
         if not found:
             return self._from_kept_cache(None, "", apply)
         cache = LocalMigrationCache(url)
         try:
-            return self._from_kept_cache(
-                cache, local_cache_key(found, settings.database, settings.role), apply
-            )
+            return self._from_kept_cache(cache, key, apply)
         finally:
             cache.close()
 
@@ -180,6 +185,7 @@ class Migrations:
                         branch = session.create_migration_branch()
                         cache.load(key, branch)
                 counters.note_cache("hit")
+                session.kept_cache_key = key
                 return Source(branch.branch_id, expires=True)
             counters.note_cache("miss")
         with counters.phase("migrations"):
@@ -190,6 +196,7 @@ class Migrations:
         if cache is not None and migration is not None and migrated:
             with counters.phase("migration cache save"):
                 cache.save(key, migration)
+            session.kept_cache_key = key
         return Source(source, expires=migrated)
 
     def _migrated_source(self) -> str:

@@ -307,6 +307,11 @@ class Emulator:
         the kept server's migration cache, in one copy (internal to the plugin)."""
         self.control_plane.settings.database_seeds[branch_name] = template
 
+    def real_database(self, branch_id: str) -> str:
+        """The real database holding branch ``branch_id``'s only (or first) database
+        (internal to the plugin: a parked project's, see ``pytest_neon.local.parking``)."""
+        return self.control_plane.real_database(branch_id)
+
     @property
     def control_plane(self) -> ControlPlane:
         """The control plane (internal; for tests that tune it)."""

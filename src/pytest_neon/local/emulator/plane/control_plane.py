@@ -52,6 +52,11 @@ class ControlPlane:
         """Connect, take the project lock, then resume the project or create it."""
         self.projects.open()
 
+    def real_database(self, branch_id: str) -> str:
+        """The real database holding branch ``branch_id``'s first database."""
+        with self._ctx.lock:
+            return self._ctx.branch(branch_id).databases[0].real_name
+
     def serve_endpoints(self, hosts: EndpointHosts | None) -> None:
         """Endpoints report ``hosts``' listeners from now on (``None``: the server's host)."""
         with self._ctx.lock:

@@ -1,0 +1,288 @@
+"""A finished run's project, kept ready on the kept server for the next run of the same
+project (*parked*), so that run starts with its branch migrated and no copy made.
+
+At the end of a plain run on the kept local server whose migrated state came from the
+migration cache, its project (the worker branch, brought back to the migrated state, and
+the migration branch) is parked for the next run from the same directory with the same
+database and role. That run *claims* it before ``conftest.py`` is imported: its
+connection string names the parked branch, a new password is given to the login role,
+and when its fingerprint is the parked one, it makes no branch, copies nothing and
+restores nothing. Otherwise it migrates as usual on the same project.
+
+Files in ``<server directory>/parked`` (none holds a secret):
+
+- ``place-<hash>.json``: a parked project, one per place (directory, database, role);
+- ``claimed-<project id>.json``: a project claimed by a run, locked by it while it runs.
+
+The server's sweep leaves both alone (:func:`protected_projects`), and drops a parked
+project left for longer than :data:`PARK_SECONDS` or made by another plugin version, and
+a claimed one whose run is gone. Not on Windows (no ``flock``): there nothing is parked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+PARKED_DIR = "parked"
+#: a parked project unclaimed for this long is dropped by the next sweep
+PARK_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class ParkedProject:
+    """What the next run needs to take a parked project over."""
+
+    project_id: str
+    worker_branch_id: str
+    migration_branch_id: str
+    database: str  # the worker branch's real database: the connection string names it
+    migration_database: str  # the migration branch's real database
+    owner: str  # the role the run's login acts as
+    cache_key: str  # the migration cache's key of the migrated state both branches hold
+    plugin: str  # the plugin version that parked it
+    #: the worker branch is as the migrations left it (no test had it since its last
+    #: reset): else the run that claims it makes it a new copy of the migration branch's
+    fresh: bool = False
+    parked_at: float = 0.0
+
+
+def place_of(project_dir: Path, database: str, role: str) -> str:
+    """The place a parked project is for: a project directory, with a database and role."""
+    text = f"{project_dir.resolve()}\0{database}\0{role}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _dir(root: Path) -> Path:
+    return root / PARKED_DIR
+
+
+def _place_file(root: Path, place: str) -> Path:
+    return _dir(root) / f"place-{place}.json"
+
+
+def _claim_file(root: Path, project_id: str) -> Path:
+    return _dir(root) / f"claimed-{project_id}.json"
+
+
+def _read(path: Path) -> ParkedProject | None:
+    try:
+        return ParkedProject(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock; ``None`` when another
+    process holds it or the file is gone."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Claim:
+    """A parked project this run took over; its file stays locked while the run runs."""
+
+    def __init__(self, root: Path, place: str, parked: ParkedProject, fd: int) -> None:
+        self.root = root
+        self.place = place
+        self.parked = parked
+        self._fd: int | None = fd
+        self._getting_ready: threading.Thread | None = None
+        self._failed: BaseException | None = None
+
+    def get_ready(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (what makes the project ready for this run) on a thread of its
+        own, beside the run's start; :meth:`wait_ready` waits for it."""
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # raised again by wait_ready
+                self._failed = exc
+
+        self._getting_ready = threading.Thread(target=run, name="pytest-neon-claim", daemon=True)
+        self._getting_ready.start()
+
+    def wait_ready(self) -> None:
+        """Wait for :meth:`get_ready`'s work; raise what it raised."""
+        if self._getting_ready is not None:
+            self._getting_ready.join()
+            self._getting_ready = None
+        if self._failed is not None:
+            raise self._failed
+
+    @property
+    def path(self) -> Path:
+        """The claim's file."""
+        return _claim_file(self.root, self.parked.project_id)
+
+    def park_again(self, parked: ParkedProject | None = None) -> bool:
+        """Park the project again (as claimed, or as ``parked`` now says); ``False`` when
+        another run parked one for the place meanwhile, or the claim ended: it then just
+        ends)."""
+        if self._fd is None:
+            return False
+        done = park(self.root, self.place, parked or self.parked)
+        self.end()
+        return done
+
+    def end(self) -> None:
+        """The claim ends: the project is no longer protected from the sweep (unless it
+        was parked again)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def claim(root: Path, place: str) -> Claim | None:
+    """Take over the project parked for ``place`` by a run of this plugin version, if any."""
+    from pytest_neon import __version__
+
+    if sys.platform == "win32":
+        return None
+    path = _place_file(root, place)
+    if not path.exists():
+        return None
+    fd = _try_lock(path)
+    if fd is None:
+        return None
+    parked = _read(path)
+    if parked is None or parked.plugin != __version__ or _stale(parked):
+        os.close(fd)  # the sweep drops it
+        return None
+    try:
+        os.rename(path, _claim_file(root, parked.project_id))  # (the lock goes with it)
+    except OSError:
+        os.close(fd)
+        return None
+    return Claim(root, place, parked, fd)
+
+
+def park(root: Path, place: str, parked: ParkedProject) -> bool:
+    """Park ``parked`` for ``place``; ``False`` when one is parked there already."""
+    if sys.platform == "win32":
+        return False
+    folder = _dir(root)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    record = ParkedProject(**{**asdict(parked), "parked_at": time.time()})
+    temp = folder / f".{parked.project_id}.{os.getpid()}.tmp"
+    temp.write_text(json.dumps(asdict(record)))
+    try:
+        os.link(temp, _place_file(root, place))  # never over another run's
+    except FileExistsError:
+        return False
+    finally:
+        temp.unlink()
+    return True
+
+
+def refresh(conn: Any, parked: ParkedProject) -> None:
+    """Make the parked worker branch's database a new copy of the migration branch's, in
+    the same place, with the same owner and comment (``conn``: a superuser's, autocommit;
+    nobody is connected to either: the login role cannot log in while it is parked)."""
+    from psycopg import sql
+
+    row = conn.execute(
+        "SELECT t.spcname, pg_catalog.pg_get_userbyid(d.datdba),"
+        " pg_catalog.shobj_description(d.oid, 'pg_database')"
+        " FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace"
+        " WHERE d.datname = %s",
+        (parked.database,),
+    ).fetchone()
+    if row is None:
+        raise RuntimeError(f"the parked branch's database {parked.database} is gone")
+    space, owner, comment = row
+    name = sql.Identifier(parked.database)
+    conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
+    strategy = sql.SQL(" STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else "")
+    conn.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {} TABLESPACE {}{}").format(
+            name,
+            sql.Identifier(parked.migration_database),
+            sql.Identifier(owner),
+            sql.Identifier(space),
+            strategy,
+        )
+    )
+    if comment:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(name, sql.Literal(comment)))
+
+
+def _stale(parked: ParkedProject) -> bool:
+    return time.time() - parked.parked_at > PARK_SECONDS
+
+
+def protected_projects(root: Path) -> set[str]:
+    """The projects a sweep of the server in ``root`` must leave: parked ones, and those
+    claimed by a live run. Parked ones too old or of another version, and claims whose run
+    is gone, are forgotten here (their projects are then dropped as dead)."""
+    from pytest_neon import __version__
+
+    if sys.platform == "win32":
+        return set()
+    kept: set[str] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for path in _dir(root).iterdir():
+            name = path.name
+            if name.startswith("."):  # a parked file being written (or a killed run's)
+                if time.time() - _mtime(path) > 60:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                continue
+            if name.startswith("place-"):
+                parked = _read(path)
+                project_id = parked.project_id if parked is not None else None
+                if parked is not None and parked.plugin == __version__ and not _stale(parked):
+                    kept.add(parked.project_id)
+                    continue
+            elif name.startswith("claimed-"):
+                project_id = name[len("claimed-") : -len(".json")]
+            else:
+                continue
+            if not _remove_unless_held(path) and project_id is not None:
+                kept.add(project_id)  # a run holds it: alive, or being claimed
+        # a claim made while the folder was read (a parked file renamed) is kept too
+        kept |= {p.name[len("claimed-") : -len(".json")] for p in _dir(root).glob("claimed-*")}
+    return kept
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _remove_unless_held(path: Path) -> bool:
+    """Remove ``path`` unless a run holds its lock; whether it is gone."""
+    fd = _try_lock(path)
+    if fd is None:
+        return not path.exists()
+    try:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    finally:
+        os.close(fd)
+    return True
