@@ -54,8 +54,8 @@ def neon_apply_migrations(neon_migration_branch):
     with LOG.open("a") as f:
         f.write(os.environ["SCHEMA_VERSION"] + "\\n")
     with psycopg.connect(neon_migration_branch.connection_string) as conn:
-        conn.execute("CREATE TABLE items (name text)")
-        conn.execute("INSERT INTO items VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
+        conn.execute("CREATE TABLE items (id serial, name text)")
+        conn.execute("INSERT INTO items (name) VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
 """
 
 READ_ITEMS = """
@@ -435,24 +435,6 @@ def test_code_that_connects_on_its_own_finds_the_promised_branch(
     assert _left(kept_dir) == set()
 
 
-PARKED_MIGRATIONS = """
-import os, pathlib, psycopg, pytest
-
-LOG = pathlib.Path(os.environ["MIGRATION_LOG"])
-
-@pytest.fixture(scope="session")
-def neon_migration_fingerprint():
-    return os.environ["SCHEMA_VERSION"]
-
-@pytest.fixture(scope="session")
-def neon_apply_migrations(neon_migration_branch):
-    with LOG.open("a") as f:
-        f.write(os.environ["SCHEMA_VERSION"] + "\\n")
-    with psycopg.connect(neon_migration_branch.connection_string) as conn:
-        conn.execute("CREATE TABLE items (id serial, name text)")
-        conn.execute("INSERT INTO items (name) VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
-"""
-
 PARKED_TEST = """
 import os, pathlib, psycopg
 
@@ -492,7 +474,7 @@ def test_the_next_run_takes_over_the_parked_project(
     log, seen = pytester.path / "migrations.log", pytester.path / "seen"
     monkeypatch.setenv("MIGRATION_LOG", str(log))
     monkeypatch.setenv("SEEN", str(seen))
-    pytester.makeconftest(PARKED_MIGRATIONS)
+    pytester.makeconftest(MIGRATIONS)
     pytester.makepyfile(test_items=PARKED_TEST)
 
     def run(version: str) -> pytest.RunResult:
@@ -542,7 +524,7 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
     monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
     monkeypatch.setenv("SCHEMA_VERSION", "v1")
-    pytester.makeconftest(PARKED_MIGRATIONS)
+    pytester.makeconftest(MIGRATIONS)
     pytester.makepyfile(test_items=PARKED_TEST)
     _run(pytester).assert_outcomes(passed=1)
     _run(pytester).assert_outcomes(passed=1)
