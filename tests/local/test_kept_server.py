@@ -541,6 +541,7 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     assert claim(kept_dir, place) is None  # one run at a time
     drop_dead_projects(_url(kept_dir), lambda: protected_projects(kept_dir))
     assert _projects(kept_dir) == 1  # its run is alive
+    assert taken._fd is not None
     os.close(taken._fd)  # (as a kill -9 would)
     drop_dead_projects(_url(kept_dir), lambda: protected_projects(kept_dir))
     assert _projects(kept_dir) == 0
