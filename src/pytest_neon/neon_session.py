@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_neon.api import NeonClient
 from pytest_neon.branch_ops import BranchOps
@@ -33,6 +33,15 @@ from pytest_neon.worker_count import WorkerBranches, chosen, on_neon
 from pytest_neon.worker_pool import WorkerPool
 
 log = logging.getLogger("pytest_neon.branches")
+
+
+class ParkPlan(NamedTuple):
+    """What a project parked for the next run holds (see :meth:`NeonSession.park_plan`)."""
+
+    worker_branch_id: str
+    migration_branch_id: str
+    cache_key: str  # the kept migration cache's key of the state both branches hold
+    fresh: bool  # the worker branch is as the migrations left it (no test had it since)
 
 
 class NeonSession:
@@ -203,17 +212,12 @@ class NeonSession:
             self.pool.at_source = branch_id
             return self.migration_branch
         self.ops.own(branch_id, "migrations")
-        thread = threading.Thread(
-            target=self._delete_quietly, args=(branch_id,), name="pytest-neon-release", daemon=True
-        )
-        thread.start()
-        self._releasing.append(thread)
+        self._delete_in_background(branch_id)
         return None
 
-    def park_plan(self) -> tuple[str, str, str, bool] | None:
-        """After :meth:`shutdown`: (worker branch, migration branch, cache key, whether
-        the worker branch is as the migrations left it) when this process's project may
-        be parked for the next run (see :mod:`pytest_neon.local.parking`): it holds the
+    def park_plan(self) -> ParkPlan | None:
+        """After :meth:`shutdown`: what this process's project holds, when it may be
+        parked for the next run (see :mod:`pytest_neon.local.parking`): it holds the
         worker branch and the migration branch, in the migration cache's state (or the
         worker branch had a test since), and nothing else. Their expiry is removed."""
         parkable = self.pool.parkable()
@@ -239,7 +243,7 @@ class NeonSession:
         except NeonError as exc:
             log.debug("not parked: %s", exc)
             return None
-        return worker.branch_id, migration_id, key, fresh
+        return ParkPlan(worker.branch_id, migration_id, key, fresh)
 
     def admit(self) -> NeonBranch:
         """A plain run on Neon: its worker branch. When other runs use the project, with a
@@ -291,6 +295,10 @@ class NeonSession:
             return
         if branch is None:  # made by the controller: this process deletes it now
             self.ops.own(branch_id, "migrations")
+        self._delete_in_background(branch_id)
+
+    def _delete_in_background(self, branch_id: str) -> None:
+        """Delete ``branch_id`` (this process's) on a thread; :meth:`shutdown` waits."""
         thread = threading.Thread(
             target=self._delete_quietly, args=(branch_id,), name="pytest-neon-release", daemon=True
         )

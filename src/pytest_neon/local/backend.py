@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_neon.api.transport import HttpSession
 from pytest_neon.local.cluster import RunningPostgres
@@ -37,6 +38,9 @@ from pytest_neon.local.unavailable import PostgresUnavailableError
 from pytest_neon.local.write_checks import given_server_checks
 from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
+
+if TYPE_CHECKING:
+    from pytest_neon.neon_session import ParkPlan
 
 log = logging.getLogger("pytest_neon.local")
 
@@ -69,7 +73,7 @@ class LocalBackend:
         """The emulated project."""
         return self.emulator.project_id
 
-    def _park(self, worker_id: str, migration_id: str, cache_key: str, fresh: bool) -> bool:
+    def _park(self, plan: ParkPlan) -> bool:
         """Park the project for the next run of the place; whether it is."""
         from pytest_neon import __version__
         from pytest_neon.local.parking import ParkedProject, park
@@ -85,14 +89,14 @@ class LocalBackend:
             return False
         record = ParkedProject(
             project_id=self.project_id,
-            worker_branch_id=worker_id,
-            migration_branch_id=migration_id,
+            worker_branch_id=plan.worker_branch_id,
+            migration_branch_id=plan.migration_branch_id,
             database=res.database,
-            migration_database=self.emulator.real_database(migration_id),
+            migration_database=self.emulator.real_database(plan.migration_branch_id),
             owner=DEFAULT_ROLE,
-            cache_key=cache_key,
+            cache_key=plan.cache_key,
             plugin=__version__,
-            fresh=fresh,
+            fresh=plan.fresh,
         )
         if res.claim is not None:
             return res.claim.park_again(record)
@@ -179,18 +183,17 @@ class LocalBackend:
         watchdog (the run need not wait for it), so its branches need no deleting first."""
         return self.shared is not None
 
-    def stop(self, park: tuple[str, str, str, bool] | None = None) -> None:
+    def stop(self, park: ParkPlan | None = None) -> None:
         """Stop serving; drop the run's databases from a given server (on the kept server,
         its watchdog does that while this process exits), or remove the cluster.
 
-        ``park``: (worker branch, migration branch, cache key, whether the worker branch
-        is as the migrations left it) of a project that may be parked for the next run of
-        the place (see :mod:`pytest_neon.local.parking`)."""
+        ``park``: what the project holds, when it may be parked for the next run of the
+        place (see :mod:`pytest_neon.local.parking`)."""
         claim = self.reservation.claim if self.reservation is not None else None
-        if park is None or claim is None or claim.parked.cache_key != park[2]:
+        if park is None or claim is None or claim.parked.cache_key != park.cache_key:
             self._note_size()  # (a parked project in the same state: noted when parked)
         if self.shared is not None:
-            parked = park is not None and self._park(*park)
+            parked = park is not None and self._park(park)
             # its lock goes: the watchdog may drop it (its spare copies too), if not parked
             self.emulator.stop(drop=False, abandon=True)
             if parked:

@@ -124,16 +124,19 @@ def _take_over(reservation: Reservation, taken: Claim) -> None:
     """Make the claimed parked project ready for the run (beside its start): its worker
     branch a new copy of the migrated state if a test had it, its login given the run's
     password."""
-    import psycopg
-
+    from pytest_neon.local.emulator.sql.server import SqlServer
     from pytest_neon.local.parking import refresh
     from pytest_neon.local.shared_server import socket_url
 
     url = socket_url(reservation.root, reservation.port)
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+    server = SqlServer(url, pool_size=1)
+    try:
         if not taken.parked.fresh:
-            refresh(conn, taken.parked)
-        create_login(url, reservation, taken.parked.owner, conn)
+            refresh(server, taken.parked)
+        with server.connection() as conn:
+            create_login(url, reservation, taken.parked.owner, conn)
+    finally:
+        server.close()
 
 
 def create_login(url: str, reservation: Reservation, owner: str, conn: Any = None) -> None:

@@ -31,7 +31,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_neon.local.emulator.sql.server import SqlServer
 
 PARKED_DIR = "parked"
 #: a parked project unclaimed for this long is dropped by the next sweep
@@ -198,36 +201,31 @@ def park(root: Path, place: str, parked: ParkedProject) -> bool:
     return True
 
 
-def refresh(conn: Any, parked: ParkedProject) -> None:
-    """Make the parked worker branch's database a new copy of the migration branch's, in
-    the same place, with the same owner and comment (``conn``: a superuser's, autocommit;
-    nobody is connected to either: the login role cannot log in while it is parked)."""
-    from psycopg import sql
+def refresh(server: SqlServer, parked: ParkedProject) -> None:
+    """Make the parked worker branch's database a new copy of the migration branch's, where
+    it was (RAM or disk), as the emulator makes a branch's (``server``: the kept server's
+    superuser; nobody is connected to either: the login cannot log in while parked)."""
+    from pytest_neon.local.emulator.sql.metadata import comment_for
+    from pytest_neon.local.emulator.sql.real_databases import RealDatabases
 
-    row = conn.execute(
-        "SELECT t.spcname, pg_catalog.pg_get_userbyid(d.datdba),"
-        " pg_catalog.shobj_description(d.oid, 'pg_database')"
-        " FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace"
-        " WHERE d.datname = %s",
-        (parked.database,),
-    ).fetchone()
+    with server.connection() as conn:
+        row = conn.execute(
+            "SELECT t.spcname FROM pg_database d"
+            " JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = %s",
+            (parked.database,),
+        ).fetchone()
     if row is None:
         raise RuntimeError(f"the parked branch's database {parked.database} is gone")
-    space, owner, comment = row
-    name = sql.Identifier(parked.database)
-    conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
-    strategy = sql.SQL(" STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else "")
-    conn.execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {} TABLESPACE {}{}").format(
-            name,
-            sql.Identifier(parked.migration_database),
-            sql.Identifier(owner),
-            sql.Identifier(space),
-            strategy,
-        )
+    server.tablespace = row[0]
+    databases = RealDatabases(server)
+    databases.drop(parked.database)
+    databases.clone(
+        parked.migration_database,
+        parked.database,
+        parked.owner,
+        comment_for(parked.project_id),
+        wait=5.0,
     )
-    if comment:
-        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(name, sql.Literal(comment)))
 
 
 def _stale(parked: ParkedProject) -> bool:
