@@ -73,6 +73,7 @@ class BranchOps:
         self.created: dict[str, str] = {}  # branch id -> name, in creation order
         self._parent_id: str | None = settings.parent_branch or parent_id
         self._lock = threading.Lock()
+        self._expiring: set[str] = set()  # branches this process gave an expiry
         #: branches created without waiting for their operations (see :meth:`wait_ready`)
         self._unsettled: dict[str, CreatedBranch] = {}
         self._settle_lock = threading.Lock()
@@ -246,6 +247,8 @@ class BranchOps:
                 raise
             with self._lock:
                 self.created[created.branch.id] = name
+                if expiry:
+                    self._expiring.add(created.branch.id)
             self.counters.add("branches_created")
             if wait or not created.endpoints:
                 endpoint = self.client.settle(self.project_id, created)
@@ -430,11 +433,16 @@ class BranchOps:
             self.created.pop(branch_id, None)
 
     def keep(self, branch_id: str) -> None:
-        """Remove ``branch_id``'s expiry: it outlives the run (a parked project's)."""
-        self.client.clear_branch_expiry(self.project_id, branch_id)
+        """Remove ``branch_id``'s expiry, if this process gave it one: it outlives the run
+        (a parked project's)."""
+        if branch_id in self._expiring:
+            self.client.clear_branch_expiry(self.project_id, branch_id)
+            self._expiring.discard(branch_id)
 
     def set_expiry(self, branch_id: str, seconds: int) -> None:
         """Move ``branch_id``'s expiry to ``seconds`` from now."""
         expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
         with self.counters.phase("keep alive"):
             self.client.set_branch_expiry(self.project_id, branch_id, expires_at)
+        with self._lock:
+            self._expiring.add(branch_id)

@@ -39,7 +39,10 @@ class ParkPlan(NamedTuple):
     """What a project parked for the next run holds (see :meth:`NeonSession.park_plan`)."""
 
     worker_branch_id: str
+    worker_endpoint_id: str
     migration_branch_id: str
+    migration_endpoint_id: str
+    parent_id: str
     cache_key: str  # the kept migration cache's key of the state both branches hold
     fresh: bool  # the worker branch is as the migrations left it (no test had it since)
 
@@ -94,7 +97,7 @@ class NeonSession:
         self.seed_database: Callable[[str, str], None] | None = None
         #: a parked project's migration branch and the cache key of the state it and the
         #: worker branch hold, until the migrations say whether it is the run's
-        self._parked: tuple[str, str] | None = None
+        self._parked: tuple[NeonBranch, str] | None = None
         #: the kept server's migration cache key of the source, when the source is the
         #: run's migration branch in that state: the project may then be parked
         self.kept_cache_key: str | None = None
@@ -190,15 +193,13 @@ class NeonSession:
         """This process's first worker branch, from the parent (created once)."""
         return self.pool.start()
 
-    def attach_parked(
-        self, worker_branch_id: str, migration_branch_id: str, cache_key: str
-    ) -> NeonBranch:
+    def attach_parked(self, worker: NeonBranch, migration: NeonBranch, cache_key: str) -> None:
         """Take over a parked project's branches (the kept local server, see
-        :mod:`pytest_neon.local.parking`): its worker branch, in the migrated state of
-        ``cache_key``, is this process's first."""
-        branch = self.pool.start(existing=self.ops.attach(worker_branch_id, self.worker))
-        self._parked = (migration_branch_id, cache_key)
-        return branch
+        :mod:`pytest_neon.local.parking`), known without asking the API: the worker
+        branch, in the migrated state of ``cache_key``, is this process's first."""
+        self.ops.own(worker.branch_id, self.worker)
+        self.pool.start(existing=worker)
+        self._parked = (migration, cache_key)
 
     def take_parked_source(self, key: str) -> NeonBranch | None:
         """The parked migration branch, as the run's, when it holds the state of ``key``
@@ -206,13 +207,13 @@ class NeonSession:
         parked, self._parked = self._parked, None
         if parked is None:
             return None
-        branch_id, parked_key = parked
+        branch, parked_key = parked
+        self.ops.own(branch.branch_id, "migrations")
         if parked_key == key and self.migration_branch is None:
-            self.migration_branch = self.ops.attach(branch_id, "migrations")
-            self.pool.at_source = branch_id
-            return self.migration_branch
-        self.ops.own(branch_id, "migrations")
-        self._delete_in_background(branch_id)
+            self.migration_branch = branch
+            self.pool.at_source = branch.branch_id
+            return branch
+        self._delete_in_background(branch.branch_id)
         return None
 
     def park_plan(self) -> ParkPlan | None:
@@ -225,25 +226,32 @@ class NeonSession:
             return None
         worker, fresh = parkable
         if self._parked is not None:  # taken over, and no test asked for its state
-            migration_id, key = self._parked
+            migration, key = self._parked
             owned = {worker.branch_id}
         else:
-            migration = self.migration_branch
-            if self.kept_cache_key is None or migration is None:
+            if self.kept_cache_key is None or self.migration_branch is None:
                 return None
-            key, migration_id = self.kept_cache_key, migration.branch_id
-            if self.source_id != migration_id:
+            key, migration = self.kept_cache_key, self.migration_branch
+            if self.source_id != migration.branch_id:
                 return None
-            owned = {worker.branch_id, migration_id}
-        if set(self.ops.created) != owned:
+            owned = {worker.branch_id, migration.branch_id}
+        if set(self.ops.created) != owned or not worker.endpoint_id or not migration.endpoint_id:
             return None
         try:
-            for branch_id in (worker.branch_id, migration_id):
+            for branch_id in (worker.branch_id, migration.branch_id):
                 self.ops.keep(branch_id)
         except NeonError as exc:
             log.debug("not parked: %s", exc)
             return None
-        return ParkPlan(worker.branch_id, migration_id, key, fresh)
+        return ParkPlan(
+            worker.branch_id,
+            worker.endpoint_id,
+            migration.branch_id,
+            migration.endpoint_id,
+            self.parent_id,
+            key,
+            fresh,
+        )
 
     def admit(self) -> NeonBranch:
         """A plain run on Neon: its worker branch. When other runs use the project, with a

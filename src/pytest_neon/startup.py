@@ -31,8 +31,10 @@ from pytest_neon.xdist import (
 if TYPE_CHECKING:
     from pytest_neon.api import NeonClient
     from pytest_neon.api.transport import HttpSession
+    from pytest_neon.local.lazy_start import Reservation
     from pytest_neon.local.shared_server import KeptServer
     from pytest_neon.local.space import Room
+    from pytest_neon.neon_branch import NeonBranch
     from pytest_neon.neon_session import NeonSession
 
 _deferred_lock = threading.Lock()
@@ -239,13 +241,14 @@ def start_deferred(state: PluginState) -> None:
             return
         try:
             _start_local(state)
+            if reservation.claim is not None:  # a parked project: its branches are ready
+                state.parent_id = reservation.claim.parked.parent_id
             _use(state, _own_session(state, "main"))
             assert state.session is not None
-            if reservation.claim is not None:  # a parked project: its branch is ready
-                parked = reservation.claim.parked
-                branch = state.session.attach_parked(
-                    parked.worker_branch_id, parked.migration_branch_id, parked.cache_key
-                )
+            if reservation.claim is not None:
+                worker, migration = _parked_branches(reservation, state.settings)
+                state.session.attach_parked(worker, migration, reservation.claim.parked.cache_key)
+                branch = worker
             else:
                 branch = state.session.create_worker_branch()
             if branch.connection_string != reservation.dsn:
@@ -263,6 +266,32 @@ def start_deferred(state: PluginState) -> None:
                 f"the local backend did not start: {type(exc).__name__}: {redact(str(exc))}"
             )
             _stop_local(state)
+
+
+def _parked_branches(reservation: Reservation, settings: Settings) -> tuple[NeonBranch, NeonBranch]:
+    """A claimed parked project's worker and migration branches, as its record and the
+    reservation say (no API call: the emulator starts only when one is needed)."""
+    from pytest_neon.neon_branch import NeonBranch
+
+    assert reservation.claim is not None
+    parked = reservation.claim.parked
+
+    def branch(branch_id: str, endpoint_id: str, database: str) -> NeonBranch:
+        return NeonBranch(
+            branch_id=branch_id,
+            project_id=parked.project_id,
+            connection_string=reservation.dsn_of(database),
+            host="127.0.0.1",
+            parent_id=parked.parent_id,
+            endpoint_id=endpoint_id,
+            database_name=settings.database,
+            role_name=settings.role,
+        )
+
+    return (
+        branch(parked.worker_branch_id, parked.worker_endpoint_id, parked.database),
+        branch(parked.migration_branch_id, parked.migration_endpoint_id, parked.migration_database),
+    )
 
 
 def _stop_local(state: PluginState) -> None:
@@ -398,7 +427,10 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             worker=worker,
             session=state.local.session(),  # this process runs the emulator
         )
-        session.seed_database = state.local.emulator.seed_database
+        local = state.local
+        session.seed_database = lambda branch, template: local.emulator.seed_database(
+            branch, template
+        )
         return session
     if state.backend is Backend.NEON and settings.project_id:
         return _make_session(

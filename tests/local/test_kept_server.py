@@ -436,9 +436,10 @@ def test_code_that_connects_on_its_own_finds_the_promised_branch(
 
 
 PARKED_TEST = """
-import os, pathlib, psycopg
+import os, pathlib, psycopg, pytest
 
-def test_starts_migrated(neon_branch_readwrite):
+@pytest.mark.parametrize("n", [1, 2])  # the second after a reset
+def test_starts_migrated(neon_branch_readwrite, n):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         pathlib.Path(os.environ["SEEN"]).write_text(conn.info.dbname)
         assert conn.execute("SELECT name FROM items").fetchall() == [
@@ -480,7 +481,7 @@ def test_the_next_run_takes_over_the_parked_project(
     def run(version: str) -> pytest.RunResult:
         monkeypatch.setenv("SCHEMA_VERSION", version)
         result = _run(pytester)
-        result.assert_outcomes(passed=1)
+        result.assert_outcomes(passed=2)
         return result
 
     run("v1")  # starts the server: no promise made, nothing parked
@@ -498,8 +499,8 @@ def test_the_next_run_takes_over_the_parked_project(
     assert _parked(kept_dir) == {parked["project_id"]}
     assert _projects(kept_dir) == 1
 
-    taken = run("v1")
-    taken.stdout.fnmatch_lines(["*branches created: 0,*migration cache: hit*"])
+    taken = run("v1")  # its emulator starts only for the reset between its two tests
+    taken.stdout.fnmatch_lines(["*branches created: 0, resets: 1 done*migration cache: hit*"])
     assert seen.read_text() == database
     assert _parked(kept_dir) == {parked["project_id"]}
     assert log.read_text().split() == ["v1"]
@@ -526,8 +527,11 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     monkeypatch.setenv("SCHEMA_VERSION", "v1")
     pytester.makeconftest(MIGRATIONS)
     pytester.makepyfile(test_items=PARKED_TEST)
-    _run(pytester).assert_outcomes(passed=1)
-    _run(pytester).assert_outcomes(passed=1)
+    _run(pytester).assert_outcomes(passed=2)
+    _run(pytester).assert_outcomes(passed=2)
+    thin = _run(pytester, "test_items.py::test_starts_migrated[1]")  # no API call at all
+    thin.assert_outcomes(passed=1)
+    thin.stdout.fnmatch_lines(["*branches created: 0, resets: 0 done*API calls: 0 *"])
     before = _parked_record(kept_dir)
     (pytester.path / "test_items.py").unlink()
     pytester.makepyfile(test_plain="def test_no_database():\n    pass\n")

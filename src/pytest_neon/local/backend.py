@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from pytest_neon.api.transport import HttpSession
 from pytest_neon.local.cluster import RunningPostgres
-from pytest_neon.local.emulator import Emulator
-from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
-from pytest_neon.local.emulator.sql.metadata import comment_for
 from pytest_neon.local.given_server import check_postgres_url
 from pytest_neon.local.kept_failures import drop_expired_quietly
 from pytest_neon.local.launcher import start_postgres
@@ -40,16 +39,23 @@ from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
 if TYPE_CHECKING:
+    from pytest_neon.local.emulator import Emulator
     from pytest_neon.neon_session import ParkPlan
 
 log = logging.getLogger("pytest_neon.local")
 
 
+#: the API base URL of an emulator started only when the run first calls it: the calls go
+#: to it in-process, never over HTTP (see :meth:`LocalBackend.session`)
+IN_PROCESS_API = "http://in-process.invalid/api/v2"
+
+
 @dataclass
 class LocalBackend:
-    """A running emulator (and the throwaway PostgreSQL it owns, if any)."""
+    """The run's emulator (started at once, or on the first API call: see ``later``) and
+    the throwaway PostgreSQL it owns, if any."""
 
-    emulator: Emulator
+    started: Emulator | None  # the emulator, once started
     postgres: RunningPostgres | None
     description: str
     inspector_url: str | None = None
@@ -57,6 +63,20 @@ class LocalBackend:
     shared: SharedServer | None = None
     room: Room | None = None
     reservation: Reservation | None = None  # the kept server's promise to a plain run
+    api_key: str = ""  # the emulator's (random per run)
+    #: starts the emulator on first use: a run that took over a parked project may never
+    #: call the API (no import, no start)
+    later: Callable[[], Emulator] | None = None
+    _starting: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def emulator(self) -> Emulator:
+        """The emulator, started now if it was not."""
+        with self._starting:
+            if self.started is None:
+                assert self.later is not None
+                self.started = self.later()
+            return self.started
 
     @property
     def cache_url(self) -> str | None:
@@ -65,12 +85,15 @@ class LocalBackend:
 
     @property
     def api_host(self) -> str:
-        """The emulator's API base URL."""
-        return self.emulator.api_host
+        """The emulator's API base URL (one that is never reached over HTTP when it starts
+        on first use)."""
+        return IN_PROCESS_API if self.later is not None else self.emulator.api_host
 
     @property
     def project_id(self) -> str:
         """The emulated project."""
+        if self.started is None and self.reservation is not None:
+            return self.reservation.project_id
         return self.emulator.project_id
 
     def _park(self, plan: ParkPlan) -> bool:
@@ -81,19 +104,35 @@ class LocalBackend:
         res = self.reservation
         if res is None or res.place is None:
             return False
+        emulator = self.started
         try:
-            with self.emulator.server_connection() as conn:
-                lock_out(conn, self.project_id)
+            if emulator is not None:
+                from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
+
+                with emulator.server_connection() as conn:
+                    lock_out(conn, self.project_id)
+                migration_database = emulator.real_database(plan.migration_branch_id)
+                owner = DEFAULT_ROLE
+            else:  # the parked project as it was taken over: nothing made since
+                assert res.claim is not None
+                assert self.shared is not None
+                migration_database = res.claim.parked.migration_database
+                owner = res.claim.parked.owner
+                with psycopg.connect(self.shared.url, autocommit=True) as conn:
+                    lock_out(conn, self.project_id)
         except Exception as exc:  # the project is dropped instead
             log.debug("not parked: %s", exc)
             return False
         record = ParkedProject(
             project_id=self.project_id,
             worker_branch_id=plan.worker_branch_id,
+            worker_endpoint_id=plan.worker_endpoint_id,
             migration_branch_id=plan.migration_branch_id,
+            migration_endpoint_id=plan.migration_endpoint_id,
+            parent_id=plan.parent_id,
             database=res.database,
-            migration_database=self.emulator.real_database(plan.migration_branch_id),
-            owner=DEFAULT_ROLE,
+            migration_database=migration_database,
+            owner=owner,
             cache_key=plan.cache_key,
             plugin=__version__,
             fresh=plan.fresh,
@@ -107,16 +146,14 @@ class LocalBackend:
         of RAM or disk."""
         ours = self.shared or self.postgres
         if self.room is not None and ours is not None:
+            from pytest_neon.local.emulator.sql.metadata import comment_for
+
             note_largest_database(ours.url, comment_for(self.project_id), self.room)
 
     def session(self) -> HttpSession:
-        """An HTTP session for this process's client that calls the emulator in-process."""
-        return in_process_session(self.api_host, self.emulator.api)
-
-    @property
-    def api_key(self) -> str:
-        """The emulator's API key (random per run)."""
-        return self.emulator.api_key or ""
+        """An HTTP session for this process's client that calls the emulator in-process
+        (starting it on the first call, if it is not yet)."""
+        return in_process_session(self.api_host, lambda: self.emulator.api)
 
     @classmethod
     def start(
@@ -138,11 +175,30 @@ class LocalBackend:
         ``room``: what the run's branches will hold (RAM or disk is chosen from it).
         """
         server = _server(postgres_url, source, kept, reservation, room)
-        emulator = _start_emulator(server, reservation)
+        api_key = secrets.token_urlsafe(24)
+        register_secret(api_key)
+        if reservation is not None and reservation.claim is not None:
+            # a parked project taken over (pg_walinspect installed by the run that made
+            # it): the emulator starts when the run first calls the API, if ever
+            reservation.claim.wait_ready()  # its database and login, made beside the start
+            return cls(
+                None,
+                None,
+                server.description,
+                server.url,
+                shared=server.shared,
+                room=room,
+                reservation=reservation,
+                api_key=api_key,
+                later=lambda: _start_emulator(server, reservation, api_key),
+            )
+        emulator = _start_emulator(server, reservation, api_key)
         # pg_walinspect lets the plugin tell which database a WAL record touched: installed
         # on our own servers; on a given one, created in a database of the run if it may.
         description = server.description
         if postgres_url:
+            from pytest_neon.local.emulator.sql.metadata import comment_for
+
             checks = given_server_checks(server.url, comment_for(emulator.project_id))
             inspector = checks.url
             if checks.note:
@@ -159,6 +215,7 @@ class LocalBackend:
             shared=server.shared,
             room=room,
             reservation=reservation,
+            api_key=api_key,
         )
         if server.shared is not None:
             # the kept server's own watchdog drops the project once this run is gone
@@ -195,13 +252,14 @@ class LocalBackend:
         if self.shared is not None:
             parked = park is not None and self._park(park)
             # its lock goes: the watchdog may drop it (its spare copies too), if not parked
-            self.emulator.stop(drop=False, abandon=True)
+            if self.started is not None:
+                self.started.stop(drop=False, abandon=True)
             if parked:
                 return
             if claim is not None:
                 claim.end()
             if not hand_over_cleanup(self.shared.root):
-                drop_project(self.shared.url, self.emulator.project_id, patience=5.0)
+                drop_project(self.shared.url, self.project_id, patience=5.0)
             return
         try:
             self.emulator.stop(drop=self.postgres is None)
@@ -296,13 +354,12 @@ def _server(
     )
 
 
-def _start_emulator(server: _Server, reservation: Reservation | None) -> Emulator:
+def _start_emulator(server: _Server, reservation: Reservation | None, api_key: str) -> Emulator:
     """The run's emulator over ``server`` (stopping a throwaway cluster if it fails)."""
-    api_key = secrets.token_urlsafe(24)
-    register_secret(api_key)
+    from pytest_neon.local.emulator import Emulator
+    from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
+
     shared = server.shared
-    if reservation is not None and reservation.claim is not None:
-        reservation.claim.wait_ready()  # its database and login, made beside the start
     try:
         emulator = Emulator(
             server.url,

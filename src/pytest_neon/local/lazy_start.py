@@ -63,9 +63,13 @@ class Reservation:
     @property
     def dsn(self) -> str:
         """The branch's connection string, as the env var gets it now."""
+        return self.dsn_of(self.database)
+
+    def dsn_of(self, database: str) -> str:
+        """The run's login's connection string to ``database`` on the server."""
         return (
             f"postgresql://{quote(self.login, safe='')}:{quote(self.password, safe='')}"
-            f"@127.0.0.1:{self.port}/{quote(self.database, safe='')}"
+            f"@127.0.0.1:{self.port}/{quote(database, safe='')}"
         )
 
 

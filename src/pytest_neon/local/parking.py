@@ -47,7 +47,10 @@ class ParkedProject:
 
     project_id: str
     worker_branch_id: str
+    worker_endpoint_id: str
     migration_branch_id: str
+    migration_endpoint_id: str
+    parent_id: str  # the project's default branch
     database: str  # the worker branch's real database: the connection string names it
     migration_database: str  # the migration branch's real database
     owner: str  # the role the run's login acts as

@@ -9,12 +9,14 @@ still talk HTTP to the controller's emulator.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from pytest_neon.api.transport import HttpResponse, HttpSession
-from pytest_neon.local.emulator.dispatch import ApiDispatcher
+
+if TYPE_CHECKING:
+    from pytest_neon.local.emulator.dispatch import ApiDispatcher
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
@@ -49,7 +51,9 @@ class InProcessSession:
 
     trust_env = False  # there is no proxy to look up
 
-    def __init__(self, api_host: str, api: ApiDispatcher) -> None:
+    def __init__(self, api_host: str, api: ApiDispatcher | Callable[[], ApiDispatcher]) -> None:
+        """``api``: the emulator's request handler, or what gives it on the first call
+        (an emulator started then)."""
         self.headers: dict[str, str | bytes] = {}
         self._prefix = api_host.rstrip("/") + "/"
         self._api = api
@@ -73,7 +77,8 @@ class InProcessSession:
         if json is not None:
             body = _dumps(json)
             headers["content-type"] = "application/json"
-        answer = self._api.handle(method.upper(), target, headers, body)
+        api = self._api if hasattr(self._api, "handle") else self._api()
+        answer = api.handle(method.upper(), target, headers, body)
         content, content_headers = answer.encode()
         return InProcessAnswer(answer.status, content, {**answer.headers, **content_headers})
 
@@ -89,6 +94,9 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def in_process_session(api_host: str, api: ApiDispatcher) -> HttpSession:
-    """A session whose requests under ``api_host`` go straight to ``api``."""
+def in_process_session(
+    api_host: str, api: ApiDispatcher | Callable[[], ApiDispatcher]
+) -> HttpSession:
+    """A session whose requests under ``api_host`` go straight to ``api`` (or to what it
+    gives, on the first call)."""
     return InProcessSession(api_host, api)
