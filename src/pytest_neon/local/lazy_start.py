@@ -111,6 +111,10 @@ def reserve(
             claim=taken,
             place=place,
         )
+        # what the thread needs is imported here: imports on two threads at once wait on
+        # each other for the GIL at every file read
+        from pytest_neon.local.emulator.sql import metadata, real_databases, server  # noqa: F401
+
         taken.get_ready(lambda: _take_over(reservation, taken))
         return reservation
     return Reservation(
