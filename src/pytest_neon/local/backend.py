@@ -17,7 +17,7 @@ from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.given_server import check_postgres_url
 from pytest_neon.local.kept_failures import drop_expired_quietly
 from pytest_neon.local.launcher import start_postgres
-from pytest_neon.local.lazy_start import Reservation, create_login, drop_login, lock_out
+from pytest_neon.local.lazy_start import Reservation, create_login, lock_out
 from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
     KeptServer,
@@ -263,8 +263,6 @@ class LocalBackend:
             return
         try:
             self.emulator.stop(drop=self.postgres is None)
-            if self.shared is not None:
-                drop_login(self.shared.url, self.emulator.project_id)
         finally:
             try:
                 if self.postgres is not None:
