@@ -2,6 +2,8 @@
 
 Thin: each hook hands over to the module that does the work (``startup``, ``header``,
 ``finish``, ``summary``, the fixtures in ``fixtures``).
+
+PYTEST_DONT_REWRITE: loaded as a library (see ``pytest_neon/__init__.py``).
 """
 
 from __future__ import annotations
