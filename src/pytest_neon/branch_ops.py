@@ -11,10 +11,8 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pytest_neon.api import NeonClient
-from pytest_neon.api.types import Branch, CreatedBranch
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
 from pytest_neon.errors import (
@@ -27,6 +25,10 @@ from pytest_neon.errors import (
 from pytest_neon.naming import RUN_ANNOTATION, branch_name, made_by_us, run_annotations
 from pytest_neon.neon_branch import NeonBranch, host_of, with_credentials
 from pytest_neon.patience import Patience
+
+if TYPE_CHECKING:
+    from pytest_neon.api import NeonClient
+    from pytest_neon.api.types import Branch, CreatedBranch
 
 log = logging.getLogger("pytest_neon.branches")
 

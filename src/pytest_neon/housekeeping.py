@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from pytest_neon.api.types import Branch
 from pytest_neon.branch_ops import BranchOps
 from pytest_neon.errors import NeonError, api_unavailable
 from pytest_neon.naming import branch_name, ephemeral_of_another_run, of_run
+
+if TYPE_CHECKING:
+    from pytest_neon.api.types import Branch
 
 log = logging.getLogger("pytest_neon.branches")
 

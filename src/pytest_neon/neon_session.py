@@ -12,9 +12,8 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pytest_neon.api import NeonClient
 from pytest_neon.branch_ops import BranchOps
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
@@ -31,6 +30,9 @@ from pytest_neon.naming import branch_name
 from pytest_neon.neon_branch import NeonBranch
 from pytest_neon.worker_count import WorkerBranches, chosen, on_neon
 from pytest_neon.worker_pool import WorkerPool
+
+if TYPE_CHECKING:
+    from pytest_neon.api import NeonClient
 
 log = logging.getLogger("pytest_neon.branches")
 

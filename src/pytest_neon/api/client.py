@@ -8,23 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pytest_neon.api.retry import RetryPolicy
 from pytest_neon.api.transport import ApiStats, ApiTransport, HttpSession
-from pytest_neon.api.types import (
-    JSON,
-    Branch,
-    BranchOperations,
-    CreatedBranch,
-    Endpoint,
-    Operation,
-    Project,
-)
-from pytest_neon.api.waits import Waits
 from pytest_neon.errors import NeonConflictError
 from pytest_neon.redact import register_secret
+
+# The records and the waits load with the first call that needs them: a run that makes
+# no API call (a parked local project taken over) does not pay for their classes.
+if TYPE_CHECKING:
+    from pytest_neon.api.types import (
+        JSON,
+        Branch,
+        BranchOperations,
+        CreatedBranch,
+        Endpoint,
+        Operation,
+        Project,
+    )
+    from pytest_neon.api.waits import Waits
 
 
 def _format_time(value: datetime) -> str:
@@ -57,7 +62,13 @@ class NeonClient:
             retry=retry,
             session=session,
         )
-        self.waits = Waits(self.http, self.get_operation, self.list_branch_endpoints)
+
+    @cached_property
+    def waits(self) -> Waits:
+        """Polls operations and endpoints for this client."""
+        from pytest_neon.api.waits import Waits
+
+        return Waits(self.http, self.get_operation, self.list_branch_endpoints)
 
     @property
     def api_host(self) -> str:
@@ -89,11 +100,15 @@ class NeonClient:
 
     def get_project(self, project_id: str) -> Project:
         """``GET /projects/{project_id}``."""
+        from pytest_neon.api.types import Project
+
         data = self._request("GET", self._p("projects", project_id), name="get_project")
         return Project.from_json(data.get("project") or {})
 
     def list_branches(self, project_id: str, *, search: str | None = None) -> list[Branch]:
         """All branches of a project (every page), optionally filtered by name ``search``."""
+        from pytest_neon.api.types import Branch
+
         branches: list[Branch] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -125,6 +140,8 @@ class NeonClient:
 
     def get_branch(self, project_id: str, branch_id: str) -> Branch:
         """``GET /projects/{project_id}/branches/{branch_id}`` with its annotation."""
+        from pytest_neon.api.types import Branch
+
         data = self._request(
             "GET", self._p("projects", project_id, "branches", branch_id), name="get_branch"
         )
@@ -141,6 +158,8 @@ class NeonClient:
         endpoint: bool = True,
     ) -> CreatedBranch:
         """Create a branch (with a read-write endpoint unless ``endpoint`` is false)."""
+        from pytest_neon.api.types import CreatedBranch
+
         branch: JSON = {"name": name}
         if parent_id:
             branch["parent_id"] = parent_id
@@ -173,6 +192,8 @@ class NeonClient:
 
     def delete_branch(self, project_id: str, branch_id: str) -> tuple[Operation, ...]:
         """Delete a branch; a branch that is already gone is not an error."""
+        from pytest_neon.api.types import BranchOperations
+
         data = self._request(
             "DELETE",
             self._p("projects", project_id, "branches", branch_id),
@@ -222,6 +243,8 @@ class NeonClient:
         self, project_id: str, branch_id: str, *, source_branch_id: str
     ) -> BranchOperations:
         """Reset ``branch_id`` to the head of ``source_branch_id``, keeping its endpoint."""
+        from pytest_neon.api.types import BranchOperations
+
         data = self._request(
             "POST",
             self._p("projects", project_id, "branches", branch_id, "restore"),
@@ -232,6 +255,8 @@ class NeonClient:
 
     def list_branch_endpoints(self, project_id: str, branch_id: str) -> list[Endpoint]:
         """The compute endpoints of a branch."""
+        from pytest_neon.api.types import Endpoint
+
         data = self._request(
             "GET",
             self._p("projects", project_id, "branches", branch_id, "endpoints"),
@@ -289,6 +314,8 @@ class NeonClient:
 
     def get_operation(self, project_id: str, operation_id: str) -> Operation:
         """``GET /projects/{project_id}/operations/{operation_id}``."""
+        from pytest_neon.api.types import Operation
+
         data = self._request(
             "GET",
             self._p("projects", project_id, "operations", operation_id),

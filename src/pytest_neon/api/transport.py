@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pytest_neon.api.retry import RETRY_STATUSES, RetryPolicy, retry_after_seconds
-from pytest_neon.api.types import JSON
 from pytest_neon.errors import (
     NeonAPIError,
     NeonAuthError,
@@ -28,6 +27,8 @@ from pytest_neon.redact import register_secret
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
+
+    from pytest_neon.api.types import JSON
 
 
 class HttpResponse(Protocol):

@@ -146,7 +146,7 @@ class LocalBackend:
         of RAM or disk."""
         ours = self.shared or self.postgres
         if self.room is not None and ours is not None:
-            from pytest_neon.local.emulator.sql.metadata import comment_for
+            from pytest_neon.local.emulator.sql.ownership import comment_for
 
             note_largest_database(ours.url, comment_for(self.project_id), self.room)
 
@@ -197,7 +197,7 @@ class LocalBackend:
         # on our own servers; on a given one, created in a database of the run if it may.
         description = server.description
         if postgres_url:
-            from pytest_neon.local.emulator.sql.metadata import comment_for
+            from pytest_neon.local.emulator.sql.ownership import comment_for
 
             checks = given_server_checks(server.url, comment_for(emulator.project_id))
             inspector = checks.url

@@ -1,7 +1,7 @@
 """Dropping what runs killed without cleaning up left on a server that outlives them.
 
 A run's emulator holds its project's advisory lock on a connection of its own for as long
-as it runs (:func:`~pytest_neon.local.emulator.sql.metadata.try_lock_project`), so the
+as it runs (:func:`~pytest_neon.local.emulator.sql.ownership.try_lock_project`), so the
 server knows which projects are alive: one whose lock is free belongs to a run that is
 gone, and its databases and metadata are dropped.
 """

@@ -113,7 +113,7 @@ def reserve(
         )
         # what the thread needs is imported here: imports on two threads at once wait on
         # each other for the GIL at every file read
-        from pytest_neon.local.emulator.sql import metadata, real_databases, server  # noqa: F401
+        from pytest_neon.local.emulator.sql import ownership, real_databases, server  # noqa: F401
 
         taken.get_ready(lambda: _take_over(reservation, taken))
         return reservation
@@ -156,7 +156,7 @@ def create_login(url: str, reservation: Reservation, owner: str, conn: Any = Non
     import psycopg
     from psycopg import sql
 
-    from pytest_neon.local.emulator.sql.metadata import lock_role_names
+    from pytest_neon.local.emulator.sql.ownership import lock_role_names
 
     login = sql.Identifier(reservation.login)
     opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
@@ -210,7 +210,7 @@ def drop_role(conn: Any, name: str) -> None:
     """Drop role ``name`` if it exists, one role change on the server at a time."""
     from psycopg import sql
 
-    from pytest_neon.local.emulator.sql.metadata import lock_role_names
+    from pytest_neon.local.emulator.sql.ownership import lock_role_names
 
     with conn.transaction():
         lock_role_names(conn)

@@ -208,7 +208,7 @@ def refresh(server: SqlServer, parked: ParkedProject) -> None:
     """Make the parked worker branch's database a new copy of the migration branch's, where
     it was (RAM or disk), as the emulator makes a branch's (``server``: the kept server's
     superuser; nobody is connected to either: the login cannot log in while parked)."""
-    from pytest_neon.local.emulator.sql.metadata import comment_for
+    from pytest_neon.local.emulator.sql.ownership import comment_for
     from pytest_neon.local.emulator.sql.real_databases import RealDatabases
 
     with server.connection() as conn:

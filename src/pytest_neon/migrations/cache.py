@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from pytest_neon.api.types import Branch
 from pytest_neon.branch_ops import BranchOps
 from pytest_neon.errors import NeonConflictError, NeonError
 from pytest_neon.naming import (
@@ -37,6 +37,9 @@ from pytest_neon.naming import (
     made_by_us,
 )
 from pytest_neon.neon_branch import NeonBranch
+
+if TYPE_CHECKING:
+    from pytest_neon.api.types import Branch
 
 log = logging.getLogger("pytest_neon.cache")
 

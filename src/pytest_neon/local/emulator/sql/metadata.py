@@ -19,10 +19,13 @@ from pytest_neon.local.emulator.records import (
     ProjectRecord,
     RoleRecord,
 )
+from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
+from pytest_neon.local.emulator.sql.ownership import comment_for as comment_for
+from pytest_neon.local.emulator.sql.ownership import lock_role_names as lock_role_names
+from pytest_neon.local.emulator.sql.ownership import try_lock_project as try_lock_project
 from pytest_neon.local.emulator.sql.server import Connection
 
 SCHEMA = "neon_emulator"
-_LOCK_CLASS = 0x4E454F4E  # "NEON": advisory-lock namespace of the emulator
 
 _DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -129,33 +132,11 @@ _INSERT_OPERATION = (
 )
 
 
-def comment_for(project_id: str) -> str:
-    """The comment put on every real database of ``project_id`` (finds strays after a crash)."""
-    return f"pytest-neon-emulator project={project_id}"
-
-
 def ensure_schema(conn: Connection) -> None:
     """Create the metadata schema and tables if missing (safe with concurrent emulators)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
         conn.execute(_DDL)
-
-
-def try_lock_project(conn: Connection, project_id: str) -> bool:
-    """Take the session lock that makes this connection the only server of ``project_id``."""
-    row = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, project_id)
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def lock_role_names(conn: Connection) -> None:
-    """Serialize role changes across emulators (inside a transaction).
-
-    Waits until the lock is held, also on a pipelined connection (whose statements are
-    otherwise only queued): the role changes that follow run on other connections.
-    """
-    conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (_LOCK_CLASS,)).fetchone()
 
 
 def shared_role_password(conn: Connection, name: str) -> str | None:
