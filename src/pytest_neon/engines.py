@@ -24,8 +24,7 @@ import itertools
 import logging
 import sys
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -41,8 +40,7 @@ _DATABASE_KEYS = ("dbname", "database")  # psycopg and psycopg2; asyncpg and pg8
 _PORT = 5432
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     """Where a connection goes: host (lower case), port, database."""
 
     host: str

@@ -18,9 +18,8 @@ import shutil
 import stat
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("pytest_neon.xdist")
 
@@ -28,8 +27,7 @@ HANDOFF_ENV = "PYTEST_NEON_HANDOFF"
 WORKER_ENV = "PYTEST_XDIST_WORKER"
 
 
-@dataclass(frozen=True)
-class Handoff:
+class Handoff(NamedTuple):
     """What a controller tells its workers before they start."""
 
     controller_pid: int
@@ -45,7 +43,7 @@ class Handoff:
 
     def publish(self) -> None:
         """Put the hand-off in this process's environment, for workers to inherit."""
-        os.environ[HANDOFF_ENV] = json.dumps(asdict(self))
+        os.environ[HANDOFF_ENV] = json.dumps(self._asdict())
 
 
 def worker_id() -> str | None:

@@ -12,13 +12,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from pytest_neon.api.transport import HttpSession
-from pytest_neon.local.cluster import RunningPostgres
-from pytest_neon.local.given_server import check_postgres_url
-from pytest_neon.local.kept_failures import drop_expired_quietly
-from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.lazy_start import Reservation, create_login, lock_out
-from pytest_neon.local.reaper import Reaper, drop_project
 from pytest_neon.local.shared_server import (
     KeptServer,
     SharedServer,
@@ -26,20 +20,18 @@ from pytest_neon.local.shared_server import (
     ensure_shared_server,
     hand_over_cleanup,
 )
-from pytest_neon.local.space import (
-    Room,
-    branches_on_kept_server,
-    note_largest_database,
-    throwaway_place,
-)
+from pytest_neon.local.space import Room, branches_on_kept_server, note_largest_database
 from pytest_neon.local.transport import in_process_session
 from pytest_neon.local.unavailable import PostgresUnavailableError
-from pytest_neon.local.write_checks import given_server_checks
-from pytest_neon.probe import wal_inspector_available
 from pytest_neon.redact import redact, register_secret
 
+# What only a new emulator, a given server or a throwaway cluster needs loads with it: a
+# run that takes over a parked project needs none of it.
 if TYPE_CHECKING:
+    from pytest_neon.api.transport import HttpSession
+    from pytest_neon.local.cluster import RunningPostgres
     from pytest_neon.local.emulator import Emulator
+    from pytest_neon.local.reaper import Reaper
     from pytest_neon.neon_session import ParkPlan
 
 log = logging.getLogger("pytest_neon.local")
@@ -198,12 +190,15 @@ class LocalBackend:
         description = server.description
         if postgres_url:
             from pytest_neon.local.emulator.sql.ownership import comment_for
+            from pytest_neon.local.write_checks import given_server_checks
 
             checks = given_server_checks(server.url, comment_for(emulator.project_id))
             inspector = checks.url
             if checks.note:
                 description += f"; {checks.note}"
         else:
+            from pytest_neon.probe import wal_inspector_available
+
             with emulator.server_connection() as conn:
                 found = wal_inspector_available(server.url, install=True, conn=conn)
             inspector = server.url if found else None
@@ -228,6 +223,8 @@ class LocalBackend:
         if plan is None:
             plan = {"kind": "project", "url": server.url, "project_id": emulator.project_id}
         plan["leftovers"] = [str(path) for path in leftovers]
+        from pytest_neon.local.reaper import Reaper
+
         try:
             backend.reaper = Reaper(plan)
         except OSError as exc:  # a safety net only: the run itself still cleans up
@@ -259,6 +256,8 @@ class LocalBackend:
             if claim is not None:
                 claim.end()
             if not hand_over_cleanup(self.shared.root):
+                from pytest_neon.local.reaper import drop_project
+
                 drop_project(self.shared.url, self.project_id, patience=5.0)
             return
         try:
@@ -301,6 +300,7 @@ def _sweep(url: str, root: Path) -> None:
     """Drop what dead runs left (not what is parked), and failing tests' data kept past
     its expiry."""
     from pytest_neon.local.dead_runs import drop_dead_projects
+    from pytest_neon.local.kept_failures import drop_expired_quietly
     from pytest_neon.local.parking import protected_projects
 
     try:
@@ -329,6 +329,9 @@ def _server(
 ) -> _Server:
     """The server given by URL, else the kept one, else a new throwaway cluster."""
     if postgres_url:
+        from pytest_neon.local.given_server import check_postgres_url
+        from pytest_neon.local.kept_failures import drop_expired_quietly
+
         check_postgres_url(postgres_url)
         drop_expired_quietly(postgres_url)  # failing tests' data kept by earlier runs
         return _Server(postgres_url, f"PostgreSQL at {redact(postgres_url)}")
@@ -343,6 +346,9 @@ def _server(
             if reservation is not None:
                 raise
             fallback = f"; not kept: {exc.message}"
+    from pytest_neon.local.launcher import start_postgres
+    from pytest_neon.local.space import throwaway_place
+
     base_dir, note = throwaway_place(estimate)
     postgres = start_postgres(prefer=source, base_dir=base_dir)
     return _Server(

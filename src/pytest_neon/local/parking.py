@@ -29,9 +29,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import SqlServer
@@ -41,8 +40,7 @@ PARKED_DIR = "parked"
 PARK_SECONDS = 24 * 3600.0
 
 
-@dataclass(frozen=True)
-class ParkedProject:
+class ParkedProject(NamedTuple):
     """What the next run needs to take a parked project over."""
 
     project_id: str
@@ -192,9 +190,9 @@ def park(root: Path, place: str, parked: ParkedProject) -> bool:
         return False
     folder = _dir(root)
     folder.mkdir(mode=0o700, exist_ok=True)
-    record = ParkedProject(**{**asdict(parked), "parked_at": time.time()})
+    record = parked._replace(parked_at=time.time())
     temp = folder / f".{parked.project_id}.{os.getpid()}.tmp"
-    temp.write_text(json.dumps(asdict(record)))
+    temp.write_text(json.dumps(record._asdict()))
     try:
         os.link(temp, _place_file(root, place))  # never over another run's
     except FileExistsError:

@@ -8,15 +8,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_neon.local.binaries import has_server_binaries
 
 
-@dataclass(frozen=True)
-class PostgresPackage:
+class PostgresPackage(NamedTuple):
     """A PostgreSQL installed by pip: its module, its label and its bin directory."""
 
     module: str

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 RUN_AS_USER = "postgres"
 
 
-@dataclass(frozen=True)
-class OsUser:
+class OsUser(NamedTuple):
     """A system user: name, user id and group id."""
 
     name: str

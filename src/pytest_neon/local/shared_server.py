@@ -23,9 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from pytest_neon.file_lock import exclusive
@@ -52,16 +51,14 @@ class SharedServerUnavailable(PostgresUnavailableError):
     """The kept server cannot be used here (the run falls back to a throwaway cluster)."""
 
 
-@dataclass(frozen=True)
-class KeptServer:
+class KeptServer(NamedTuple):
     """Where the kept local PostgreSQL lives and how long it waits unused."""
 
     root: Path
     idle_timeout: int
 
 
-@dataclass(frozen=True)
-class SharedServer:
+class SharedServer(NamedTuple):
     """The kept server, running: ``url`` is a superuser DSN over its Unix socket;
     ``tablespace`` (in RAM) holds the runs' databases, when there is room for it."""
 

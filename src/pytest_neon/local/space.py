@@ -14,9 +14,8 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pytest_neon.local.user_dirs import APP_DIR, user_cache_dir
 
@@ -30,8 +29,7 @@ _RECORD = "sizes.json"
 _KEPT_PROJECTS = 64
 
 
-@dataclass(frozen=True)
-class Estimate:
+class Estimate(NamedTuple):
     """What a run's branches will hold: ``copies`` of ``size`` bytes plus the WAL."""
 
     size: int
@@ -115,8 +113,7 @@ def _human(size: int) -> str:
     return f"{size / 1024:.0f} KB"
 
 
-@dataclass(frozen=True)
-class Room:
+class Room(NamedTuple):
     """What a run's branches will take: ``copies`` of the databases of ``project_dir``."""
 
     project_dir: Path
@@ -182,7 +179,7 @@ def branches_on_kept_server(
     in_ram, note = kept_placement(shared.ram_dir, estimate)
     if in_ram:
         return shared, note
-    return replace(shared, tablespace=None, ram_dir=None), note
+    return shared._replace(tablespace=None, ram_dir=None), note
 
 
 def kept_placement(ram_dir: Path | None, estimate: Estimate | None) -> tuple[bool, str]:

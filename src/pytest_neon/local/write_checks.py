@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pytest_neon.probe import wal_inspector_available
@@ -24,8 +24,7 @@ HOW_TO_FIX = (
 )
 
 
-@dataclass(frozen=True)
-class WriteChecks:
+class WriteChecks(NamedTuple):
     """Where write checks ask ``pg_walinspect`` (``url``), or why they cannot (``why``)."""
 
     url: str | None

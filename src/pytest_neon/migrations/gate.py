@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from pytest_neon.file_lock import exclusive
 from pytest_neon.xdist import coordination_dir
 
 
-@dataclass(frozen=True)
-class MigrationState:
+class MigrationState(NamedTuple):
     """The outcome of the run's migrations, as the first worker recorded it."""
 
     source_branch_id: str | None
@@ -50,5 +49,5 @@ class MigrationGate:
     def record(self, state: MigrationState) -> None:
         """Write the outcome (call while holding the lock)."""
         tmp = self._state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
+        tmp.write_text(json.dumps(state._asdict()))
         tmp.replace(self._state)

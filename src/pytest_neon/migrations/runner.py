@@ -5,10 +5,9 @@ by every process as the state each test starts from.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytest_neon.errors import NeonError
-from pytest_neon.migrations.cache import cache_key, look_up
 from pytest_neon.migrations.fingerprint import schema_fingerprint
 from pytest_neon.migrations.gate import MigrationGate, MigrationState
 from pytest_neon.migrations.local_cache import (
@@ -37,8 +36,7 @@ class MigratedElsewhereError(NeonError):
     """Another process of the run ran the migrations, and they failed there."""
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """The branch every test branch is brought to, and whether it expires (the run's own
     migration branch, kept alive by the run)."""
 
@@ -101,6 +99,8 @@ class Migrations:
         session = self.session
         if session.cache_url:
             return self._migrate_kept_server(session.cache_url, apply, fingerprint)
+        from pytest_neon.migrations.cache import cache_key  # (Neon's cache: loaded for it)
+
         found = fingerprint() if session.settings.migration_cache else None
         key = cache_key(session.ops, found) if found else None
         claimed = False
@@ -131,6 +131,8 @@ class Migrations:
         While another run holds the claim, wait for its cache; when the wait is over
         (``wait_timeout``), migrate on a branch of its own, publishing nothing.
         """
+        from pytest_neon.migrations.cache import look_up
+
         session = self.session
         wait = Patience(session.settings.wait_timeout, session.counters, "wait for migrations")
         while True:
