@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_neon.errors import NeonConfigError
 from pytest_neon.redact import register_secret
@@ -24,8 +24,7 @@ AUTO = object()  # a setting given as "auto" where the default means the same
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One row of the settings table."""
 
     name: str

@@ -161,6 +161,9 @@ def _choose(state: PluginState) -> None:
     elif settings.has_credentials:
         state.backend = Backend.NEON
         state.backend_reason = "auto: NEON_API_KEY and NEON_PROJECT_ID are set"
+    elif _kept_server_running(settings):  # (no search for binaries: it has them)
+        state.backend = Backend.LOCAL
+        state.backend_reason = "auto: no Neon credentials; the kept local PostgreSQL runs"
     else:
         from pytest_neon.local.availability import local_postgres_available
 
@@ -191,6 +194,13 @@ def _kept(settings: Settings) -> KeptServer | None:
     if not settings.reuse_local_server(os.environ):
         return None
     return KeptServer(shared_server_dir(settings.local_dir), settings.local_idle_timeout)
+
+
+def _kept_server_running(settings: Settings) -> bool:
+    from pytest_neon.local.shared_server import running_kept_port
+
+    kept = _kept(settings)
+    return kept is not None and running_kept_port(kept.root) is not None
 
 
 def _defer_local(state: PluginState) -> bool:

@@ -17,6 +17,7 @@ from pytest_neon.local.shared_server import (
     KeptServer,
     SharedServer,
     SharedServerUnavailable,
+    attach_shared_server,
     ensure_shared_server,
     hand_over_cleanup,
 )
@@ -279,9 +280,14 @@ def _kept_server(
     """The kept server, running (on the port ``reservation`` promised), with what dead
     runs left on it dropped (by its watchdog, beside the run's start)."""
     port = reservation.port if reservation is not None else None
-    shared = ensure_shared_server(
-        kept.root, source=source, idle_timeout=kept.idle_timeout, port=port
-    )
+    shared = None
+    if port is not None and reservation is not None and reservation.claim is not None:
+        # a parked project taken over: its thread has just worked on the server
+        shared = attach_shared_server(kept.root, port, idle_timeout=kept.idle_timeout)
+    if shared is None:
+        shared = ensure_shared_server(
+            kept.root, source=source, idle_timeout=kept.idle_timeout, port=port
+        )
     if port is not None and shared.port != port:
         raise PostgresUnavailableError(
             f"the kept local PostgreSQL in {kept.root} restarted on port {shared.port}, not "

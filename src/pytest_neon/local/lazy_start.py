@@ -18,14 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pytest_neon.local.binaries import has_server_binaries
-from pytest_neon.local.shared_server import (
-    LAYOUT,
-    read_stamp,
-    running_port,
-    stamped_cluster,
-    touch_last_use,
-)
+from pytest_neon.local.shared_server import running_kept_port, touch_last_use
 from pytest_neon.redact import register_secret
 
 if TYPE_CHECKING:
@@ -81,15 +74,7 @@ def reserve(
 
     ``place``: where the run comes from (see :func:`~pytest_neon.local.parking.place_of`):
     the project parked there, if any, is claimed, and its branch is the one promised."""
-    from pytest_neon import __version__
-
-    stamp = read_stamp(root)
-    if stamp.get("layout") != LAYOUT or stamp.get("plugin") != __version__:
-        return None
-    if not has_server_binaries(Path(str(stamp.get("bindir")))):
-        return None
-    cluster = stamped_cluster(root)
-    port = running_port(cluster) if cluster is not None else None
+    port = running_kept_port(root)
     if port is None:
         return None
     touch_last_use(root)  # the watchdog does not stop it under this run

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from pytest_neon.file_lock import exclusive
-from pytest_neon.local.binaries import find_pg_bindir
+from pytest_neon.local.binaries import find_pg_bindir, has_server_binaries
 from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
 from pytest_neon.local.pip_package import find_package
 from pytest_neon.local.processes import detached_alive, pid_alive, pid_exists
@@ -209,6 +209,45 @@ def ensure_shared_server(
         port,
         f"{label}, PostgreSQL {major}",
         reused,
+        tablespace=TABLESPACE if ram_dir else None,
+        ram_dir=ram_dir,
+    )
+
+
+def running_kept_port(root: Path) -> int | None:
+    """The port of the kept server in ``root`` if it runs and this version of the plugin
+    made it, its binaries still there (read from its files: no connection, no search)."""
+    from pytest_neon import __version__
+
+    stamp = read_stamp(root)
+    if stamp.get("layout") != LAYOUT or stamp.get("plugin") != __version__:
+        return None
+    if not has_server_binaries(Path(str(stamp.get("bindir")))):
+        return None
+    cluster = stamped_cluster(root)
+    return running_port(cluster) if cluster is not None else None
+
+
+def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> SharedServer | None:
+    """The kept server in ``root`` that a run knows to answer on ``port`` (it has just
+    worked on it: a parked project taken over), without the checks of
+    :func:`ensure_shared_server`; ``None`` when its files say otherwise (then ensure it)."""
+    cluster = stamped_cluster(root)
+    if cluster is None or running_kept_port(root) != port:
+        return None
+    ram_dir = ram_dir_of(root)
+    if ram_dir is not None and not ram_dir.is_dir():
+        return None  # the RAM tablespace needs making again
+    with locked(root):
+        touch_last_use(root)
+        (root / IDLE_FILE).write_text(str(idle_timeout))
+        _ensure_watchdog(root)
+    return SharedServer(
+        root,
+        socket_url(root, port),
+        port,
+        f"binaries in {cluster.bindir}, PostgreSQL {_major(cluster.data_dir)}",
+        True,
         tablespace=TABLESPACE if ram_dir else None,
         ram_dir=ram_dir,
     )
