@@ -56,6 +56,16 @@ def neon_apply_migrations(neon_migration_branch):
     with psycopg.connect(neon_migration_branch.connection_string) as conn:
         conn.execute("CREATE TABLE items (id serial, name text)")
         conn.execute("INSERT INTO items (name) VALUES (%s)", (os.environ["SCHEMA_VERSION"],))
+
+def pytest_unconfigure(config):
+    import sys
+
+    if os.environ.get("LOADED"):  # the plugin's modules this run loaded, and their loaders
+        pathlib.Path(os.environ["LOADED"]).write_text("\\n".join(
+            f"{name} {type(getattr(module, '__loader__', None)).__name__}"
+            for name, module in list(sys.modules.items())
+            if name.startswith("pytest_neon")
+        ))
 """
 
 READ_ITEMS = """
@@ -529,9 +539,33 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     pytester.makepyfile(test_items=PARKED_TEST)
     _run(pytester).assert_outcomes(passed=2)
     _run(pytester).assert_outcomes(passed=2)
-    thin = _run(pytester, "test_items.py::test_starts_migrated[1]")  # no API call at all
+    # no API call at all; in a process of its own, to see what it loaded
+    monkeypatch.setenv("LOADED", str(pytester.path / "loaded"))
+    thin = run_pytest(
+        pytester,
+        "-p",
+        "no:cacheprovider",
+        "--neon-backend=local",
+        "test_items.py::test_starts_migrated[1]",
+        subprocess=True,
+    )
     thin.assert_outcomes(passed=1)
     thin.stdout.fnmatch_lines(["*branches created: 0, resets: 0 done*API calls: 0 *"])
+    loaded = dict(
+        line.split(" ", 1) for line in (pytester.path / "loaded").read_text().splitlines()
+    )
+    assert "pytest_neon.neon_session" in loaded  # (the list is the run's)
+    for unused in (
+        "pytest_neon.api.types",  # the API's records: no call made
+        "pytest_neon.local.emulator.app",  # nor an emulator started
+        "pytest_neon.local.emulator.sql.metadata",
+        "pytest_neon.local.emulator.records",
+    ):
+        assert unused not in loaded
+    # loaded as a library's modules, not through pytest's assertion rewriter
+    assert loaded["pytest_neon.config"] != "AssertionRewritingHook"
+    assert loaded["pytest_neon.local.backend"] != "AssertionRewritingHook"
+    monkeypatch.delenv("LOADED")
     before = _parked_record(kept_dir)
     (pytester.path / "test_items.py").unlink()
     pytester.makepyfile(test_plain="def test_no_database():\n    pass\n")
