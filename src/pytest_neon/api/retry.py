@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 #: Statuses that say "try again later": locked by a running operation, rate limited,
 #: or the control plane (or a gateway in front of it) briefly unavailable.
 RETRY_STATUSES = frozenset({423, 429, 502, 503, 504})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """Bounded exponential backoff with full jitter.
 
     ``max_attempts`` counts the first try (answers 429 do not count); ``max_elapsed``

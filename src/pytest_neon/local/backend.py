@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg
 
@@ -316,8 +316,7 @@ def _sweep(url: str, root: Path) -> None:
     drop_expired_quietly(url)
 
 
-@dataclass
-class _Server:
+class _Server(NamedTuple):
     """The PostgreSQL a run's emulator serves from, and what to say of it."""
 
     url: str
