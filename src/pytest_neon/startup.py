@@ -199,6 +199,8 @@ def _kept(settings: Settings) -> KeptServer | None:
 def _kept_server_running(settings: Settings) -> bool:
     from pytest_neon.local.shared_server import running_kept_port
 
+    if settings.local_postgres_source != "auto":  # binaries asked for: look for them
+        return False
     kept = _kept(settings)
     return kept is not None and running_kept_port(kept.root) is not None
 

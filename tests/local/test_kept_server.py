@@ -21,6 +21,7 @@ from pytest_neon.local.cluster import read_postmaster_pid
 from pytest_neon.local.processes import pid_alive
 from pytest_neon.local.shared_server import (
     STAMP,
+    attach_shared_server,
     running_port,
     socket_url,
     stamped_cluster,
@@ -566,6 +567,34 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     assert loaded["pytest_neon.config"] != "AssertionRewritingHook"
     assert loaded["pytest_neon.local.backend"] != "AssertionRewritingHook"
     monkeypatch.delenv("LOADED")
+
+    # the backend left on auto: a running kept server of this version is local PostgreSQL
+    # enough (no binaries search), unless binaries are asked for by name
+    auto = run_pytest(pytester, "-p", "no:cacheprovider", "test_items.py::test_starts_migrated[1]")
+    auto.assert_outcomes(passed=1)
+    auto.stdout.fnmatch_lines(
+        ["*backend local (auto: no Neon credentials; the kept local PostgreSQL runs*"]
+    )
+    named = run_pytest(
+        pytester,
+        "-p",
+        "no:cacheprovider",
+        "--neon-local-postgres-source=system",
+        "test_items.py::test_starts_migrated[1]",
+    )
+    named.assert_outcomes(passed=1)
+    named.stdout.fnmatch_lines(["*auto: no Neon credentials; PostgreSQL binaries in *"])
+    named.stdout.fnmatch_lines(["*branches created: 0,*"])  # taken over all the same
+    # a claim attaches to the server it knows runs on its port; on another, it does not
+    cluster = stamped_cluster(kept_dir)
+    assert cluster is not None
+    port = running_port(cluster)
+    assert port is not None
+    attached = attach_shared_server(kept_dir, port)
+    assert attached is not None
+    assert attached.reused
+    assert attached.port == port
+    assert attach_shared_server(kept_dir, port + 1) is None
     before = _parked_record(kept_dir)
     (pytester.path / "test_items.py").unlink()
     pytester.makepyfile(test_plain="def test_no_database():\n    pass\n")

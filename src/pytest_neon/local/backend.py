@@ -281,8 +281,10 @@ def _kept_server(
     runs left on it dropped (by its watchdog, beside the run's start)."""
     port = reservation.port if reservation is not None else None
     shared = None
-    if port is not None and reservation is not None and reservation.claim is not None:
-        # a parked project taken over: its thread has just worked on the server
+    claimed = reservation is not None and reservation.claim is not None
+    if source == "auto" and port is not None and claimed:
+        # a parked project taken over: its thread has just worked on the server (binaries
+        # asked for by name are checked, as ensure_shared_server does)
         shared = attach_shared_server(kept.root, port, idle_timeout=kept.idle_timeout)
     if shared is None:
         shared = ensure_shared_server(
