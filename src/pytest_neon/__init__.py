@@ -1,6 +1,6 @@
 """pytest-neon: a pristine PostgreSQL for every test, on Neon branches or offline.
 
-PYTEST_DONT_REWRITE
+PYTEST_DONT_REWRITE: the package loads as a library (see ``_load_without_rewriting``).
 """
 
 import sys

@@ -232,8 +232,8 @@ def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> S
     """The kept server in ``root`` that a run knows to answer on ``port`` (it has just
     worked on it: a parked project taken over), without the checks of
     :func:`ensure_shared_server`; ``None`` when its files say otherwise (then ensure it)."""
-    cluster = stamped_cluster(root)
-    if cluster is None or running_kept_port(root) != port:
+    cluster = stamped_cluster(root) if running_kept_port(root) == port else None
+    if cluster is None:
         return None
     ram_dir = ram_dir_of(root)
     if ram_dir is not None and not ram_dir.is_dir():
