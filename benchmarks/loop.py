@@ -125,15 +125,22 @@ def side_by_side(
     a: tuple[Sequence[str], Path, dict[str, str]],
     b: tuple[Sequence[str], Path, dict[str, str]],
     runs: int,
-) -> tuple[float, float]:
-    """Medians of ``runs`` runs of ``a`` and ``b``, taking turns (one warm-up each)."""
+) -> tuple[float, float, float]:
+    """Medians of ``runs`` runs of ``a`` and ``b``, taking turns (one warm-up each; which
+    goes first alternates), and the median of the turns' differences ``a - b`` (a VM whose
+    speed drifts moves both runs of a turn alike)."""
     _wall(*a)
     _wall(*b)
     walls_a, walls_b = [], []
-    for _ in range(runs):
-        walls_a.append(_wall(*a))
-        walls_b.append(_wall(*b))
-    return statistics.median(walls_a), statistics.median(walls_b)
+    for turn in range(runs):
+        if turn % 2:
+            walls_b.append(_wall(*b))
+            walls_a.append(_wall(*a))
+        else:
+            walls_a.append(_wall(*a))
+            walls_b.append(_wall(*b))
+    paired = statistics.median(x - y for x, y in zip(walls_a, walls_b, strict=True))
+    return statistics.median(walls_a), statistics.median(walls_b), paired
 
 
 def _superuser_login(url: str, role: str, password: str) -> None:
@@ -149,8 +156,9 @@ def _superuser_login(url: str, role: str, password: str) -> None:
         )
 
 
-def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
-    """The first three rows: (what, pytest-neon s, baseline s, baseline name)."""
+def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, float, str]]:
+    """The first three rows: (what, pytest-neon s, baseline s, paired difference s,
+    baseline name)."""
     kept = work / "kept"
     env = _env(NEON_LOCAL_REUSE="true", NEON_LOCAL_DIR=str(kept))
     plain_env = _env()
@@ -160,18 +168,18 @@ def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
     (small / "test_db.py").write_text(ONE_TEST)
     _wall(_whole("test_db.py"), small, env)  # starts the kept server
     rows = []
-    no_db, no_plugin = side_by_side(
+    no_db, no_plugin, paired = side_by_side(
         (_whole("test_utils.py"), small, env),
         (_whole("-p", "no:neon", "test_utils.py"), small, plain_env),
         runs,
     )
-    rows.append(("no database test", no_db, no_plugin, "`-p no:neon`"))
-    one, plain = side_by_side(
+    rows.append(("no database test", no_db, no_plugin, paired, "`-p no:neon`"))
+    one, plain, paired = side_by_side(
         (_whole("test_db.py"), small, env),
         (_whole("-p", "no:neon", "test_utils.py"), small, plain_env),
         runs,
     )
-    rows.append(("one readwrite test, warm", one, plain, "a plain pytest run"))
+    rows.append(("one readwrite test, warm", one, plain, paired, "a plain pytest run"))
 
     ours, theirs = work / "django", work / "django-plain"
     shutil.copytree(EXAMPLE, ours)
@@ -192,12 +200,14 @@ def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, str]]:
     )
     if "migrations: cached" not in check.stdout:
         raise SystemExit("the Django example's second run migrated again:\n" + check.stdout)
-    django, reuse = side_by_side(
+    django, reuse, paired = side_by_side(
         (_whole("tests/test_models.py"), ours, env),
         (_whole("-p", "no:neon", "--reuse-db", "tests/test_models.py"), theirs, django_env),
         runs,
     )
-    rows.append(("Django example, one file, second run", django, reuse, "pytest-django --reuse-db"))
+    rows.append(
+        ("Django example, one file, second run", django, reuse, paired, "pytest-django --reuse-db")
+    )
     return rows
 
 
@@ -318,10 +328,13 @@ def main() -> None:
     try:
         rows = whole_runs(work, opts.runs)
         print("\n### The local loop: whole runs (median wall seconds, kept local server)\n")
-        print("| run | pytest-neon s | baseline s | over the baseline | baseline |")
-        print("|---|---|---|---|---|")
-        for what, ours, base, name in rows:
-            print(f"| {what} | {ours:.2f} | {base:.2f} | {ours - base:+.2f} s | {name} |")
+        print("| run | pytest-neon s | baseline s | over the baseline | paired | baseline |")
+        print("|---|---|---|---|---|---|")
+        for what, ours, base, paired, name in rows:
+            print(
+                f"| {what} | {ours:.2f} | {base:.2f} | {ours - base:+.2f} s "
+                f"| {paired * 1000:+.0f} ms | {name} |"
+            )
         burst = bursts(work)
         baselines = {what: (r, w) for what, r, w in burst if what.startswith("no isolation")}
         print("\n### A burst of 20 writing tests, then 20 reading tests (median ms per test)\n")
