@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pytest_neon.branches")
 
 
+#: the cache key of a project parked without migrations: its parent is the source
+NO_MIGRATIONS = ""
+
+
 class ParkPlan(NamedTuple):
     """What a project parked for the next run holds (see :meth:`NeonSession.park_plan`)."""
 
@@ -201,6 +205,7 @@ class NeonSession:
         branch, in the migrated state of ``cache_key``, is this process's first."""
         self.ops.own(worker.branch_id, self.worker)
         self.pool.start(existing=worker)
+        self.pool.at_source = migration.branch_id  # (the state it holds)
         self._parked = (migration, cache_key)
 
     def take_parked_source(self, key: str) -> NeonBranch | None:
@@ -210,6 +215,10 @@ class NeonSession:
         if parked is None:
             return None
         branch, parked_key = parked
+        if branch.branch_id == self.parent_id:  # parked without migrations: never deleted
+            if parked_key == key:  # none now either: the worker branch is at the parent
+                self._parked = parked
+            return None
         self.ops.own(branch.branch_id, "migrations")
         if parked_key == key and self.migration_branch is None:
             self.migration_branch = branch
@@ -230,13 +239,20 @@ class NeonSession:
         if self._parked is not None:  # taken over, and no test asked for its state
             migration, key = self._parked
             owned = {worker.branch_id}
-        else:
-            if self.kept_cache_key is None or self.migration_branch is None:
-                return None
+        elif self.kept_cache_key is not None and self.migration_branch is not None:
             key, migration = self.kept_cache_key, self.migration_branch
             if self.source_id != migration.branch_id:
                 return None
             owned = {worker.branch_id, migration.branch_id}
+        elif self.migration_branch is None and self.source_id == self.parent_id:
+            # no migrations (or none that changed anything): the parent is the source
+            found = self._parent_branch()
+            if found is None:
+                return None
+            key, migration = NO_MIGRATIONS, found
+            owned = {worker.branch_id}
+        else:
+            return None
         if set(self.ops.created) != owned or not worker.endpoint_id or not migration.endpoint_id:
             return None
         try:
@@ -253,6 +269,26 @@ class NeonSession:
             self.parent_id,
             key,
             fresh,
+        )
+
+    def _parent_branch(self) -> NeonBranch | None:
+        """The parent branch with its endpoint (for a parked record), ``None`` if it has
+        none."""
+        try:
+            endpoints = self.client.list_branch_endpoints(self.ops.project_id, self.parent_id)
+        except NeonError as exc:
+            log.debug("not parked: %s", exc)
+            return None
+        writable = [e for e in endpoints if e.type == "read_write"]
+        if not writable:
+            return None
+        return NeonBranch(
+            branch_id=self.parent_id,
+            project_id=self.ops.project_id,
+            connection_string="",
+            host=writable[0].host,
+            parent_id=None,
+            endpoint_id=writable[0].id,
         )
 
     def admit(self) -> NeonBranch:

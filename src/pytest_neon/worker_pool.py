@@ -104,7 +104,8 @@ class WorkerPool:
         self._current: Slot | None = None  # the one the running (or last) test got
         self._grown = False  # the other branches are made (or being made)
         self._closing = False  # the run is ending: no reset starts any more
-        #: the first branch is in this state already (a parked project's): no restore
+        #: the branch whose state the first branch holds, when it was not made from the
+        #: parent (a parked project's, taken over): adopting another source restores it
         self.at_source: str | None = None
         self.background = Background(size=self.size)
 
@@ -152,7 +153,7 @@ class WorkerPool:
         if self.source_id is not None:
             return
         branch = self.start()
-        if source_id not in (self.ops.parent_id, self.at_source):
+        if source_id != (self.at_source or self.ops.parent_id):
             self.ops.restore(branch, source_id)
             self.background.after_reset(branch)
         self.source_id = source_id

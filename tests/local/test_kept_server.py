@@ -614,3 +614,50 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     assert _projects(kept_dir) == 0
     assert not list((kept_dir / "parked").iterdir())
     assert _left(kept_dir) == set()
+
+
+EMPTY_TEST = """
+import psycopg, pytest
+
+@pytest.mark.parametrize("n", [1, 2])  # the second after a reset
+def test_starts_empty(neon_branch_readwrite, n):
+    with psycopg.connect(neon_branch_readwrite.connection_string, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename IN ('mine', 'items')"
+        ).fetchall()
+        assert tables == []
+        conn.execute("CREATE TABLE mine (id int)")
+"""
+
+
+def test_a_project_without_migrations_is_parked_and_its_parent_kept(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_empty=EMPTY_TEST)
+    _run(pytester).assert_outcomes(passed=2)  # starts the server: parks nothing
+    _run(pytester).assert_outcomes(passed=2)
+    parked = _parked_record(kept_dir)
+    assert parked["cache_key"] == ""  # no migrations: the parent is the source
+    assert parked["migration_branch_id"] == parked["parent_id"]
+    taken = _run(pytester)
+    taken.assert_outcomes(passed=2)  # the table a test made is gone, after a reset too
+    taken.stdout.fnmatch_lines(["*branches created: 0, resets: 1 done*"])
+    assert _parked_record(kept_dir)["project_id"] == parked["project_id"]
+
+    # migrations now, on the same project: its parent is left alone
+    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
+    monkeypatch.setenv("SCHEMA_VERSION", "v1")
+    pytester.makeconftest(MIGRATIONS)
+    pytester.makepyfile(test_read=READ_ITEMS)
+    migrated = _run(pytester, "test_read.py")
+    migrated.assert_outcomes(passed=1)
+    assert (pytester.path / "migrations.log").read_text() == "v1\n"
+    assert _parked_record(kept_dir)["project_id"] == parked["project_id"]
+    _run(pytester, "test_read.py").assert_outcomes(passed=1)  # cached: taken over
+    assert (pytester.path / "migrations.log").read_text() == "v1\n"
+    assert _parked_record(kept_dir)["cache_key"] not in ("", None)
+
+    # and gone again: the branch parked in the migrated state is brought to the parent
+    (pytester.path / "conftest.py").unlink()
+    _run(pytester, "test_empty.py").assert_outcomes(passed=2)
+    assert _parked_record(kept_dir)["cache_key"] == ""
