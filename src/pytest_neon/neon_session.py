@@ -229,14 +229,16 @@ class NeonSession:
 
     def park_plan(self) -> ParkPlan | None:
         """After :meth:`shutdown`: what this process's project holds, when it may be
-        parked for the next run (see :mod:`pytest_neon.local.parking`): it holds the
-        worker branch and the migration branch, in the migration cache's state (or the
-        worker branch had a test since), and nothing else. Their expiry is removed."""
+        parked for the next run (see :mod:`pytest_neon.local.parking`): the worker branch
+        and its source, and nothing else made by the run. The source is the migration
+        branch in the migration cache's state, or the parent when the run had no
+        migrations (key :data:`NO_MIGRATIONS`); the worker branch is in the source's
+        state, or had a test since. Their expiry is removed."""
         parkable = self.pool.parkable()
         if parkable is None:
             return None
         worker, fresh = parkable
-        if self._parked is not None:  # taken over, and no test asked for its state
+        if self._parked is not None:  # taken over, and still in the state it was parked in
             migration, key = self._parked
             owned = {worker.branch_id}
         elif self.kept_cache_key is not None and self.migration_branch is not None:
