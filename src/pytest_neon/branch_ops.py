@@ -299,11 +299,16 @@ class BranchOps:
     def attach(self, branch_id: str, suffix: str) -> NeonBranch:
         """A branch of this run made by another of its processes (the xdist controller
         makes the workers' branches), now this process's to use, keep alive and delete."""
+        branch = self.look_up(branch_id)
+        self.own(branch_id, suffix)
+        return branch
+
+    def look_up(self, branch_id: str) -> NeonBranch:
+        """Branch ``branch_id`` of the project, with its endpoint and connection string."""
         endpoints = self.client.list_branch_endpoints(self.project_id, branch_id)
         if not endpoints:
             raise NeonConfigError(f"branch {branch_id} has no endpoint: rerun")
         uri = self._connection_uri(branch_id, endpoints[0].id)
-        self.own(branch_id, suffix)
         return NeonBranch(
             branch_id=branch_id,
             project_id=self.project_id,

@@ -274,24 +274,12 @@ class NeonSession:
         )
 
     def _parent_branch(self) -> NeonBranch | None:
-        """The parent branch with its endpoint (for a parked record), ``None`` if it has
-        none."""
+        """The parent branch with its endpoint (for a parked record), if it has one."""
         try:
-            endpoints = self.client.list_branch_endpoints(self.ops.project_id, self.parent_id)
+            return self.ops.look_up(self.parent_id)
         except NeonError as exc:
             log.debug("not parked: %s", exc)
             return None
-        writable = [e for e in endpoints if e.type == "read_write"]
-        if not writable:
-            return None
-        return NeonBranch(
-            branch_id=self.parent_id,
-            project_id=self.ops.project_id,
-            connection_string="",
-            host=writable[0].host,
-            parent_id=None,
-            endpoint_id=writable[0].id,
-        )
 
     def admit(self) -> NeonBranch:
         """A plain run on Neon: its worker branch. When other runs use the project, with a

@@ -217,6 +217,11 @@ def ensure_shared_server(
 def running_kept_port(root: Path) -> int | None:
     """The port of the kept server in ``root`` if it runs and this version of the plugin
     made it, its binaries still there (read from its files: no connection, no search)."""
+    running = _running_kept(root)
+    return running[1] if running is not None else None
+
+
+def _running_kept(root: Path) -> tuple[Cluster, int] | None:
     from pytest_neon import __version__
 
     stamp = read_stamp(root)
@@ -225,16 +230,18 @@ def running_kept_port(root: Path) -> int | None:
     if not has_server_binaries(Path(str(stamp.get("bindir")))):
         return None
     cluster = stamped_cluster(root)
-    return running_port(cluster) if cluster is not None else None
+    port = running_port(cluster) if cluster is not None else None
+    return (cluster, port) if cluster is not None and port is not None else None
 
 
 def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> SharedServer | None:
     """The kept server in ``root`` that a run knows to answer on ``port`` (it has just
     worked on it: a parked project taken over), without the checks of
     :func:`ensure_shared_server`; ``None`` when its files say otherwise (then ensure it)."""
-    cluster = stamped_cluster(root) if running_kept_port(root) == port else None
-    if cluster is None:
+    running = _running_kept(root)
+    if running is None or running[1] != port:
         return None
+    cluster = running[0]
     ram_dir = ram_dir_of(root)
     if ram_dir is not None and not ram_dir.is_dir():
         return None  # the RAM tablespace needs making again
