@@ -232,8 +232,8 @@ class NeonSession:
         parked for the next run (see :mod:`pytest_neon.local.parking`): the worker branch
         and its source, and nothing else made by the run. The source is the migration
         branch in the migration cache's state, or the parent when the run had no
-        migrations (key :data:`NO_MIGRATIONS`); the worker branch is in the source's
-        state, or had a test since. Their expiry is removed."""
+        migrations or no test that needed them (key :data:`NO_MIGRATIONS`); the worker
+        branch is in the source's state, or had a test since. Their expiry is removed."""
         parkable = self.pool.parkable()
         if parkable is None:
             return None
@@ -246,8 +246,11 @@ class NeonSession:
             if self.source_id != migration.branch_id:
                 return None
             owned = {worker.branch_id, migration.branch_id}
-        elif self.migration_branch is None and self.source_id == self.parent_id:
-            # no migrations (or none that changed anything): the parent is the source
+        elif self.migration_branch is None and (
+            self.source_id == self.parent_id or (self.source_id is None and fresh)
+        ):
+            # no migrations (or none that changed anything), or no test that asked: the
+            # parent is the source (a worker branch is made from it)
             found = self._parent_branch()
             if found is None:
                 return None

@@ -206,8 +206,10 @@ def _kept_server_running(settings: Settings) -> bool:
 
 
 def _defer_local(state: PluginState) -> bool:
-    """Promise a plain run its branch on the running kept server, to be made when a test
-    needs it (:func:`start_deferred`); ``False`` when it must start now."""
+    """Promise a plain run its branch on the running kept server (made before conftest.py
+    is imported, by :func:`create_worker_branch`, unless a parked project holds it); the
+    emulator and the session wait for a test that needs them (:func:`start_deferred`).
+    ``False`` when the run must start as usual."""
     from pytest_neon.local.lazy_start import reserve
     from pytest_neon.naming import branch_name
 
@@ -225,9 +227,11 @@ def _defer_local(state: PluginState) -> bool:
     )
     if state.reservation is None:
         return False
+    parked = "; the project parked by the last run here, taken over"
     state.backend_reason += (
-        f" [kept local PostgreSQL in {kept.root} (running); the branch is made when the "
-        f"first test needs it{_kept_placement(state, kept)}]"
+        f" [kept local PostgreSQL in {kept.root} (running)"
+        f"{parked if state.reservation.claim is not None else ''}"
+        f"{_kept_placement(state, kept)}]"
     )
     return True
 
@@ -242,7 +246,9 @@ def _kept_placement(state: PluginState, kept: KeptServer) -> str:
 
 
 def start_deferred(state: PluginState) -> None:
-    """Make the branch promised at start, if it is not made yet (thread-safe).
+    """Make the session of the branch promised at start, if there is none yet
+    (thread-safe): the branch itself, unless a parked project holds it; the emulator too,
+    unless the project was parked.
 
     A failure is kept in ``state.startup_error``: the tests that need the branch fail
     with it.
@@ -481,7 +487,14 @@ def create_worker_branch(state: PluginState) -> None:
         state.point_env_at(CONTROLLER_PLACEHOLDER)
         return
     if state.reservation is not None:
-        state.point_env_at(state.reservation.dsn)  # made by start_deferred()
+        if state.reservation.claim is None:  # nothing parked here: the branch is made now
+            start_deferred(state)
+            if state.startup_error:
+                error = state.startup_error
+                raise NeonError(
+                    error if error.startswith("pytest-neon") else f"pytest-neon: {error}"
+                )
+        state.point_env_at(state.reservation.dsn)  # (a parked branch is there already)
         return
     if state.session is None:
         _use(state, _own_session(state, worker_id() or "main"))

@@ -353,31 +353,48 @@ def test_promised_branch(neon_branch_readwrite):
 """
 
 
-def test_a_run_pays_for_the_branch_only_when_a_test_needs_it(
+CONNECTS_AT_IMPORT = """
+import os, psycopg
+
+# an application that connects as it is imported (create_all() at import, say)
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    print("AT IMPORT", conn.execute("SELECT current_database()").fetchone()[0])
+"""
+
+
+def test_code_that_connects_at_import_finds_its_branch_and_a_parked_one_is_reused(
     pytester: pytest.Pytester, kept_dir: Path
 ) -> None:
+    """The branch exists before conftest.py is imported: made at the start of a run with
+    nothing parked for its place, taken over (nothing made) by the runs after it."""
     pytester.makepyfile(test_w=WRITE_TEST)
-    _run(pytester).assert_outcomes(passed=1)  # the server runs from now on
-    assert _left(kept_dir) == set()  # (its watchdog drops its project as it exits)
+    _run(pytester).assert_outcomes(passed=1)  # the server runs from now on (parks nothing)
+    assert _parked(kept_dir) == set()
     pytester.makepyfile(test_w=PROMISED)
-
-    # no test needs it: nothing is made, the env var still names where it would be
-    # in a process of its own, without plugins that load a database driver (this process
-    # has one loaded already: the branch would be made in case code connects on its own)
-    result = run_pytest(
-        pytester, "-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local",
-        "-s", "-k", "no_database", subprocess=True,
-    )  # fmt: skip
-    result.assert_outcomes(passed=1, deselected=1)
+    pytester.makeconftest(CONNECTS_AT_IMPORT)
     port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
-    result.stdout.fnmatch_lines([f"*URL 127.0.0.1:{port}/pytest_neon_*"])
-    result.stdout.no_fnmatch_line("*branches created*")
+    args = ("-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local", "-s")
+
+    first = run_pytest(pytester, *args, "-k", "no_database", subprocess=True)
+    first.assert_outcomes(passed=1, deselected=1)
+    first.stdout.fnmatch_lines([f"*kept local PostgreSQL in {kept_dir} (running)]*"])
+    first.stdout.fnmatch_lines(["AT IMPORT pytest_neon_*", f"*URL 127.0.0.1:{port}/pytest_neon_*"])
+    first.stdout.fnmatch_lines(["*branches created: 1,*"])
+    (parked,) = _parked(kept_dir)  # its untouched branch, for the next run here
+
+    # taken over: the same database, its login given a new password before the import
+    again = run_pytest(pytester, *args, "-k", "no_database", subprocess=True)
+    again.assert_outcomes(passed=1, deselected=1)
+    again.stdout.fnmatch_lines(["*(running); the project parked by the last run here, taken over*"])
+    database = _parked_record(kept_dir)["database"]
+    again.stdout.fnmatch_lines([f"AT IMPORT {database}", "*branches created: 0,*API calls: 0 *"])
+    assert _parked(kept_dir) == {parked}
     collected = _run(pytester, "--collect-only")
     assert collected.ret == 0
-    assert _projects(kept_dir) == 0
 
-    # a test needs it: it is made as promised, and gone after the run
+    # a test writes: still the parked project, and nothing else left after the run
     _run(pytester).assert_outcomes(passed=2)
+    assert _parked(kept_dir) == {parked}
     assert _left(kept_dir) == set()
 
 
@@ -406,8 +423,9 @@ def test_the_fastapi_example_passes_when_its_branch_is_made_late(
     shutil.copytree(example, pytester.path, dirs_exist_ok=True)
     args = ("-p", "no:cacheprovider", "--neon-backend=local")
     run_pytest(pytester, *args, subprocess=True).assert_outcomes(passed=16)  # starts it
+    run_pytest(pytester, *args, subprocess=True).assert_outcomes(passed=16)  # parks
     late = run_pytest(pytester, *args, subprocess=True)
-    late.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
+    late.stdout.fnmatch_lines(["*(running); the project parked by the last run here, taken over*"])
     late.assert_outcomes(passed=16)
     assert _left(kept_dir) == set()
 
@@ -441,7 +459,7 @@ def test_code_that_connects_on_its_own_finds_the_promised_branch(
         """
     )
     result = run_pytest(pytester, "-p", "no:cacheprovider", "--neon-backend=local", subprocess=True)
-    result.stdout.fnmatch_lines(["*(running); the branch is made when the first test needs it*"])
+    result.stdout.fnmatch_lines(["*(running)*"])
     result.assert_outcomes(passed=1)
     assert _left(kept_dir) == set()
 
@@ -465,6 +483,17 @@ def _parked_record(root: Path) -> dict[str, object]:
     (record,) = (root / "parked").glob("place-*.json")
     data: dict[str, object] = json.loads(record.read_text())
     return data
+
+
+def _ready_record(root: Path) -> dict[str, object]:
+    """The parked record, once the server's watchdog made its branch ready."""
+    deadline = time.monotonic() + 15
+    while True:
+        record = _parked_record(root)
+        if record["fresh"] or time.monotonic() > deadline:
+            assert record["fresh"] is True, "the watchdog did not make the branch ready"
+            return record
+        time.sleep(0.05)
 
 
 def _can_log_in(root: Path, role: str) -> bool:
@@ -498,8 +527,12 @@ def test_the_next_run_takes_over_the_parked_project(
     run("v1")  # starts the server: no promise made, nothing parked
     assert not _parked(kept_dir)
     run("v1").stdout.fnmatch_lines(["*branches created: 2,*"])
-    parked = _parked_record(kept_dir)
-    assert parked["fresh"] is False  # its test had the branch
+    # its tests had the branch: the server's watchdog makes it a new copy right after
+    parked = _ready_record(kept_dir)
+    url = _url(kept_dir).replace("/postgres?", f"/{parked['database']}?")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT name FROM items").fetchall() == [("v1",)]
+        assert conn.execute("SELECT last_value FROM items_id_seq").fetchone() == (1,)
     login = f"pytest_neon_login_{parked['project_id']}"
     assert not _can_log_in(kept_dir, login)  # that run's password is over
     database = seen.read_text()
@@ -524,6 +557,45 @@ def test_the_next_run_takes_over_the_parked_project(
     assert again["project_id"] == parked["project_id"]
     assert again["cache_key"] != parked["cache_key"]
     assert parked["migration_database"] not in _databases(kept_dir)
+    assert _left(kept_dir) == set()
+
+
+def test_a_parked_branch_is_ready_however_the_next_run_comes(
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next run waits while the watchdog makes the parked branch ready (it holds the
+    place file's lock), and makes it ready itself when nobody did."""
+    import fcntl
+    import threading
+
+    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
+    monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
+    monkeypatch.setenv("SCHEMA_VERSION", "v1")
+    pytester.makeconftest(MIGRATIONS)
+    pytester.makepyfile(test_items=PARKED_TEST)
+    _run(pytester).assert_outcomes(passed=2)
+    _run(pytester).assert_outcomes(passed=2)
+    parked = _ready_record(kept_dir)
+    (place,) = (kept_dir / "parked").glob("place-*.json")
+
+    # the place file locked a while, as the watchdog does while it copies the branch
+    fd = os.open(place, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(1.0, os.close, (fd,)).start()
+    waited = _run(pytester)
+    waited.assert_outcomes(passed=2)
+    waited.stdout.fnmatch_lines(["*branches created: 0,*"])
+    assert _ready_record(kept_dir)["project_id"] == parked["project_id"]
+
+    # not made ready (no watchdog got to it): the run that claims it copies it anew
+    (place,) = (kept_dir / "parked").glob("place-*.json")
+    record = json.loads(place.read_text())
+    place.write_text(json.dumps({**record, "fresh": False}))
+    url = _url(kept_dir).replace("/postgres?", f"/{record['database']}?")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO items (name) VALUES ('left behind')")
+    _run(pytester).assert_outcomes(passed=2)  # each test sees the migrated state only
+    assert _ready_record(kept_dir)["project_id"] == parked["project_id"]
     assert _left(kept_dir) == set()
 
 

@@ -172,8 +172,8 @@ class LocalBackend:
         register_secret(api_key)
         if reservation is not None and reservation.claim is not None:
             # a parked project taken over (pg_walinspect installed by the run that made
-            # it): the emulator starts when the run first calls the API, if ever
-            reservation.claim.wait_ready()  # its database and login, made beside the start
+            # it, its login given the run's password by the claim): the emulator starts
+            # when the run first calls the API, if ever
             return cls(
                 None,
                 None,
@@ -253,6 +253,9 @@ class LocalBackend:
             if self.started is not None:
                 self.started.stop(drop=False, abandon=True)
             if parked:
+                assert park is not None
+                if not park.fresh:  # a test had its branch: the watchdog copies it anew
+                    hand_over_cleanup(self.shared.root)
                 return
             if claim is not None:
                 claim.end()

@@ -6,10 +6,10 @@ every few seconds whether any other client is connected. Runs hold connections f
 as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
 directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
-at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
-that are gone (a run's cleanup costs it nothing) but those parked for the next run
-(:mod:`pytest_neon.local.parking`), and failing tests' databases kept past
-their expiry (``--neon-keep-failed``). Usage:
+at once when a run that ended asks (the ``sweep`` file), it makes the branches of
+projects parked for the next run ready (:mod:`pytest_neon.local.parking`), then drops the
+projects of runs that are gone (a run's cleanup costs it nothing) but those parked, and
+failing tests' databases kept past their expiry (``--neon-keep-failed``). Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -34,7 +34,7 @@ from pytest_neon.local.shared_server import (
 )
 
 POLL_SECONDS = 2.0
-REQUEST_POLL = 0.2  # how often a run's request for a sweep is looked for
+REQUEST_POLL = 0.05  # how often a run's request for a sweep is looked for
 SWEEP_EVERY = 30.0
 
 
@@ -96,8 +96,10 @@ def watch(root: Path) -> None:
             last_sweep = now
             from pytest_neon.local.dead_runs import drop_dead_projects
             from pytest_neon.local.kept_failures import drop_expired_quietly
-            from pytest_neon.local.parking import protected_projects
+            from pytest_neon.local.parking import make_ready, protected_projects
 
+            with contextlib.suppress(Exception):  # first: the next run may be starting
+                make_ready(root, url)
             with contextlib.suppress(Exception):
                 drop_dead_projects(url, lambda: protected_projects(root))
             drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired

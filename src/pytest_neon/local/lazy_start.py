@@ -1,17 +1,19 @@
-"""A run on the kept local server that pays for its branch only when a test needs it.
+"""A run on the kept local server whose connection string is chosen before anything is
+made, so that a run that takes over a parked project makes nothing at all.
 
-``DATABASE_URL`` must name the test branch before ``conftest.py`` is imported, but most
-runs a developer starts never open it. With the kept server running, everything in that
-connection string can be chosen up front, without connecting: the server's port (from
-its ``postmaster.pid``), the name of the first branch's database (the emulator is asked to
-use it), and a login role of the run's own with a new password. That role logs in as the
-project's owner role (``SET role``), so everything it makes belongs to the owner, as on
-Neon. The emulator, the project and the branch are then made when the first test needs
-them, or never.
+``DATABASE_URL`` must name the test branch before ``conftest.py`` is imported. With the
+kept server running, everything in that connection string can be chosen up front: the
+server's port (from its ``postmaster.pid``), the name of the first branch's database (the
+emulator is asked to use it), and a login role of the run's own with a new password. That
+role logs in as the project's owner role (``SET role``), so everything it makes belongs to
+the owner, as on Neon. A run that claims a parked project (see
+:mod:`~pytest_neon.local.parking`) finds its branch there already: it only gives the login
+its password, and loads the emulator when a test first needs a reset or a new branch.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from pytest_neon.redact import register_secret
 
 if TYPE_CHECKING:
     from pytest_neon.local.parking import Claim
+
+log = logging.getLogger(__name__)
 
 LOGIN_PREFIX = "pytest_neon_login_"
 
@@ -96,12 +100,14 @@ def reserve(
             claim=taken,
             place=place,
         )
-        # what the thread needs is imported here: imports on two threads at once wait on
-        # each other for the GIL at every file read
-        from pytest_neon.local.emulator.sql import ownership, real_databases, server  # noqa: F401
-
-        taken.get_ready(lambda: _take_over(reservation, taken))
-        return reservation
+        try:
+            # before conftest.py is imported, which may connect to the branch at once
+            _take_over(reservation, taken)
+        except Exception as exc:  # the server's sweep drops it; this run makes its own
+            log.debug("the parked project %s was not taken over: %s", taken.parked, exc)
+            taken.end()
+        else:
+            return reservation
     return Reservation(
         root=root,
         port=port,
@@ -114,9 +120,8 @@ def reserve(
 
 
 def _take_over(reservation: Reservation, taken: Claim) -> None:
-    """Make the claimed parked project ready for the run (beside its start): its worker
-    branch a new copy of the migrated state if a test had it, its login given the run's
-    password."""
+    """Make the claimed parked project ready for the run: its worker branch a new copy of
+    the migrated state if a test had it, its login given the run's password."""
     from pytest_neon.local.emulator.sql.server import SqlServer
     from pytest_neon.local.parking import refresh
     from pytest_neon.local.shared_server import socket_url
@@ -141,34 +146,35 @@ def create_login(url: str, reservation: Reservation, owner: str, conn: Any = Non
     import psycopg
     from psycopg import sql
 
-    from pytest_neon.local.emulator.sql.ownership import lock_role_names
+    from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
 
-    login = sql.Identifier(reservation.login)
     opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
     with opened if opened is not None else contextlib.nullcontext(conn) as conn:
         verifier = conn.pgconn.encrypt_password(
             reservation.password.encode(), reservation.login.encode(), b"scram-sha-256"
         )
-        with conn.transaction():
-            lock_role_names(conn)  # the owner role's row: one change at a time, server-wide
-            if (
-                reservation.claim is not None
-                and conn.execute(
-                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (reservation.login,)
-                ).fetchone()
-            ):
-                conn.execute(
-                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-                        login, sql.Literal(verifier.decode())
-                    )
-                )
-                return
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                    login, sql.Literal(verifier.decode()), sql.Identifier(owner)
-                )
-            )
-            conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(owner)))
+        login = sql.Identifier(reservation.login)
+        password = sql.Literal(verifier.decode())
+        # one statement, one round trip: role changes serialized server-wide, the login of
+        # a parked project given its new password, else a new login acting as the owner
+        body = sql.SQL(
+            "BEGIN PERFORM pg_advisory_xact_lock({lock_class}, 1); "
+            "IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN "
+            "ALTER ROLE {login} LOGIN PASSWORD {password}; "
+            "ELSE CREATE ROLE {login} LOGIN PASSWORD {password} IN ROLE {owner}; "
+            "ALTER ROLE {login} SET role = {owner_name}; END IF; END"
+        ).format(
+            lock_class=sql.Literal(LOCK_CLASS),
+            name=sql.Literal(reservation.login),
+            login=login,
+            password=password,
+            owner=sql.Identifier(owner),
+            owner_name=sql.Literal(owner),
+        )
+        text = body.as_string(conn)
+        tag = "$pytest_neon$"
+        assert tag not in text
+        conn.execute(f"DO {tag}{text}{tag}".encode())
 
 
 def lock_out(conn: Any, project_id: str) -> None:

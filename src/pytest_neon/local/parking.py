@@ -4,10 +4,12 @@ project (*parked*), so that run starts with its branch migrated and no copy made
 At the end of a plain run on the kept local server whose migrated state came from the
 migration cache, its project (the worker branch, brought back to the migrated state, and
 the migration branch) is parked for the next run from the same directory with the same
-database and role. That run *claims* it before ``conftest.py`` is imported: its
-connection string names the parked branch, a new password is given to the login role,
-and when its fingerprint is the parked one, it makes no branch, copies nothing and
-restores nothing. Otherwise it migrates as usual on the same project.
+database and role. When a test had the worker branch, the server's watchdog makes it a
+new copy of the migration branch right after that run (:func:`make_ready`). The next run
+*claims* the project before ``conftest.py`` is imported: its connection string names the
+parked branch, a new password is given to the login role, and when its fingerprint is
+the parked one, it makes no branch, copies nothing and restores nothing. Otherwise it
+migrates as usual on the same project.
 
 Files in ``<server directory>/parked`` (none holds a secret):
 
@@ -26,9 +28,7 @@ import hashlib
 import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -110,29 +110,6 @@ class Claim:
         self.place = place
         self.parked = parked
         self._fd: int | None = fd
-        self._getting_ready: threading.Thread | None = None
-        self._failed: BaseException | None = None
-
-    def get_ready(self, work: Callable[[], None]) -> None:
-        """Run ``work`` (what makes the project ready for this run) on a thread of its
-        own, beside the run's start; :meth:`wait_ready` waits for it."""
-
-        def run() -> None:
-            try:
-                work()
-            except BaseException as exc:  # raised again by wait_ready
-                self._failed = exc
-
-        self._getting_ready = threading.Thread(target=run, name="pytest-neon-claim", daemon=True)
-        self._getting_ready.start()
-
-    def wait_ready(self) -> None:
-        """Wait for :meth:`get_ready`'s work; raise what it raised."""
-        if self._getting_ready is not None:
-            self._getting_ready.join()
-            self._getting_ready = None
-        if self._failed is not None:
-            raise self._failed
 
     @property
     def path(self) -> Path:
@@ -169,7 +146,7 @@ def claim(root: Path, place: str) -> Claim | None:
     path = _place_file(root, place)
     if not path.exists():
         return None
-    fd = _try_lock(path)
+    fd = _lock_place(path)
     if fd is None:
         return None
     parked = _read(path)
@@ -182,6 +159,77 @@ def claim(root: Path, place: str) -> Claim | None:
         os.close(fd)
         return None
     return Claim(root, place, parked, fd)
+
+
+def _lock_place(path: Path, patience: float = 5.0) -> int | None:
+    """An open descriptor of the place file ``path`` holding its lock, waiting while the
+    server's watchdog makes its branch ready (:func:`make_ready`); ``None`` when the file
+    is gone, claimed by another run meanwhile, or still locked after ``patience`` s."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        else:
+            if _same_file(fd, path):
+                return fd
+            break  # claimed (renamed) by another run before we had the lock
+        if not _same_file(fd, path) or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    os.close(fd)
+    return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == path.stat().st_ino
+    except OSError:
+        return False
+
+
+def make_ready(root: Path, url: str) -> None:
+    """Make the worker branch of every parked project that a test had a new copy of its
+    migrated state (see :func:`refresh`), as the server's watchdog does right after the
+    run that parked it ends: the next run then finds it ready. A run that claims one
+    meanwhile waits for it; one that fails is no longer parked (the sweep drops it)."""
+    from pytest_neon import __version__
+    from pytest_neon.local.emulator.sql.server import SqlServer
+
+    if sys.platform == "win32":
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for path in sorted(_dir(root).glob("place-*.json")):
+            parked = _read(path)
+            if parked is None or parked.fresh or parked.plugin != __version__:
+                continue
+            fd = _try_lock(path)
+            if fd is None:
+                continue
+            try:
+                parked = _read(path)
+                if parked is None or parked.fresh or not _same_file(fd, path):
+                    continue
+                server = SqlServer(url, pool_size=1)
+                try:
+                    refresh(server, parked)
+                finally:
+                    server.close()
+                ready = json.dumps(parked._replace(fresh=True)._asdict()).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, ready, 0)
+            except Exception:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            finally:
+                os.close(fd)
 
 
 def park(root: Path, place: str, parked: ParkedProject) -> bool:
