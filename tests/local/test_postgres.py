@@ -377,3 +377,42 @@ def test_immediate_stop_leaves_no_shared_memory_segments() -> None:
     while not segments() <= before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert segments() <= before
+
+
+def test_a_made_up_password_is_stored_with_few_iterations_and_still_checked(
+    postgres_url: str,
+) -> None:
+    """The verifiers of the plugin's own random passwords: a login works with the
+    password, not without it, and costs the client few PBKDF2 iterations."""
+    import secrets
+
+    from psycopg import sql
+
+    from pytest_neon.local.emulator.scram_keys import RANDOM_PASSWORD_ITERATIONS, verifier
+
+    password, role = secrets.token_urlsafe(24), f"made_up_{secrets.token_hex(4)}"
+    parts = urlsplit(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier(password))
+            )
+        )
+        stored = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+        ).fetchone()
+    try:
+        assert stored is not None
+        assert stored[0].startswith(f"SCRAM-SHA-256${RANDOM_PASSWORD_ITERATIONS}:")
+
+        def as_role(secret: str) -> str:
+            netloc = f"{role}:{secret}@{parts.hostname}:{parts.port}"
+            return urlunsplit(parts._replace(netloc=netloc))
+
+        with psycopg.connect(as_role(password)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(as_role(password + "x"))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

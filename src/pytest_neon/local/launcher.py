@@ -248,13 +248,12 @@ def _set_superuser_password(uri: str, password: str) -> None:
     import psycopg
     from psycopg import sql
 
+    from pytest_neon.local.emulator.scram_keys import verifier
+
     with psycopg.connect(uri, autocommit=True, connect_timeout=10) as conn:
-        verifier = conn.pgconn.encrypt_password(
-            password.encode(), SUPERUSER.encode(), b"scram-sha-256"
-        )
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(SUPERUSER), sql.Literal(verifier.decode())
+                sql.Identifier(SUPERUSER), sql.Literal(verifier(password))
             )
         )
 

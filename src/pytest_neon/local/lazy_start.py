@@ -127,10 +127,12 @@ def _take_over(reservation: Reservation, taken: Claim) -> None:
     from pytest_neon.local.shared_server import socket_url
 
     url = socket_url(reservation.root, reservation.port)
+    if taken.parked.fresh:  # (made ready by the server's watchdog, most often)
+        create_login(url, reservation, taken.parked.owner)
+        return
     server = SqlServer(url, pool_size=1)
     try:
-        if not taken.parked.fresh:
-            refresh(server, taken.parked)
+        refresh(server, taken.parked)
         with server.connection() as conn:
             create_login(url, reservation, taken.parked.owner, conn)
     finally:
@@ -146,15 +148,13 @@ def create_login(url: str, reservation: Reservation, owner: str, conn: Any = Non
     import psycopg
     from psycopg import sql
 
+    from pytest_neon.local.emulator.scram_keys import verifier
     from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
 
     opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
     with opened if opened is not None else contextlib.nullcontext(conn) as conn:
-        verifier = conn.pgconn.encrypt_password(
-            reservation.password.encode(), reservation.login.encode(), b"scram-sha-256"
-        )
         login = sql.Identifier(reservation.login)
-        password = sql.Literal(verifier.decode())
+        password = sql.Literal(verifier(reservation.password))
         # one statement, one round trip: role changes serialized server-wide, the login of
         # a parked project given its new password, else a new login acting as the owner
         body = sql.SQL(
