@@ -389,6 +389,8 @@ def test_code_that_connects_at_import_finds_its_branch_and_a_parked_one_is_reuse
     database = _parked_record(kept_dir)["database"]
     again.stdout.fnmatch_lines([f"AT IMPORT {database}", "*branches created: 0,*API calls: 0 *"])
     assert _parked(kept_dir) == {parked}
+    # parked again as it was: the login it was given a password is locked out again
+    assert not _can_log_in(kept_dir, f"pytest_neon_login_{_ready_record(kept_dir)['project_id']}")
     collected = _run(pytester, "--collect-only")
     assert collected.ret == 0
 
@@ -486,12 +488,14 @@ def _parked_record(root: Path) -> dict[str, object]:
 
 
 def _ready_record(root: Path) -> dict[str, object]:
-    """The parked record, once the server's watchdog made its branch ready."""
+    """The parked record, once the server's watchdog made the project ready (its branch
+    as the migrations left it, the login of the run that parked it locked out)."""
     deadline = time.monotonic() + 15
     while True:
         record = _parked_record(root)
-        if record["fresh"] or time.monotonic() > deadline:
-            assert record["fresh"] is True, "the watchdog did not make the branch ready"
+        ready = record["fresh"] is True and record["locked_out"] is True
+        if ready or time.monotonic() > deadline:
+            assert ready, f"the watchdog did not make the project ready: {record}"
             return record
         time.sleep(0.05)
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import psycopg
-
 from pytest_neon.local.lazy_start import Reservation, create_login, lock_out
 from pytest_neon.local.shared_server import (
     KeptServer,
@@ -102,17 +100,14 @@ class LocalBackend:
             if emulator is not None:
                 from pytest_neon.local.emulator.plane.projects import DEFAULT_ROLE
 
-                with emulator.server_connection() as conn:
+                with emulator.server_connection() as conn:  # (one at hand)
                     lock_out(conn, self.project_id)
                 migration_database = emulator.real_database(plan.migration_branch_id)
                 owner = DEFAULT_ROLE
-            else:  # the parked project as it was taken over: nothing made since
+            else:  # as it was taken over, nothing made since: the watchdog locks it out
                 assert res.claim is not None
-                assert self.shared is not None
                 migration_database = res.claim.parked.migration_database
                 owner = res.claim.parked.owner
-                with psycopg.connect(self.shared.url, autocommit=True) as conn:
-                    lock_out(conn, self.project_id)
         except Exception as exc:  # the project is dropped instead
             log.debug("not parked: %s", exc)
             return False
@@ -129,6 +124,7 @@ class LocalBackend:
             cache_key=plan.cache_key,
             plugin=__version__,
             fresh=plan.fresh,
+            locked_out=emulator is not None,
         )
         if res.claim is not None:
             return res.claim.park_again(record)
@@ -253,9 +249,6 @@ class LocalBackend:
             if self.started is not None:
                 self.started.stop(drop=False, abandon=True)
             if parked:
-                assert park is not None
-                if not park.fresh:  # a test had its branch: the watchdog copies it anew
-                    hand_over_cleanup(self.shared.root)
                 return
             if claim is not None:
                 claim.end()

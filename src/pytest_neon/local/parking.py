@@ -57,6 +57,9 @@ class ParkedProject(NamedTuple):
     #: the worker branch is as the migrations left it (no test had it since its last
     #: reset): else the run that claims it makes it a new copy of the migration branch's
     fresh: bool = False
+    #: the login of the run that parked it can log in no more (else the server's watchdog,
+    #: or the run that claims it, sees to that)
+    locked_out: bool = False
     parked_at: float = 0.0
 
 
@@ -122,7 +125,8 @@ class Claim:
         ends)."""
         if self._fd is None:
             return False
-        done = park(self.root, self.place, parked or self.parked)
+        # (this run's login was given a password: it is locked out again)
+        done = park(self.root, self.place, parked or self.parked._replace(locked_out=False))
         self.end()
         return done
 
@@ -196,40 +200,50 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def make_ready(root: Path, url: str) -> None:
-    """Make the worker branch of every parked project that a test had a new copy of its
-    migrated state (see :func:`refresh`), as the server's watchdog does right after the
-    run that parked it ends: the next run then finds it ready. A run that claims one
-    meanwhile waits for it; one that fails is no longer parked (the sweep drops it)."""
+    """Make every parked project ready for the next run, as the server's watchdog does
+    right after the run that parked it ends: the login of that run locked out, and a
+    worker branch that a test had made a new copy of its migrated state (see
+    :func:`refresh`). A run that claims one meanwhile waits for it; one that fails is no
+    longer parked (the sweep drops it)."""
     from pytest_neon import __version__
     from pytest_neon.local.emulator.sql.server import SqlServer
+    from pytest_neon.local.lazy_start import lock_out
 
     if sys.platform == "win32":
         return
     with contextlib.suppress(FileNotFoundError):
         for path in sorted(_dir(root).glob("place-*.json")):
             parked = _read(path)
-            if parked is None or parked.fresh or parked.plugin != __version__:
+            if parked is None or _ready(parked) or parked.plugin != __version__:
                 continue
             fd = _try_lock(path)
             if fd is None:
                 continue
             try:
                 parked = _read(path)
-                if parked is None or parked.fresh or not _same_file(fd, path):
+                if parked is None or _ready(parked) or not _same_file(fd, path):
                     continue
                 server = SqlServer(url, pool_size=1)
                 try:
-                    refresh(server, parked)
+                    if not parked.locked_out:
+                        with server.connection() as conn:
+                            lock_out(conn, parked.project_id)
+                    if not parked.fresh:
+                        refresh(server, parked)
                 finally:
                     server.close()
-                ready = json.dumps(parked._replace(fresh=True)._asdict()).encode()
+                ready = json.dumps(parked._replace(fresh=True, locked_out=True)._asdict())
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, ready, 0)
+                os.pwrite(fd, ready.encode(), 0)
             except Exception:
                 with contextlib.suppress(OSError):
                     path.unlink()
             finally:
                 os.close(fd)
+
+
+def _ready(parked: ParkedProject) -> bool:
+    return parked.fresh and parked.locked_out
 
 
 def park(root: Path, place: str, parked: ParkedProject) -> bool:
@@ -247,7 +261,30 @@ def park(root: Path, place: str, parked: ParkedProject) -> bool:
         return False
     finally:
         temp.unlink()
+    if not (parked.locked_out and parked.fresh):
+        _hand_to_watchdog(root, parked)
     return True
+
+
+def _hand_to_watchdog(root: Path, parked: ParkedProject) -> None:
+    """Ask the server's watchdog to make a project just parked ready (:func:`make_ready`:
+    its last login locked out, a branch a test had copied anew) while this run exits.
+    With no watchdog, the login is locked out here; the run that claims the project next
+    copies the branch."""
+    from pytest_neon.local.shared_server import hand_over_cleanup, running_kept_port, socket_url
+
+    if hand_over_cleanup(root) or parked.locked_out:
+        return
+    import psycopg
+
+    from pytest_neon.local.lazy_start import lock_out
+
+    port = running_kept_port(root)
+    if port is None:
+        return
+    url = socket_url(root, port)
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as conn:
+        lock_out(conn, parked.project_id)
 
 
 def refresh(server: SqlServer, parked: ParkedProject) -> None:
