@@ -400,6 +400,33 @@ def test_code_that_connects_at_import_finds_its_branch_and_a_parked_one_is_reuse
     assert _left(kept_dir) == set()
 
 
+def test_a_taken_over_run_without_database_tests_loads_no_driver(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    """Its login gets its password over the server's socket without psycopg (0.2 s to
+    import), and is locked out again once the project is parked back."""
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester).assert_outcomes(passed=1)  # starts the server
+    _run(pytester).assert_outcomes(passed=1)  # parks its project
+    (pytester.path / "test_w.py").unlink()
+    pytester.makepyfile(
+        test_plain="""
+        import os, sys
+
+        def test_no_driver():
+            assert "psycopg" not in sys.modules
+            assert os.environ["DATABASE_URL"].startswith("postgresql://pytest_neon_login_")
+        """
+    )
+    args = ("-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local")
+    result = run_pytest(pytester, *args, subprocess=True)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*the project parked by the last run here, taken over*"])
+    parked = _ready_record(kept_dir)
+    assert not _can_log_in(kept_dir, f"pytest_neon_login_{parked['project_id']}")
+    assert _left(kept_dir) == set()
+
+
 def test_the_django_example_migrates_once_with_warnings_as_errors(
     pytester: pytest.Pytester, kept_dir: Path
 ) -> None:

@@ -122,59 +122,59 @@ def reserve(
 def _take_over(reservation: Reservation, taken: Claim) -> None:
     """Make the claimed parked project ready for the run: its worker branch a new copy of
     the migrated state if a test had it, its login given the run's password."""
+    statement = login_statement(reservation, taken.parked.owner)
+    if taken.parked.fresh:  # (made ready by the server's watchdog, most often)
+        from pytest_neon.local.socket_statement import run_statement
+
+        run_statement(reservation.root, reservation.port, statement)  # no driver loaded
+        return
     from pytest_neon.local.emulator.sql.server import SqlServer
     from pytest_neon.local.parking import refresh
     from pytest_neon.local.shared_server import socket_url
 
-    url = socket_url(reservation.root, reservation.port)
-    if taken.parked.fresh:  # (made ready by the server's watchdog, most often)
-        create_login(url, reservation, taken.parked.owner)
-        return
-    server = SqlServer(url, pool_size=1)
+    server = SqlServer(socket_url(reservation.root, reservation.port), pool_size=1)
     try:
         refresh(server, taken.parked)
         with server.connection() as conn:
-            create_login(url, reservation, taken.parked.owner, conn)
+            conn.execute(statement)
     finally:
         server.close()
 
 
 def create_login(url: str, reservation: Reservation, owner: str, conn: Any = None) -> None:
     """Create the run's login role on the server at ``url`` (a superuser DSN), through
-    ``conn`` (an autocommit superuser connection to it) when given; a parked project's
-    (see :mod:`~pytest_neon.local.parking`) is given the run's password."""
+    ``conn`` (an autocommit superuser connection to it) when given."""
     import contextlib
 
     import psycopg
-    from psycopg import sql
-
-    from pytest_neon.local.emulator.scram_keys import verifier
-    from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
 
     opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
     with opened if opened is not None else contextlib.nullcontext(conn) as conn:
-        login = sql.Identifier(reservation.login)
-        password = sql.Literal(verifier(reservation.password))
-        # one statement, one round trip: role changes serialized server-wide, the login of
-        # a parked project given its new password, else a new login acting as the owner
-        body = sql.SQL(
-            "BEGIN PERFORM pg_advisory_xact_lock({lock_class}, 1); "
-            "IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN "
-            "ALTER ROLE {login} LOGIN PASSWORD {password}; "
-            "ELSE CREATE ROLE {login} LOGIN PASSWORD {password} IN ROLE {owner}; "
-            "ALTER ROLE {login} SET role = {owner_name}; END IF; END"
-        ).format(
-            lock_class=sql.Literal(LOCK_CLASS),
-            name=sql.Literal(reservation.login),
-            login=login,
-            password=password,
-            owner=sql.Identifier(owner),
-            owner_name=sql.Literal(owner),
-        )
-        text = body.as_string(conn)
-        tag = "$pytest_neon$"
-        assert tag not in text
-        conn.execute(f"DO {tag}{text}{tag}".encode())
+        conn.execute(login_statement(reservation, owner))
+
+
+def login_statement(reservation: Reservation, owner: str) -> str:
+    """The one statement (one round trip) that gives the run's login its password: role
+    changes serialized server-wide; the login of a parked project given its new
+    password, else a new login that acts as ``owner``. The password goes as its SCRAM
+    verifier, never in clear."""
+    from pytest_neon.local.emulator.scram_keys import verifier
+    from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
+    from pytest_neon.local.socket_statement import quote_ident, quote_literal
+
+    login = quote_ident(reservation.login)
+    password = quote_literal(verifier(reservation.password))
+    body = (
+        f"BEGIN PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 1); "
+        f"IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(reservation.login)})"
+        f" THEN ALTER ROLE {login} LOGIN PASSWORD {password}; "
+        f"ELSE CREATE ROLE {login} LOGIN PASSWORD {password} IN ROLE {quote_ident(owner)}; "
+        f"ALTER ROLE {login} SET role = {quote_literal(owner)}; END IF; END"
+    )
+    tag = "$pytest_neon$"
+    if tag in body:
+        raise ValueError("a role name holds the statement's quoting tag")
+    return f"DO {tag}{body}{tag}"
 
 
 def lock_out(conn: Any, project_id: str) -> None:
