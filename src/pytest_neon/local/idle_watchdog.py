@@ -6,10 +6,11 @@ every few seconds whether any other client is connected. Runs hold connections f
 as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
 directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
-at once when a run that ended asks (the ``sweep`` file), it makes the branches of
-projects parked for the next run ready (:mod:`pytest_neon.local.parking`), then drops the
-projects of runs that are gone (a run's cleanup costs it nothing) but those parked, and
-failing tests' databases kept past their expiry (``--neon-keep-failed``). Usage:
+at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
+that are gone (a run's cleanup costs it nothing) but those parked for the next run
+(:mod:`pytest_neon.local.parking`), and failing tests' databases kept past their expiry
+(``--neon-keep-failed``). When a run parked its project (the ``ready`` file), it makes
+that project ready for the next run at once, before anything else. Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
     LAST_USE,
+    READY_REQUEST,
     SWEEP_REQUEST,
     WATCHDOG_PID,
     locked,
@@ -87,6 +89,13 @@ def watch(root: Path) -> None:
         port = _port(root)
         if port is None:
             return  # stopped by somebody else
+        if READY_REQUEST in requested:  # the next run may be starting: first, and alone
+            from pytest_neon.local.parking import make_ready
+
+            with contextlib.suppress(Exception):
+                make_ready(root, port)
+            if requested == {READY_REQUEST}:
+                continue
         url = socket_url(root, port)
         clients = _other_clients(url)
         now = time.monotonic()
@@ -98,8 +107,8 @@ def watch(root: Path) -> None:
             from pytest_neon.local.kept_failures import drop_expired_quietly
             from pytest_neon.local.parking import make_ready, protected_projects
 
-            with contextlib.suppress(Exception):  # first: the next run may be starting
-                make_ready(root, url)
+            with contextlib.suppress(Exception):
+                make_ready(root, port)
             with contextlib.suppress(Exception):
                 drop_dead_projects(url, lambda: protected_projects(root))
             drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
@@ -117,18 +126,19 @@ def watch(root: Path) -> None:
         return
 
 
-def _wait_for_request(root: Path, seconds: float) -> bool:
-    """Sleep ``seconds``, or less when a run that ended asks for a sweep (whether one
-    did: its request is taken)."""
-    request = root / SWEEP_REQUEST
+def _wait_for_request(root: Path, seconds: float) -> set[str]:
+    """Sleep ``seconds``, or less when a run asks for something (a sweep, a parked
+    project made ready): what was asked (the requests are taken)."""
     deadline = time.monotonic() + seconds
     while True:
-        with contextlib.suppress(FileNotFoundError):
-            request.unlink()
-            return True
+        asked = set()
+        for name in (READY_REQUEST, SWEEP_REQUEST):
+            with contextlib.suppress(FileNotFoundError):
+                (root / name).unlink()
+                asked.add(name)
         left = deadline - time.monotonic()
-        if left <= 0:
-            return False
+        if asked or left <= 0:
+            return asked
         time.sleep(min(REQUEST_POLL, left))
 
 

@@ -180,13 +180,14 @@ def login_statement(reservation: Reservation, owner: str) -> str:
 def lock_out(conn: Any, project_id: str) -> None:
     """The login role of ``project_id``'s run can log in no more (its project is parked:
     the next run that claims it gives it a password of its own)."""
-    from psycopg import sql
+    conn.execute(lock_out_statement(project_id))
 
-    conn.execute(
-        sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(
-            sql.Identifier(login_role(project_id))
-        )
-    )
+
+def lock_out_statement(project_id: str) -> str:
+    """What :func:`lock_out` runs."""
+    from pytest_neon.local.socket_statement import quote_ident
+
+    return f"ALTER ROLE {quote_ident(login_role(project_id))} NOLOGIN PASSWORD NULL"
 
 
 def drop_login(url: str, project_id: str) -> None:

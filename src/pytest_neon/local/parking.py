@@ -55,7 +55,8 @@ class ParkedProject(NamedTuple):
     cache_key: str  # the migration cache's key of the migrated state both branches hold
     plugin: str  # the plugin version that parked it
     #: the worker branch is as the migrations left it (no test had it since its last
-    #: reset): else the run that claims it makes it a new copy of the migration branch's
+    #: reset): else the server's watchdog (or the run that claims it) makes it a new copy
+    #: of the migration branch's
     fresh: bool = False
     #: the login of the run that parked it can log in no more (else the server's watchdog,
     #: or the run that claims it, sees to that)
@@ -199,15 +200,16 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def make_ready(root: Path, url: str) -> None:
+def make_ready(root: Path, port: int) -> None:
     """Make every parked project ready for the next run, as the server's watchdog does
     right after the run that parked it ends: the login of that run locked out, and a
     worker branch that a test had made a new copy of its migrated state (see
     :func:`refresh`). A run that claims one meanwhile waits for it; one that fails is no
     longer parked (the sweep drops it)."""
     from pytest_neon import __version__
-    from pytest_neon.local.emulator.sql.server import SqlServer
-    from pytest_neon.local.lazy_start import lock_out
+    from pytest_neon.local.lazy_start import lock_out_statement
+    from pytest_neon.local.shared_server import socket_url
+    from pytest_neon.local.socket_statement import run_statement
 
     if sys.platform == "win32":
         return
@@ -223,15 +225,16 @@ def make_ready(root: Path, url: str) -> None:
                 parked = _read(path)
                 if parked is None or _ready(parked) or not _same_file(fd, path):
                     continue
-                server = SqlServer(url, pool_size=1)
-                try:
-                    if not parked.locked_out:
-                        with server.connection() as conn:
-                            lock_out(conn, parked.project_id)
-                    if not parked.fresh:
+                if not parked.locked_out:
+                    run_statement(root, port, lock_out_statement(parked.project_id))
+                if not parked.fresh:
+                    from pytest_neon.local.emulator.sql.server import SqlServer
+
+                    server = SqlServer(socket_url(root, port), pool_size=1)
+                    try:
                         refresh(server, parked)
-                finally:
-                    server.close()
+                    finally:
+                        server.close()
                 ready = json.dumps(parked._replace(fresh=True, locked_out=True)._asdict())
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, ready.encode(), 0)
@@ -271,20 +274,17 @@ def _hand_to_watchdog(root: Path, parked: ParkedProject) -> None:
     its last login locked out, a branch a test had copied anew) while this run exits.
     With no watchdog, the login is locked out here; the run that claims the project next
     copies the branch."""
-    from pytest_neon.local.shared_server import hand_over_cleanup, running_kept_port, socket_url
+    from pytest_neon.local.shared_server import READY_REQUEST, ask_watchdog, running_kept_port
 
-    if hand_over_cleanup(root) or parked.locked_out:
+    if ask_watchdog(root, READY_REQUEST) or parked.locked_out:
         return
-    import psycopg
-
-    from pytest_neon.local.lazy_start import lock_out
+    from pytest_neon.local.lazy_start import lock_out_statement
+    from pytest_neon.local.socket_statement import run_statement
 
     port = running_kept_port(root)
-    if port is None:
-        return
-    url = socket_url(root, port)
-    with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as conn:
-        lock_out(conn, parked.project_id)
+    if port is not None:
+        with contextlib.suppress(Exception):  # (else the next claim does it)
+            run_statement(root, port, lock_out_statement(parked.project_id))
 
 
 def refresh(server: SqlServer, parked: ParkedProject) -> None:

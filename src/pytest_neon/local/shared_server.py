@@ -41,6 +41,7 @@ IDLE_FILE = "idle_timeout"
 LAST_USE = "last_use"  # touched by every run that counts on the server
 WATCHDOG_PID = "watchdog.pid"
 SWEEP_REQUEST = "sweep"  # a run that ended asks the watchdog to drop its project now
+READY_REQUEST = "ready"  # a run that parked its project asks the watchdog to make it ready
 LAYOUT = 1  # bump when the directory's layout or the server's settings change
 _MAX_SOCKET_DIR = 100 - len("/.s.PGSQL.65535")
 _LOCK_WAIT = 120.0
@@ -449,11 +450,18 @@ def hand_over_cleanup(root: Path) -> bool:
     """Ask the watchdog of the server in ``root`` to drop, within a second, what ended or
     killed runs left (and failing tests' data past its expiry); ``False`` when no
     watchdog runs, and the caller must clean up itself."""
+    return ask_watchdog(root, SWEEP_REQUEST)
+
+
+def ask_watchdog(root: Path, request: str) -> bool:
+    """Leave ``request`` (:data:`SWEEP_REQUEST`, :data:`READY_REQUEST`) for the watchdog
+    of the server in ``root``, which looks for it every 50 ms; ``False`` when no watchdog
+    runs."""
     try:
         pid = int((root / WATCHDOG_PID).read_text().strip())
         if not detached_alive(pid):
             return False
-        (root / SWEEP_REQUEST).touch()
+        (root / request).touch()
     except (OSError, ValueError):
         return False
     return True
