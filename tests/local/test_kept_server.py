@@ -591,6 +591,18 @@ def test_the_next_run_takes_over_the_parked_project(
     assert _left(kept_dir) == set()
 
 
+def _park_a_migrated_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of two writing tests on migrations: the first starts the server, the
+    second parks its project."""
+    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
+    monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
+    monkeypatch.setenv("SCHEMA_VERSION", "v1")
+    pytester.makeconftest(MIGRATIONS)
+    pytester.makepyfile(test_items=PARKED_TEST)
+    _run(pytester).assert_outcomes(passed=2)
+    _run(pytester).assert_outcomes(passed=2)
+
+
 def test_a_parked_branch_is_ready_however_the_next_run_comes(
     pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -599,13 +611,7 @@ def test_a_parked_branch_is_ready_however_the_next_run_comes(
     import fcntl
     import threading
 
-    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
-    monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
-    monkeypatch.setenv("SCHEMA_VERSION", "v1")
-    pytester.makeconftest(MIGRATIONS)
-    pytester.makepyfile(test_items=PARKED_TEST)
-    _run(pytester).assert_outcomes(passed=2)
-    _run(pytester).assert_outcomes(passed=2)
+    _park_a_migrated_project(pytester, monkeypatch)
     parked = _ready_record(kept_dir)
     (place,) = (kept_dir / "parked").glob("place-*.json")
 
@@ -636,13 +642,7 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     from pytest_neon.local.dead_runs import drop_dead_projects
     from pytest_neon.local.parking import claim, place_of, protected_projects
 
-    monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
-    monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
-    monkeypatch.setenv("SCHEMA_VERSION", "v1")
-    pytester.makeconftest(MIGRATIONS)
-    pytester.makepyfile(test_items=PARKED_TEST)
-    _run(pytester).assert_outcomes(passed=2)
-    _run(pytester).assert_outcomes(passed=2)
+    _park_a_migrated_project(pytester, monkeypatch)
     # no API call at all; in a process of its own, to see what it loaded
     monkeypatch.setenv("LOADED", str(pytester.path / "loaded"))
     thin = run_pytest(
