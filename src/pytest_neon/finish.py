@@ -4,6 +4,7 @@ local backend stopped, the env var and the run's directory put back in order."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 from pytest_neon.config import Settings
@@ -12,6 +13,15 @@ from pytest_neon.plugin_state import PluginState, Role
 from pytest_neon.redact import redact
 from pytest_neon.summary import merge_summary
 from pytest_neon.xdist import HANDOFF_ENV, remove_coordination_dir
+
+#: modules whose presence means code of the run may have connected to the env var itself
+DATABASE_DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")
+
+
+def driver_loaded() -> bool:
+    """Whether code of this process may have connected to the branch on its own (also
+    without a pytest-neon fixture)."""
+    return any(driver in sys.modules for driver in DATABASE_DRIVERS)
 
 
 def finish(state: PluginState, say: Callable[[str], None]) -> None:
@@ -30,6 +40,8 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
         local = state.local
         if local is not None and local.reservation is not None and not state.settings.keep_branches:
             park = session.park_plan()  # the project may wait for the next run
+            if park is not None and park.fresh and driver_loaded():
+                park = park._replace(fresh=False)  # written through the env var, maybe
         if state.settings.keep_branches:
             created = session.ops.created
             if created:
@@ -55,7 +67,9 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
         except Exception as exc:
             warn(f"pytest-neon: WARNING: could not stop the local backend: {exc}")
     elif state.reservation is not None and state.reservation.claim is not None:
-        state.reservation.claim.park_again()  # no test needed the parked project
+        claim = state.reservation.claim  # no test needed the parked project
+        fresh = claim.parked.fresh and not driver_loaded()
+        claim.park_again(claim.parked._replace(fresh=fresh, locked_out=False))
     if state.role is not Role.WORKER:
         remove_coordination_dir(state.run_id)
         os.environ.pop(HANDOFF_ENV, None)  # it may hold the local backend's credentials

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -22,7 +21,7 @@ import pytest
 from pytest_neon.config import OPTIONS, Settings, resolve
 from pytest_neon.errors import NeonError
 from pytest_neon.failed_tests import after_report
-from pytest_neon.finish import finish
+from pytest_neon.finish import driver_loaded, finish
 from pytest_neon.fixtures import (
     _neon_checkout_first,
     _neon_migration_branch,
@@ -66,8 +65,6 @@ __all__ = [
     "neon_migration_fingerprint",
 ]
 
-#: modules whose presence after collection means code may connect to the env var itself
-DATABASE_DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")
 _FALSE_WORDS = ("false", "0", "no", "off")
 API_KEY_IN_INI = (
     "pytest-neon: the API key is read from the ini key neon_api_key (as pytest-neon 3.x "
@@ -271,8 +268,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         and session.items
         and (
             # the application loaded a database driver: it may connect on its own
-            any(driver in sys.modules for driver in DATABASE_DRIVERS)
-            or any(uses_worker_branch(item) for item in session.items)
+            driver_loaded() or any(uses_worker_branch(item) for item in session.items)
         )
     ):
         start_deferred(state)  # a test will need the branch: make it now

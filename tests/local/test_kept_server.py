@@ -427,6 +427,37 @@ def test_a_taken_over_run_without_database_tests_loads_no_driver(
     assert _left(kept_dir) == set()
 
 
+ON_ITS_OWN = """
+import os, psycopg
+
+def test_writes_with_no_fixture():
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS notes (n int)")
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+        conn.execute("INSERT INTO notes VALUES (1)")
+"""
+
+
+def test_a_parked_branch_written_without_fixtures_or_lost_is_not_reused_as_it_is(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    """Code that writes through DATABASE_URL with no pytest-neon fixture leaves nothing
+    for the next run (the branch is copied anew); a parked project whose databases are
+    gone (a RAM tablespace lost in a reboot) is not taken over."""
+    pytester.makepyfile(test_own=ON_ITS_OWN)
+    for _ in range(4):  # starts the server, parks, then takes over twice
+        _run(pytester).assert_outcomes(passed=1)
+    parked = _ready_record(kept_dir)
+    with psycopg.connect(_url(kept_dir), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{parked["database"]}" WITH (FORCE)')
+    lost = _run(pytester)
+    lost.assert_outcomes(passed=1)
+    lost.stdout.no_fnmatch_line("*taken over*")
+    lost.stdout.fnmatch_lines(["*branches created: 1,*"])
+    assert _ready_record(kept_dir)["project_id"] != parked["project_id"]
+    assert _left(kept_dir) == set()
+
+
 def test_the_django_example_migrates_once_with_warnings_as_errors(
     pytester: pytest.Pytester, kept_dir: Path
 ) -> None:

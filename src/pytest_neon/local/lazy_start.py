@@ -122,8 +122,11 @@ def reserve(
 def _take_over(reservation: Reservation, taken: Claim) -> None:
     """Make the claimed parked project ready for the run: its worker branch a new copy of
     the migrated state if a test had it, its login given the run's password."""
-    statement = login_statement(reservation, taken.parked.owner)
-    if taken.parked.fresh:  # (made ready by the server's watchdog, most often)
+    parked = taken.parked
+    # (a server whose RAM tablespace was lost, after a reboot, lost the parked databases)
+    needed = (parked.database, parked.migration_database)
+    statement = login_statement(reservation, parked.owner, needed)
+    if parked.fresh:  # (made ready by the server's watchdog, most often)
         from pytest_neon.local.socket_statement import run_statement
 
         run_statement(reservation.root, reservation.port, statement)  # no driver loaded
@@ -134,7 +137,7 @@ def _take_over(reservation: Reservation, taken: Claim) -> None:
 
     server = SqlServer(socket_url(reservation.root, reservation.port), pool_size=1)
     try:
-        refresh(server, taken.parked)
+        refresh(server, parked)
         with server.connection() as conn:
             conn.execute(statement)
     finally:
@@ -153,19 +156,22 @@ def create_login(url: str, reservation: Reservation, owner: str, conn: Any = Non
         conn.execute(login_statement(reservation, owner))
 
 
-def login_statement(reservation: Reservation, owner: str) -> str:
+def login_statement(reservation: Reservation, owner: str, databases: tuple[str, ...] = ()) -> str:
     """The one statement (one round trip) that gives the run's login its password: role
     changes serialized server-wide; the login of a parked project given its new
     password, else a new login that acts as ``owner``. The password goes as its SCRAM
-    verifier, never in clear."""
+    verifier, never in clear. It fails, changing nothing, unless ``databases`` exist."""
     from pytest_neon.local.emulator.scram_keys import verifier
     from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
     from pytest_neon.local.socket_statement import quote_ident, quote_literal
 
     login = quote_ident(reservation.login)
     password = quote_literal(verifier(reservation.password))
+    names = ", ".join(quote_literal(name) for name in databases) or "NULL"
     body = (
-        f"BEGIN PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 1); "
+        f"BEGIN IF (SELECT count(*) FROM pg_database WHERE datname IN ({names})) "
+        f"< {len(databases)} THEN RAISE EXCEPTION 'a parked database is gone'; END IF; "
+        f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 1); "
         f"IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(reservation.login)})"
         f" THEN ALTER ROLE {login} LOGIN PASSWORD {password}; "
         f"ELSE CREATE ROLE {login} LOGIN PASSWORD {password} IN ROLE {quote_ident(owner)}; "
