@@ -385,7 +385,7 @@ def _start_emulator(server: _Server, reservation: Reservation | None, api_key: s
         try:
             emulator.name_database(reservation.branch_name, reservation.database)
             with emulator.server_connection() as conn:
-                create_login(server.url, reservation, DEFAULT_ROLE, conn)
+                create_login(conn, reservation, DEFAULT_ROLE)
         except BaseException:
             emulator.stop(drop=True)
             raise

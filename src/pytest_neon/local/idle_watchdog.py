@@ -107,8 +107,9 @@ def watch(root: Path) -> None:
             from pytest_neon.local.kept_failures import drop_expired_quietly
             from pytest_neon.local.parking import make_ready, protected_projects
 
-            with contextlib.suppress(Exception):
-                make_ready(root, port)
+            if READY_REQUEST not in requested:  # (else done above)
+                with contextlib.suppress(Exception):
+                    make_ready(root, port)
             with contextlib.suppress(Exception):
                 drop_dead_projects(url, lambda: protected_projects(root))
             drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired

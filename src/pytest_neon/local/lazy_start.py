@@ -144,16 +144,10 @@ def _take_over(reservation: Reservation, taken: Claim) -> None:
         server.close()
 
 
-def create_login(url: str, reservation: Reservation, owner: str, conn: Any = None) -> None:
-    """Create the run's login role on the server at ``url`` (a superuser DSN), through
-    ``conn`` (an autocommit superuser connection to it) when given."""
-    import contextlib
-
-    import psycopg
-
-    opened = psycopg.connect(url, autocommit=True, connect_timeout=10) if conn is None else None
-    with opened if opened is not None else contextlib.nullcontext(conn) as conn:
-        conn.execute(login_statement(reservation, owner))
+def create_login(conn: Any, reservation: Reservation, owner: str) -> None:
+    """Create the run's login role through ``conn`` (an autocommit superuser connection
+    to the server)."""
+    conn.execute(login_statement(reservation, owner))
 
 
 def login_statement(reservation: Reservation, owner: str, databases: tuple[str, ...] = ()) -> str:

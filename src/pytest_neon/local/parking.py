@@ -169,28 +169,19 @@ def claim(root: Path, place: str) -> Claim | None:
 def _lock_place(path: Path, patience: float = 5.0) -> int | None:
     """An open descriptor of the place file ``path`` holding its lock, waiting while the
     server's watchdog makes its branch ready (:func:`make_ready`); ``None`` when the file
-    is gone, claimed by another run meanwhile, or still locked after ``patience`` s."""
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return None
+    is gone, claimed (renamed) by another run meanwhile, or still locked after
+    ``patience`` s."""
     deadline = time.monotonic() + patience
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pass
-        else:
+        fd = _try_lock(path)
+        if fd is not None:
             if _same_file(fd, path):
                 return fd
-            break  # claimed (renamed) by another run before we had the lock
-        if not _same_file(fd, path) or time.monotonic() > deadline:
-            break
+            os.close(fd)  # claimed by another run between the open and the lock
+            return None
+        if not path.exists() or time.monotonic() > deadline:
+            return None
         time.sleep(0.005)
-    os.close(fd)
-    return None
 
 
 def _same_file(fd: int, path: Path) -> bool:
