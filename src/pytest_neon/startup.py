@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pytest_neon.api import NeonClient
     from pytest_neon.api.transport import HttpSession
     from pytest_neon.local.lazy_start import Reservation
-    from pytest_neon.local.shared_server import KeptServer
+    from pytest_neon.local.shared_server import KeptServer, SharedServer
     from pytest_neon.local.space import Room
     from pytest_neon.neon_branch import NeonBranch
     from pytest_neon.neon_session import NeonSession
@@ -206,10 +206,11 @@ def _kept_server_running(settings: Settings) -> bool:
 
 
 def _defer_local(state: PluginState) -> bool:
-    """Promise a plain run its branch on the running kept server (made before conftest.py
-    is imported, by :func:`create_worker_branch`, unless a parked project holds it); the
+    """Promise a plain run its branch on the kept server (made before conftest.py is
+    imported, by :func:`create_worker_branch`, unless a parked project holds it); the
     emulator and the session wait for a test that needs them (:func:`start_deferred`).
-    ``False`` when the run must start as usual."""
+    A server that does not run is started first. ``False`` when the run must start as
+    usual (no kept server here)."""
     from pytest_neon.local.lazy_start import reserve
     from pytest_neon.naming import branch_name
 
@@ -222,27 +223,56 @@ def _defer_local(state: PluginState) -> bool:
 
         settings = state.settings
         place = place_of(state.project_dir, settings.database, settings.role)
-    state.reservation = reserve(
-        kept.root, run_id=state.run_id, branch_name=branch_name(state.run_id, "main"), place=place
-    )
+
+    def reserved() -> Reservation | None:
+        name = branch_name(state.run_id, "main")
+        return reserve(
+            kept.root, run_id=state.run_id, branch_name=name, place=place, in_ram=placement[0]
+        )
+
+    placement = _kept_placement(state, kept)
+
+    state.reservation = reserved()
+    how = "running"
     if state.reservation is None:
-        return False
+        started = _start_kept(state.settings, kept)
+        if started is None:
+            return False
+        placement = _kept_placement(state, kept)  # (its RAM tablespace made now)
+        state.reservation = reserved()
+        if state.reservation is None:
+            return False
+        how = f"{'reused' if started.reused else 'started'}; {started.source}"
     parked = "; the project parked by the last run here, taken over"
     state.backend_reason += (
-        f" [kept local PostgreSQL in {kept.root} (running)"
+        f" [kept local PostgreSQL in {kept.root} ({how})"
         f"{parked if state.reservation.claim is not None else ''}"
-        f"{_kept_placement(state, kept)}]"
+        f"{placement[1]}]"
     )
     return True
 
 
-def _kept_placement(state: PluginState, kept: KeptServer) -> str:
-    """What the header says of where a deferred run's branches will go (RAM or disk)."""
+def _start_kept(settings: Settings, kept: KeptServer) -> SharedServer | None:
+    """Start (or make again) the kept server; ``None`` when there can be none here (the
+    run then falls back on a throwaway cluster, saying why)."""
+    from pytest_neon.local.shared_server import SharedServerUnavailable, ensure_shared_server
+
+    try:
+        return ensure_shared_server(
+            kept.root, source=settings.local_postgres_source, idle_timeout=kept.idle_timeout
+        )
+    except SharedServerUnavailable:
+        return None
+
+
+def _kept_placement(state: PluginState, kept: KeptServer) -> tuple[bool, str]:
+    """Whether a deferred run's branches go to RAM (else disk), and what the header
+    says of it."""
     from pytest_neon.local.shared_server import ram_dir_of
     from pytest_neon.local.space import kept_placement
 
     room = _room(state)
-    return kept_placement(ram_dir_of(kept.root), room.estimate() if room else None)[1]
+    return kept_placement(ram_dir_of(kept.root), room.estimate() if room else None)
 
 
 def start_deferred(state: PluginState) -> None:

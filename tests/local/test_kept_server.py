@@ -21,7 +21,9 @@ from pytest_neon.local.cluster import read_postmaster_pid
 from pytest_neon.local.processes import pid_alive
 from pytest_neon.local.shared_server import (
     STAMP,
+    WATCHDOG_PID,
     attach_shared_server,
+    ensure_shared_server,
     running_port,
     socket_url,
     stamped_cluster,
@@ -354,26 +356,30 @@ def test_promised_branch(neon_branch_readwrite):
 
 
 CONNECTS_AT_IMPORT = """
-import os, psycopg
+import os, pathlib, psycopg
 
 # an application that connects as it is imported (create_all() at import, say)
 with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
     print("AT IMPORT", conn.execute("SELECT current_database()").fetchone()[0])
+    login = conn.execute("SELECT session_user").fetchone()[0]
+pathlib.Path("url").write_text(os.environ["DATABASE_URL"])  # (test files: the test's own)
+with psycopg.connect(os.environ["SUPERUSER_URL"]) as conn:  # the password the run found
+    found = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (login,))
+    pathlib.Path("verifier").write_text(found.fetchone()[0])
 """
 
 
 def test_code_that_connects_at_import_finds_its_branch_and_a_parked_one_is_reused(
-    pytester: pytest.Pytester, kept_dir: Path
+    pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The branch exists before conftest.py is imported: made at the start of a run with
     nothing parked for its place, taken over (nothing made) by the runs after it."""
-    pytester.makepyfile(test_w=WRITE_TEST)
-    _run(pytester).assert_outcomes(passed=1)  # the server runs from now on (parks nothing)
-    assert _parked(kept_dir) == set()
+    ensure_shared_server(kept_dir)  # running, nothing parked here
     pytester.makepyfile(test_w=PROMISED)
     pytester.makeconftest(CONNECTS_AT_IMPORT)
     port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
     args = ("-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local", "-s")
+    monkeypatch.setenv("SUPERUSER_URL", _url(kept_dir))
 
     first = run_pytest(pytester, *args, "-k", "no_database", subprocess=True)
     first.assert_outcomes(passed=1, deselected=1)
@@ -381,16 +387,21 @@ def test_code_that_connects_at_import_finds_its_branch_and_a_parked_one_is_reuse
     first.stdout.fnmatch_lines(["AT IMPORT pytest_neon_*", f"*URL 127.0.0.1:{port}/pytest_neon_*"])
     first.stdout.fnmatch_lines(["*branches created: 1,*"])
     (parked,) = _parked(kept_dir)  # its untouched branch, for the next run here
+    handed = _verifier(kept_dir, _ready_record(kept_dir))  # the watchdog's new password
+    assert handed != (pytester.path / "verifier").read_text()
 
-    # taken over: the same database, its login given a new password before the import
+    # taken over: the same database, with the password the watchdog gave its login (the
+    # run gives it none: no statement before the import)
     again = run_pytest(pytester, *args, "-k", "no_database", subprocess=True)
     again.assert_outcomes(passed=1, deselected=1)
     again.stdout.fnmatch_lines(["*(running); the project parked by the last run here, taken over*"])
     database = _parked_record(kept_dir)["database"]
     again.stdout.fnmatch_lines([f"AT IMPORT {database}", "*branches created: 0,*API calls: 0 *"])
+    assert (pytester.path / "verifier").read_text() == handed
     assert _parked(kept_dir) == {parked}
-    # parked again as it was: the login it was given a password is locked out again
-    assert not _can_log_in(kept_dir, f"pytest_neon_login_{_ready_record(kept_dir)['project_id']}")
+    # parked again as it was: the password it was given is over
+    assert _verifier(kept_dir, _ready_record(kept_dir)) != handed
+    assert not _logs_in((pytester.path / "url").read_text())
     collected = _run(pytester, "--collect-only")
     assert collected.ret == 0
 
@@ -416,14 +427,15 @@ def test_a_taken_over_run_without_database_tests_loads_no_driver(
         def test_no_driver():
             assert "psycopg" not in sys.modules
             assert os.environ["DATABASE_URL"].startswith("postgresql://pytest_neon_login_")
+            open("url", "w").write(os.environ["DATABASE_URL"])
         """
     )
     args = ("-p", "no:cacheprovider", "-p", "no:postgresql", "--neon-backend=local")
     result = run_pytest(pytester, *args, subprocess=True)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*the project parked by the last run here, taken over*"])
-    parked = _ready_record(kept_dir)
-    assert not _can_log_in(kept_dir, f"pytest_neon_login_{parked['project_id']}")
+    _ready_record(kept_dir)
+    assert not _logs_in((pytester.path / "url").read_text())  # its password is over
     assert _left(kept_dir) == set()
 
 
@@ -531,6 +543,7 @@ import os, pathlib, psycopg, pytest
 def test_starts_migrated(neon_branch_readwrite, n):
     with psycopg.connect(neon_branch_readwrite.connection_string) as conn:
         pathlib.Path(os.environ["SEEN"]).write_text(conn.info.dbname)
+        pathlib.Path(os.environ["SEEN"] + ".url").write_text(os.environ["DATABASE_URL"])
         assert conn.execute("SELECT name FROM items").fetchall() == [
             (os.environ["SCHEMA_VERSION"],)
         ]
@@ -547,22 +560,39 @@ def _parked_record(root: Path) -> dict[str, object]:
 
 def _ready_record(root: Path) -> dict[str, object]:
     """The parked record, once the server's watchdog made the project ready (its branch
-    as the migrations left it, the login of the run that parked it locked out)."""
+    as the migrations left it, the login of the run that parked it given a new password
+    for the next run)."""
     deadline = time.monotonic() + 15
     while True:
         record = _parked_record(root)
-        ready = record["fresh"] is True and record["locked_out"] is True
+        ready = all(record[flag] is True for flag in ("fresh", "locked_out", "handed"))
         if ready or time.monotonic() > deadline:
             assert ready, f"the watchdog did not make the project ready: {record}"
             return record
         time.sleep(0.05)
 
 
-def _can_log_in(root: Path, role: str) -> bool:
+def _logs_in(url: str) -> bool:
+    """Whether ``url`` logs in (``False`` only for a password refused)."""
+    try:
+        psycopg.connect(url).close()
+    except psycopg.OperationalError as exc:
+        if "password authentication failed" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def _verifier(root: Path, parked: dict[str, object]) -> str:
+    """The SCRAM verifier of the parked project's login."""
     with psycopg.connect(_url(root), autocommit=True) as conn:
-        row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
-        found = row.fetchone()
-    return bool(found and found[0])
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+            (f"pytest_neon_login_{parked['project_id']}",),
+        ).fetchone()
+    assert row is not None
+    assert row[0]
+    return str(row[0])
 
 
 def test_the_next_run_takes_over_the_parked_project(
@@ -586,17 +616,15 @@ def test_the_next_run_takes_over_the_parked_project(
         result.assert_outcomes(passed=2)
         return result
 
-    run("v1")  # starts the server: no promise made, nothing parked
-    assert not _parked(kept_dir)
-    run("v1").stdout.fnmatch_lines(["*branches created: 2,*"])
+    first = run("v1")  # starts the server, migrates, and parks its project
+    first.stdout.fnmatch_lines(["*kept local PostgreSQL in * (started;*", "*branches created: 2,*"])
     # its tests had the branch: the server's watchdog makes it a new copy right after
     parked = _ready_record(kept_dir)
     url = _url(kept_dir).replace("/postgres?", f"/{parked['database']}?")
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT name FROM items").fetchall() == [("v1",)]
         assert conn.execute("SELECT last_value FROM items_id_seq").fetchone() == (1,)
-    login = f"pytest_neon_login_{parked['project_id']}"
-    assert not _can_log_in(kept_dir, login)  # that run's password is over
+    assert not _logs_in((pytester.path / "seen.url").read_text())  # that run's password is over
     database = seen.read_text()
     assert database == parked["database"]
 
@@ -623,14 +651,13 @@ def test_the_next_run_takes_over_the_parked_project(
 
 
 def _park_a_migrated_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two runs of two writing tests on migrations: the first starts the server, the
-    second parks its project."""
+    """A run of two writing tests on migrations: it starts the server, migrates, and
+    parks its project."""
     monkeypatch.setenv("MIGRATION_LOG", str(pytester.path / "migrations.log"))
     monkeypatch.setenv("SEEN", str(pytester.path / "seen"))
     monkeypatch.setenv("SCHEMA_VERSION", "v1")
     pytester.makeconftest(MIGRATIONS)
     pytester.makepyfile(test_items=PARKED_TEST)
-    _run(pytester).assert_outcomes(passed=2)
     _run(pytester).assert_outcomes(passed=2)
 
 
@@ -654,6 +681,14 @@ def test_a_parked_branch_is_ready_however_the_next_run_comes(
     waited.assert_outcomes(passed=2)
     waited.stdout.fnmatch_lines(["*branches created: 0,*"])
     assert _ready_record(kept_dir)["project_id"] == parked["project_id"]
+
+    # the watchdog that kept its login's password is gone: the run gives it one itself
+    _ready_record(kept_dir)
+    os.kill(int((kept_dir / WATCHDOG_PID).read_text()), signal.SIGKILL)
+    orphaned = _run(pytester)
+    orphaned.assert_outcomes(passed=2)
+    orphaned.stdout.fnmatch_lines(["*taken over*", "*branches created: 0,*"])
+    assert _ready_record(kept_dir)["project_id"] == parked["project_id"]  # (a new watchdog)
 
     # not made ready (no watchdog got to it): the run that claims it copies it anew
     (place,) = (kept_dir / "parked").glob("place-*.json")
@@ -768,8 +803,7 @@ def test_a_project_without_migrations_is_parked_and_its_parent_kept(
     pytester: pytest.Pytester, kept_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile(test_empty=EMPTY_TEST)
-    _run(pytester).assert_outcomes(passed=2)  # starts the server: parks nothing
-    _run(pytester).assert_outcomes(passed=2)
+    _run(pytester).assert_outcomes(passed=2)  # starts the server, parks its project
     parked = _parked_record(kept_dir)
     assert parked["cache_key"] == ""  # no migrations: the parent is the source
     assert parked["migration_branch_id"] == parked["parent_id"]

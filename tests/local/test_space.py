@@ -129,6 +129,10 @@ def test_the_kept_server_puts_a_big_run_on_disk(
             ["neon: backend local*; this run's branches on disk: they take about *"]
         )
         result.stdout.fnmatch_lines(["*TABLESPACE pg_default"])
+        # the project the first run parked in RAM is not taken over; this one is parked
+        result.stdout.no_fnmatch_line("*taken over*")
+        (record,) = (root / "parked").glob("place-*.json")
+        assert json.loads(record.read_text())["in_ram"] is False
     finally:
         stop_shared_server(root)
 

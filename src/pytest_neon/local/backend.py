@@ -125,6 +125,7 @@ class LocalBackend:
             plugin=__version__,
             fresh=plan.fresh,
             locked_out=emulator is not None,
+            in_ram=self.shared is not None and self.shared.tablespace is not None,
         )
         if res.claim is not None:
             return res.claim.park_again(record)

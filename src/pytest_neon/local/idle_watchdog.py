@@ -10,7 +10,8 @@ at once when a run that ended asks (the ``sweep`` file), it drops the projects o
 that are gone (a run's cleanup costs it nothing) but those parked for the next run
 (:mod:`pytest_neon.local.parking`), and failing tests' databases kept past their expiry
 (``--neon-keep-failed``). When a run parked its project (the ``ready`` file), it makes
-that project ready for the next run at once, before anything else. Usage:
+that project ready for the next run at once, before anything else, and hands its login's
+new password to that run (:mod:`~pytest_neon.local.login_handoff`). Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_neon.local.login_handoff import SOCKET, LoginKeeper
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
     LAST_USE,
@@ -84,6 +86,8 @@ def watch(root: Path) -> None:
     """Watch the server in ``root`` until it stops (or is stopped for being idle)."""
     last_busy = time.monotonic()
     last_sweep = 0.0
+    handoff = LoginKeeper(root, lambda: _server_pid(root))
+    keeper = handoff if handoff.start() else None
     while True:
         requested = _wait_for_request(root, POLL_SECONDS)
         port = _port(root)
@@ -93,7 +97,7 @@ def watch(root: Path) -> None:
             from pytest_neon.local.parking import make_ready
 
             with contextlib.suppress(Exception):
-                make_ready(root, port)
+                make_ready(root, port, keeper)
             if requested == {READY_REQUEST}:
                 continue
         url = socket_url(root, port)
@@ -109,7 +113,7 @@ def watch(root: Path) -> None:
 
             if READY_REQUEST not in requested:  # (else done above)
                 with contextlib.suppress(Exception):
-                    make_ready(root, port)
+                    make_ready(root, port, keeper)
             with contextlib.suppress(Exception):
                 drop_dead_projects(url, lambda: protected_projects(root))
             drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
@@ -143,6 +147,13 @@ def _wait_for_request(root: Path, seconds: float) -> set[str]:
         time.sleep(min(REQUEST_POLL, left))
 
 
+def _server_pid(root: Path) -> int | None:
+    from pytest_neon.local.cluster import read_postmaster_pid
+
+    cluster = stamped_cluster(root)
+    return None if cluster is None else read_postmaster_pid(cluster.data_dir)
+
+
 def _port(root: Path) -> int | None:
     cluster = stamped_cluster(root)
     return None if cluster is None else running_port(cluster)
@@ -158,6 +169,7 @@ def main() -> int:
         with contextlib.suppress(OSError, ValueError):
             if int((root / WATCHDOG_PID).read_text()) == os.getpid():
                 (root / WATCHDOG_PID).unlink()
+                (root / SOCKET).unlink()
     return 0
 
 

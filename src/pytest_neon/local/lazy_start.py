@@ -7,8 +7,9 @@ server's port (from its ``postmaster.pid``), the name of the first branch's data
 emulator is asked to use it), and a login role of the run's own with a new password. That
 role logs in as the project's owner role (``SET role``), so everything it makes belongs to
 the owner, as on Neon. A run that claims a parked project (see
-:mod:`~pytest_neon.local.parking`) finds its branch there already: it only gives the login
-its password, and loads the emulator when a test first needs a reset or a new branch.
+:mod:`~pytest_neon.local.parking`) finds its branch there already: it takes the password
+the server's watchdog gave the login (:mod:`~pytest_neon.local.login_handoff`), or gives it
+one, and loads the emulator when a test first needs a reset or a new branch.
 """
 
 from __future__ import annotations
@@ -71,24 +72,34 @@ class Reservation:
 
 
 def reserve(
-    root: Path, *, run_id: str, branch_name: str, place: str | None = None
+    root: Path, *, run_id: str, branch_name: str, place: str | None = None, in_ram: bool = True
 ) -> Reservation | None:
     """A reservation on the kept server in ``root``; ``None`` when it is not running, or
     was made by another version (the run then starts it before conftest.py, as before).
 
     ``place``: where the run comes from (see :func:`~pytest_neon.local.parking.place_of`):
-    the project parked there, if any, is claimed, and its branch is the one promised."""
+    the project parked there, if any, is claimed, and its branch is the one promised,
+    unless its databases are not where the run's go (``in_ram``: the RAM tablespace; else
+    on disk): it is dropped then."""
     port = running_kept_port(root)
     if port is None:
         return None
     touch_last_use(root)  # the watchdog does not stop it under this run
-    password = secrets.token_urlsafe(24)
-    register_secret(password)
     taken = None
     if place is not None:
         from pytest_neon.local.parking import claim
 
         taken = claim(root, place)
+    if taken is not None and taken.parked.in_ram != in_ram:  # (the database grew, say)
+        taken.end()  # its project goes with the next sweep
+        taken = None
+    handed = None
+    if taken is not None and taken.parked.handed and taken.parked.fresh:
+        from pytest_neon.local.login_handoff import ask
+
+        handed = ask(root, taken.parked.project_id)  # its login's password: nothing to run
+    password = handed or secrets.token_urlsafe(24)
+    register_secret(password)
     if taken is not None:
         reservation = Reservation(
             root=root,
@@ -100,6 +111,8 @@ def reserve(
             claim=taken,
             place=place,
         )
+        if handed is not None:
+            return reservation
         try:
             # before conftest.py is imported, which may connect to the branch at once
             _take_over(reservation, taken)
@@ -151,25 +164,33 @@ def create_login(conn: Any, reservation: Reservation, owner: str) -> None:
 
 
 def login_statement(reservation: Reservation, owner: str, databases: tuple[str, ...] = ()) -> str:
-    """The one statement (one round trip) that gives the run's login its password: role
-    changes serialized server-wide; the login of a parked project given its new
-    password, else a new login that acts as ``owner``. The password goes as its SCRAM
-    verifier, never in clear. It fails, changing nothing, unless ``databases`` exist."""
+    """The one statement (one round trip) that gives the run's login its password (see
+    :func:`password_statement`)."""
+    return password_statement(reservation.login, reservation.password, owner, databases)
+
+
+def password_statement(
+    login: str, password: str, owner: str, databases: tuple[str, ...] = ()
+) -> str:
+    """The one statement that gives role ``login`` the password ``password``: role
+    changes serialized server-wide; an existing login given its new password, else a new
+    login that acts as ``owner``. The password goes as its SCRAM verifier, never in
+    clear. It fails, changing nothing, unless ``databases`` exist."""
     from pytest_neon.local.emulator.scram_keys import verifier
     from pytest_neon.local.emulator.sql.ownership import LOCK_CLASS
     from pytest_neon.local.socket_statement import quote_ident, quote_literal
 
-    login = quote_ident(reservation.login)
-    password = quote_literal(verifier(reservation.password))
+    role = quote_ident(login)
+    secret = quote_literal(verifier(password))
     names = ", ".join(quote_literal(name) for name in databases) or "NULL"
     body = (
         f"BEGIN IF (SELECT count(*) FROM pg_database WHERE datname IN ({names})) "
         f"< {len(databases)} THEN RAISE EXCEPTION 'a parked database is gone'; END IF; "
         f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, 1); "
-        f"IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(reservation.login)})"
-        f" THEN ALTER ROLE {login} LOGIN PASSWORD {password}; "
-        f"ELSE CREATE ROLE {login} LOGIN PASSWORD {password} IN ROLE {quote_ident(owner)}; "
-        f"ALTER ROLE {login} SET role = {quote_literal(owner)}; END IF; END"
+        f"IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(login)})"
+        f" THEN ALTER ROLE {role} LOGIN PASSWORD {secret}; "
+        f"ELSE CREATE ROLE {role} LOGIN PASSWORD {secret} IN ROLE {quote_ident(owner)}; "
+        f"ALTER ROLE {role} SET role = {quote_literal(owner)}; END IF; END"
     )
     tag = "$pytest_neon$"
     if tag in body:

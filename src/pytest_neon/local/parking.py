@@ -7,9 +7,10 @@ the migration branch) is parked for the next run from the same directory with th
 database and role. When a test had the worker branch, the server's watchdog makes it a
 new copy of the migration branch right after that run (:func:`make_ready`). The next run
 *claims* the project before ``conftest.py`` is imported: its connection string names the
-parked branch, a new password is given to the login role, and when its fingerprint is
-the parked one, it makes no branch, copies nothing and restores nothing. Otherwise it
-migrates as usual on the same project.
+parked branch, with the new password the watchdog gave the login role (handed over by
+:mod:`~pytest_neon.local.login_handoff`; else the run gives it one), and when its
+fingerprint is the parked one, it makes no branch, copies nothing and restores nothing.
+Otherwise it migrates as usual on the same project.
 
 Files in ``<server directory>/parked`` (none holds a secret):
 
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import SqlServer
+    from pytest_neon.local.login_handoff import LoginKeeper
 
 PARKED_DIR = "parked"
 #: a parked project unclaimed for this long is dropped by the next sweep
@@ -61,6 +64,11 @@ class ParkedProject(NamedTuple):
     #: the login of the run that parked it can log in no more (else the server's watchdog,
     #: or the run that claims it, sees to that)
     locked_out: bool = False
+    #: the server's watchdog gave the login a new password, to hand to the run that claims
+    #: the project (:mod:`~pytest_neon.local.login_handoff`)
+    handed: bool = False
+    #: its databases are in the kept server's RAM tablespace (else on disk)
+    in_ram: bool = True
     parked_at: float = 0.0
 
 
@@ -191,53 +199,94 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def make_ready(root: Path, port: int) -> None:
+def make_ready(root: Path, port: int, keeper: LoginKeeper | None = None) -> None:
     """Make every parked project ready for the next run, as the server's watchdog does
-    right after the run that parked it ends: the login of that run locked out, and a
-    worker branch that a test had made a new copy of its migrated state (see
-    :func:`refresh`). A run that claims one meanwhile waits for it; one that fails is no
-    longer parked (the sweep drops it)."""
+    right after the run that parked it ends: a worker branch that a test had made a new
+    copy of its migrated state (see :func:`refresh`), and the login of that run locked
+    out, or given a new password that ``keeper`` hands to the next run. A run that claims
+    one meanwhile waits for it; one that fails is no longer parked (the sweep drops it)."""
     from pytest_neon import __version__
-    from pytest_neon.local.lazy_start import lock_out_statement
-    from pytest_neon.local.shared_server import socket_url
-    from pytest_neon.local.socket_statement import run_statement
 
     if sys.platform == "win32":
         return
     with contextlib.suppress(FileNotFoundError):
         for path in sorted(_dir(root).glob("place-*.json")):
             parked = _read(path)
-            if parked is None or _ready(parked) or parked.plugin != __version__:
+            if parked is None or _ready(parked, keeper) or parked.plugin != __version__:
                 continue
             fd = _try_lock(path)
             if fd is None:
                 continue
             try:
                 parked = _read(path)
-                if parked is None or _ready(parked) or not _same_file(fd, path):
+                if parked is None or _ready(parked, keeper) or not _same_file(fd, path):
                     continue
-                if not parked.locked_out:
-                    run_statement(root, port, lock_out_statement(parked.project_id))
-                if not parked.fresh:
-                    from pytest_neon.local.emulator.sql.server import SqlServer
-
-                    server = SqlServer(socket_url(root, port), pool_size=1)
-                    try:
-                        refresh(server, parked)
-                    finally:
-                        server.close()
-                ready = json.dumps(parked._replace(fresh=True, locked_out=True)._asdict())
+                _make_ready(root, port, parked, keeper)
+                handed = keeper is not None
+                ready = parked._replace(fresh=True, locked_out=True, handed=handed)
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, ready.encode(), 0)
+                os.pwrite(fd, json.dumps(ready._asdict()).encode(), 0)
             except Exception:
+                if keeper is not None and parked is not None:
+                    keeper.forget(parked.project_id)
                 with contextlib.suppress(OSError):
                     path.unlink()
             finally:
                 os.close(fd)
 
 
-def _ready(parked: ParkedProject) -> bool:
-    return parked.fresh and parked.locked_out
+def _make_ready(root: Path, port: int, parked: ParkedProject, keeper: LoginKeeper | None) -> None:
+    from pytest_neon.local.cluster import read_postmaster_pid
+    from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
+    from pytest_neon.local.shared_server import socket_url, stamped_cluster
+    from pytest_neon.local.socket_statement import run_statement
+
+    cluster = stamped_cluster(root)
+    server_pid = read_postmaster_pid(cluster.data_dir) if cluster is not None else None
+    if cluster is None or server_pid is None:
+        raise RuntimeError("the kept server is not running")
+    databases = (parked.database, parked.migration_database)
+    password = secrets.token_urlsafe(24) if keeper is not None else None
+    login = login_role(parked.project_id)
+    if password is not None:  # (fails unless both databases are there)
+        run_statement(root, port, password_statement(login, password, parked.owner, databases))
+    elif not parked.locked_out:
+        run_statement(root, port, lock_out_statement(parked.project_id))
+    if not parked.fresh:
+        from pytest_neon.local.emulator.sql.server import SqlServer
+
+        server = SqlServer(socket_url(root, port), pool_size=1)
+        try:
+            refresh(server, parked)
+        finally:
+            server.close()
+    if keeper is None or password is None:
+        return
+    import psycopg
+
+    with psycopg.connect(socket_url(root, port), autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
+            " WHERE datname = ANY(%s)",
+            (list(databases),),
+        ).fetchall()
+    if len(rows) != len(databases):
+        raise RuntimeError("a parked database is gone")
+    directories = tuple(_database_directory(cluster.data_dir, oid, place) for oid, place in rows)
+    keeper.keep(parked.project_id, password, server_pid, directories)
+
+
+def _database_directory(data_dir: Path, oid: int, tablespace: str) -> Path:
+    """Where a database's files are: under ``base``, or its tablespace's directory."""
+    if not tablespace:
+        return data_dir / "base" / str(oid)
+    for version in Path(tablespace).glob("PG_*"):
+        return version / str(oid)
+    return Path(tablespace) / "missing" / str(oid)  # (never a directory: nothing handed)
+
+
+def _ready(parked: ParkedProject, keeper: LoginKeeper | None = None) -> bool:
+    return parked.fresh and parked.locked_out and (keeper is None or parked.handed)
 
 
 def park(root: Path, place: str, parked: ParkedProject) -> bool:
@@ -246,7 +295,7 @@ def park(root: Path, place: str, parked: ParkedProject) -> bool:
         return False
     folder = _dir(root)
     folder.mkdir(mode=0o700, exist_ok=True)
-    record = parked._replace(parked_at=time.time())
+    record = parked._replace(parked_at=time.time(), handed=False)
     temp = folder / f".{parked.project_id}.{os.getpid()}.tmp"
     temp.write_text(json.dumps(record._asdict()))
     try:
@@ -255,14 +304,13 @@ def park(root: Path, place: str, parked: ParkedProject) -> bool:
         return False
     finally:
         temp.unlink()
-    if not (parked.locked_out and parked.fresh):
-        _hand_to_watchdog(root, parked)
+    _hand_to_watchdog(root, parked)
     return True
 
 
 def _hand_to_watchdog(root: Path, parked: ParkedProject) -> None:
     """Ask the server's watchdog to make a project just parked ready (:func:`make_ready`:
-    its last login locked out, a branch a test had copied anew) while this run exits.
+    a branch a test had copied anew, a new password for its login) while this run exits.
     With no watchdog, the login is locked out here; the run that claims the project next
     copies the branch."""
     from pytest_neon.local.shared_server import READY_REQUEST, ask_watchdog, running_kept_port
