@@ -6,12 +6,14 @@ every few seconds whether any other client is connected. Runs hold connections f
 as they run, so a server with no client for ``idle_timeout`` seconds (the file of that name
 in the server's directory, rewritten by each run) is idle: the watchdog takes the
 directory's lock, so that no run starts meanwhile, and stops the server. Every 30 s, and
-at once when a run that ended asks (the ``sweep`` file), it drops the projects of runs
+at once when a run that ended asks (a ``sweep`` request), it drops the projects of runs
 that are gone (a run's cleanup costs it nothing) but those parked for the next run
 (:mod:`pytest_neon.local.parking`), and failing tests' databases kept past their expiry
-(``--neon-keep-failed``). When a run parked its project (the ``ready`` file), it makes
-that project ready for the next run at once, before anything else, and hands its login's
-new password to that run (:mod:`~pytest_neon.local.login_handoff`). Usage:
+(``--neon-keep-failed``). When a run parked its project (a ``ready`` request), it makes
+that project ready for the next run at once, before anything else, and keeps its login's
+new password for that run. Runs ask over its socket
+(:mod:`~pytest_neon.local.watchdog_socket`), or leave a file of the request's name when
+the socket does not answer. Usage:
 ``python -m pytest_neon.local.idle_watchdog <server directory>``.
 """
 
@@ -24,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_neon.local.login_handoff import SOCKET, LoginKeeper
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
     LAST_USE,
@@ -36,6 +37,7 @@ from pytest_neon.local.shared_server import (
     socket_url,
     stamped_cluster,
 )
+from pytest_neon.local.watchdog_socket import SOCKET, WatchdogSocket
 
 POLL_SECONDS = 2.0
 REQUEST_POLL = 0.05  # how often a run's request for a sweep is looked for
@@ -86,10 +88,10 @@ def watch(root: Path) -> None:
     """Watch the server in ``root`` until it stops (or is stopped for being idle)."""
     last_busy = time.monotonic()
     last_sweep = 0.0
-    handoff = LoginKeeper(root, lambda: _server_pid(root))
-    keeper = handoff if handoff.start() else None
+    mailbox = WatchdogSocket(root, lambda: _server_pid(root))
+    keeper = mailbox if mailbox.start() else None
     while True:
-        requested = _wait_for_request(root, POLL_SECONDS)
+        requested = _wait_for_request(root, POLL_SECONDS, keeper)
         port = _port(root)
         if port is None:
             return  # stopped by somebody else
@@ -131,20 +133,29 @@ def watch(root: Path) -> None:
         return
 
 
-def _wait_for_request(root: Path, seconds: float) -> set[str]:
+def _wait_for_request(root: Path, seconds: float, mailbox: WatchdogSocket | None) -> set[str]:
     """Sleep ``seconds``, or less when a run asks for something (a sweep, a parked
-    project made ready): what was asked (the requests are taken)."""
+    project made ready): what was asked (the requests are taken). Runs ask over the
+    socket; a request left as a file (when the socket did not answer) is seen within
+    ``seconds``, or within :data:`REQUEST_POLL` when the socket is not there."""
+    if mailbox is not None:
+        return mailbox.wait(seconds) | _requests_left(root)
     deadline = time.monotonic() + seconds
     while True:
-        asked = set()
-        for name in (READY_REQUEST, SWEEP_REQUEST):
-            with contextlib.suppress(FileNotFoundError):
-                (root / name).unlink()
-                asked.add(name)
+        asked = _requests_left(root)
         left = deadline - time.monotonic()
         if asked or left <= 0:
             return asked
         time.sleep(min(REQUEST_POLL, left))
+
+
+def _requests_left(root: Path) -> set[str]:
+    asked = set()
+    for name in (READY_REQUEST, SWEEP_REQUEST):
+        with contextlib.suppress(FileNotFoundError):
+            (root / name).unlink()
+            asked.add(name)
+    return asked
 
 
 def _server_pid(root: Path) -> int | None:

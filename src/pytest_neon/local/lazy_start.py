@@ -8,7 +8,7 @@ emulator is asked to use it), and a login role of the run's own with a new passw
 role logs in as the project's owner role (``SET role``), so everything it makes belongs to
 the owner, as on Neon. A run that claims a parked project (see
 :mod:`~pytest_neon.local.parking`) finds its branch there already: it takes the password
-the server's watchdog gave the login (:mod:`~pytest_neon.local.login_handoff`), or gives it
+the server's watchdog gave the login (:mod:`~pytest_neon.local.watchdog_socket`), or gives it
 one, and loads the emulator when a test first needs a reset or a new branch.
 """
 
@@ -95,9 +95,9 @@ def reserve(
         taken = None
     handed = None
     if taken is not None and taken.parked.handed and taken.parked.fresh:
-        from pytest_neon.local.login_handoff import ask
+        from pytest_neon.local.watchdog_socket import ask_password
 
-        handed = ask(root, taken.parked.project_id)  # its login's password: nothing to run
+        handed = ask_password(root, taken.parked.project_id)  # nothing to run on the server
     password = handed or secrets.token_urlsafe(24)
     register_secret(password)
     if taken is not None:

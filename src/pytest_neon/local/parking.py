@@ -8,7 +8,7 @@ database and role. When a test had the worker branch, the server's watchdog make
 new copy of the migration branch right after that run (:func:`make_ready`). The next run
 *claims* the project before ``conftest.py`` is imported: its connection string names the
 parked branch, with the new password the watchdog gave the login role (handed over by
-:mod:`~pytest_neon.local.login_handoff`; else the run gives it one), and when its
+:mod:`~pytest_neon.local.watchdog_socket`; else the run gives it one), and when its
 fingerprint is the parked one, it makes no branch, copies nothing and restores nothing.
 Otherwise it migrates as usual on the same project.
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import SqlServer
-    from pytest_neon.local.login_handoff import LoginKeeper
+    from pytest_neon.local.watchdog_socket import WatchdogSocket
 
 PARKED_DIR = "parked"
 #: a parked project unclaimed for this long is dropped by the next sweep
@@ -65,7 +65,7 @@ class ParkedProject(NamedTuple):
     #: or the run that claims it, sees to that)
     locked_out: bool = False
     #: the server's watchdog gave the login a new password, to hand to the run that claims
-    #: the project (:mod:`~pytest_neon.local.login_handoff`)
+    #: the project (:mod:`~pytest_neon.local.watchdog_socket`)
     handed: bool = False
     #: its databases are in the kept server's RAM tablespace (else on disk)
     in_ram: bool = True
@@ -199,7 +199,7 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def make_ready(root: Path, port: int, keeper: LoginKeeper | None = None) -> None:
+def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> None:
     """Make every parked project ready for the next run, as the server's watchdog does
     right after the run that parked it ends: a worker branch that a test had made a new
     copy of its migrated state (see :func:`refresh`), and the login of that run locked
@@ -235,7 +235,9 @@ def make_ready(root: Path, port: int, keeper: LoginKeeper | None = None) -> None
                 os.close(fd)
 
 
-def _make_ready(root: Path, port: int, parked: ParkedProject, keeper: LoginKeeper | None) -> None:
+def _make_ready(
+    root: Path, port: int, parked: ParkedProject, keeper: WatchdogSocket | None
+) -> None:
     from pytest_neon.local.cluster import read_postmaster_pid
     from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
     from pytest_neon.local.shared_server import socket_url, stamped_cluster
@@ -285,7 +287,7 @@ def _database_directory(data_dir: Path, oid: int, tablespace: str) -> Path:
     return Path(tablespace) / "missing" / str(oid)  # (never a directory: nothing handed)
 
 
-def _ready(parked: ParkedProject, keeper: LoginKeeper | None = None) -> bool:
+def _ready(parked: ParkedProject, keeper: WatchdogSocket | None = None) -> bool:
     return parked.fresh and parked.locked_out and (keeper is None or parked.handed)
 
 

@@ -454,9 +454,13 @@ def hand_over_cleanup(root: Path) -> bool:
 
 
 def ask_watchdog(root: Path, request: str) -> bool:
-    """Leave ``request`` (:data:`SWEEP_REQUEST`, :data:`READY_REQUEST`) for the watchdog
-    of the server in ``root``, which looks for it every 50 ms; ``False`` when no watchdog
-    runs."""
+    """Ask the watchdog of the server in ``root`` for ``request`` (:data:`SWEEP_REQUEST`,
+    :data:`READY_REQUEST`) over its socket, else leave it as a file it looks for;
+    ``False`` when no watchdog runs."""
+    from pytest_neon.local.watchdog_socket import send_request
+
+    if send_request(root, request):
+        return True
     try:
         pid = int((root / WATCHDOG_PID).read_text().strip())
         if not detached_alive(pid):

@@ -1,14 +1,15 @@
-"""The password of a parked project's login, handed by the kept server's watchdog to the
-run that claims the project: that run opens no connection and runs no statement before
-``conftest.py`` is imported.
+"""The kept server's watchdog listens on a Unix socket in the server's directory (which
+only the user can enter): a run that ended asks it there for a sweep, one that parked its
+project asks it to make the project ready, and the run that claims a parked project asks
+it for the password of the project's login.
 
 When the watchdog makes a parked project ready (:func:`~pytest_neon.local.parking.make_ready`),
 it gives the project's login a new password (the password of the run that parked it stops
-working) and keeps it in its memory only, never in a file. The run that claims the project
-asks for it over a Unix socket in the server's directory (which only the user can enter);
-the watchdog forgets it once handed. It hands nothing when the server was restarted since,
-or a database of the project is gone: the run then gives the login a password of its own,
-as it does when no watchdog runs.
+working) and keeps it in its memory only, never in a file; it hands it once, so the
+claiming run opens no connection and runs no statement before ``conftest.py`` is imported.
+It hands nothing when the server was restarted since, or a database of the project is
+gone: the run then gives the login a password of its own, as it does when no watchdog
+runs. A request costs the watchdog nothing while it waits: it sleeps until one comes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 
 #: the watchdog's socket, in the server's directory
 SOCKET = "watchdog.sock"
-_LONGEST = 200  # a project id, a password: far shorter
+#: what a run may ask for besides a password (the watchdog's requests)
+REQUESTS = frozenset({"sweep", "ready"})
+_LOGIN = "login "  # the request for a login's password: "login <project id>"
+_LONGEST = 200  # a request, a project id, a password: far shorter
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,9 @@ class _Login:
     directories: tuple[Path, ...]  # the project's databases' directories
 
 
-class LoginKeeper:
-    """The watchdog's side: passwords kept for the next run of each parked project.
+class WatchdogSocket:
+    """The watchdog's side: the requests runs made, and the passwords kept for the next
+    run of each parked project.
 
     ``server_pid`` says which postmaster runs now: a password kept under another one is
     never handed (the server restarted, its RAM tablespace perhaps lost).
@@ -47,7 +52,9 @@ class LoginKeeper:
         self._root = root
         self._server_pid = server_pid
         self._kept: dict[str, _Login] = {}
+        self._asked: set[str] = set()
         self._lock = threading.Lock()
+        self._woken = threading.Event()
         self._listener: socket.socket | None = None
 
     def start(self) -> bool:
@@ -59,14 +66,23 @@ class LoginKeeper:
                 path.unlink()  # a dead watchdog's (one watchdog per server)
             listener.bind(str(path))
             os.chmod(path, 0o600)
-            listener.listen(8)
+            listener.listen(16)
         except OSError as exc:
-            log.debug("no password hand-off: %s", exc)
+            log.debug("no watchdog socket: %s", exc)
             listener.close()
             return False
         self._listener = listener
-        threading.Thread(target=self._serve, name="pytest-neon-handoff", daemon=True).start()
+        threading.Thread(target=self._serve, name="pytest-neon-watchdog", daemon=True).start()
         return True
+
+    def wait(self, seconds: float) -> set[str]:
+        """Sleep until a run asks for something, or ``seconds`` pass: what was asked (the
+        requests are taken)."""
+        self._woken.wait(seconds)
+        with self._lock:
+            self._woken.clear()
+            asked, self._asked = self._asked, set()
+        return asked
 
     def keep(
         self, project_id: str, password: str, server_pid: int, directories: tuple[Path, ...]
@@ -99,24 +115,42 @@ class LoginKeeper:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            with conn, contextlib.suppress(OSError):
+            with conn, contextlib.suppress(OSError, UnicodeDecodeError):
                 conn.settimeout(1.0)
-                project_id = _read_line(conn)
-                password = self.hand(project_id) if project_id else None
-                conn.sendall((password or "").encode() + b"\n")
+                conn.sendall(self._answer(_read_line(conn)).encode() + b"\n")
+
+    def _answer(self, line: str) -> str:
+        if line.startswith(_LOGIN):
+            return self.hand(line[len(_LOGIN) :]) or ""
+        if line in REQUESTS:
+            with self._lock:
+                self._asked.add(line)
+            self._woken.set()
+            return "ok"
+        return ""
 
 
-def ask(root: Path, project_id: str, timeout: float = 1.0) -> str | None:
+def ask_password(root: Path, project_id: str) -> str | None:
     """The password the watchdog of the server in ``root`` kept for ``project_id``'s login;
     ``None`` when it has none (or no watchdog answers)."""
+    return _ask(root, _LOGIN + project_id) or None
+
+
+def send_request(root: Path, request: str) -> bool:
+    """Ask the watchdog of the server in ``root`` for ``request`` (one of
+    :data:`REQUESTS`); whether it took it."""
+    return _ask(root, request) == "ok"
+
+
+def _ask(root: Path, line: str, timeout: float = 1.0) -> str:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(root / SOCKET))
-            conn.sendall(project_id.encode() + b"\n")
-            return _read_line(conn) or None
+            conn.sendall(line.encode() + b"\n")
+            return _read_line(conn)
     except (OSError, UnicodeDecodeError):
-        return None
+        return ""
 
 
 def _read_line(conn: socket.socket) -> str:
