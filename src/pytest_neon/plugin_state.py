@@ -53,6 +53,8 @@ class PluginState:
     local: LocalBackend | None = None
     # the kept server's branch, promised in the env var and made when a test needs it
     reservation: Reservation | None = None
+    # why there can be no kept server here (found as the run tried to start it)
+    not_kept: str | None = None
     # called with the session once there is one (integrations' reset listeners)
     when_ready: list[Callable[[NeonSession], None]] = field(default_factory=list)
     migration_failed: str | None = None

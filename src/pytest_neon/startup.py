@@ -235,7 +235,7 @@ def _defer_local(state: PluginState) -> bool:
     state.reservation = reserved()
     how = "running"
     if state.reservation is None:
-        started = _start_kept(state.settings, kept)
+        started = _start_kept(state, kept)
         if started is None:
             return False
         placement = _kept_placement(state, kept)  # (its RAM tablespace made now)
@@ -252,16 +252,17 @@ def _defer_local(state: PluginState) -> bool:
     return True
 
 
-def _start_kept(settings: Settings, kept: KeptServer) -> SharedServer | None:
+def _start_kept(state: PluginState, kept: KeptServer) -> SharedServer | None:
     """Start (or make again) the kept server; ``None`` when there can be none here (the
-    run then falls back on a throwaway cluster, saying why)."""
+    run then falls back on a throwaway cluster, saying why, without trying again)."""
     from pytest_neon.local.shared_server import SharedServerUnavailable, ensure_shared_server
 
     try:
         return ensure_shared_server(
-            kept.root, source=settings.local_postgres_source, idle_timeout=kept.idle_timeout
+            kept.root, source=state.settings.local_postgres_source, idle_timeout=kept.idle_timeout
         )
-    except SharedServerUnavailable:
+    except SharedServerUnavailable as exc:
+        state.not_kept = exc.message
         return None
 
 
@@ -361,7 +362,8 @@ def _start_local(state: PluginState) -> None:
         settings.local_postgres_url,
         settings.local_postgres_source,
         leftovers=[coordination_path(state.run_id)],
-        kept=_kept(settings),
+        kept=None if state.not_kept else _kept(settings),
+        not_kept=state.not_kept,
         reservation=state.reservation,
         room=_room(state),
     )

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.cluster import read_postmaster_pid
-from pytest_neon.local.processes import pid_alive
+from pytest_neon.local.processes import detached_alive, pid_alive
 from pytest_neon.local.shared_server import (
     STAMP,
     WATCHDOG_PID,
@@ -201,6 +201,13 @@ def test_reuse_off_ci_and_a_given_server_start_no_kept_server(
     monkeypatch.setenv("CI", "true")
     _run(pytester).stdout.fnmatch_lines(["*throwaway cluster*"])
     assert not kept_dir.exists()
+    monkeypatch.delenv("CI")
+    too_long = kept_dir.parent / ("d" * 90)  # no room for a Unix socket in it
+    monkeypatch.setenv("NEON_LOCAL_DIR", str(too_long))
+    fallback = _run(pytester)
+    fallback.assert_outcomes(passed=1)
+    fallback.stdout.fnmatch_lines(["*throwaway cluster*not kept: *too long for a Unix socket*"])
+    assert not too_long.exists()
     result = _run(pytester, "--neon-local-reuse=maybe")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--neon-local-reuse must be auto, true or false*"])
@@ -689,6 +696,20 @@ def test_a_parked_branch_is_ready_however_the_next_run_comes(
     orphaned.assert_outcomes(passed=2)
     orphaned.stdout.fnmatch_lines(["*taken over*", "*branches created: 0,*"])
     assert _ready_record(kept_dir)["project_id"] == parked["project_id"]  # (a new watchdog)
+
+    # a watchdog restarted while the server runs holds no password: it gives one anew
+    before = _verifier(kept_dir, parked)
+    watchdog = int((kept_dir / WATCHDOG_PID).read_text())
+    os.kill(watchdog, signal.SIGKILL)
+    while detached_alive(watchdog):  # (until its zombie is reaped, by its parent or here)
+        time.sleep(0.01)
+    port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
+    assert attach_shared_server(kept_dir, port) is not None  # (starts a watchdog)
+    deadline = time.monotonic() + 15
+    while _verifier(kept_dir, parked) == before:
+        assert time.monotonic() < deadline, "the new watchdog gave the login no password"
+        time.sleep(0.05)  # (its first sweep, or the next request)
+    _run(pytester).stdout.fnmatch_lines(["*taken over*", "*branches created: 0,*"])
 
     # not made ready (no watchdog got to it): the run that claims it copies it anew
     (place,) = (kept_dir / "parked").glob("place-*.json")

@@ -23,15 +23,27 @@ def root() -> Iterator[Path]:
         yield Path(folder)
 
 
-def _keeper(root: Path, server: list[int]) -> WatchdogSocket:
+@pytest.fixture
+def sockets() -> Iterator[list[WatchdogSocket]]:
+    """The watchdog sockets a test starts, closed after it."""
+    started: list[WatchdogSocket] = []
+    yield started
+    for keeper in started:
+        keeper.close()
+
+
+def _keeper(root: Path, server: list[int], sockets: list[WatchdogSocket]) -> WatchdogSocket:
     keeper = WatchdogSocket(root, lambda: server[0])
     assert keeper.start()
+    sockets.append(keeper)
     return keeper
 
 
-def test_a_password_is_handed_once_to_whoever_asks_for_its_project(root: Path) -> None:
+def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
+    root: Path, sockets: list[WatchdogSocket]
+) -> None:
     server = [100]
-    keeper = _keeper(root, server)
+    keeper = _keeper(root, server, sockets)
     database = root / "db"
     database.mkdir()
     keeper.keep("p-one", "secret-one", 100, (database,))
@@ -41,13 +53,23 @@ def test_a_password_is_handed_once_to_whoever_asks_for_its_project(root: Path) -
     assert ask_password(root, "p-unknown") is None
     assert ask_password(root, "p-one") == "secret-one"
     assert ask_password(root, "p-one") is None  # forgotten once handed
+    assert keeper.holds("p-two")
     keeper.forget("p-two")
+    assert not keeper.holds("p-two")
     assert ask_password(root, "p-two") is None
 
+    keeper.keep("p-parked", "secret", 100, (database,))
+    keeper.keep("p-dropped", "secret", 100, (database,))
+    keeper.retain({"p-parked"})  # the others are no longer parked
+    assert not keeper.holds("p-dropped")
+    assert ask_password(root, "p-parked") == "secret"
 
-def test_nothing_is_handed_after_a_restart_or_for_a_lost_database(root: Path) -> None:
+
+def test_nothing_is_handed_after_a_restart_or_for_a_lost_database(
+    root: Path, sockets: list[WatchdogSocket]
+) -> None:
     server = [100]
-    keeper = _keeper(root, server)
+    keeper = _keeper(root, server, sockets)
     database = root / "db"
     database.mkdir()
     keeper.keep("p-restarted", "secret", 100, (database,))
@@ -64,11 +86,13 @@ def test_no_watchdog_hands_nothing(root: Path) -> None:
     assert ask_password(root, "p-any") is None
 
 
-def test_requests_wake_the_watchdog_and_are_taken_once(root: Path) -> None:
+def test_requests_wake_the_watchdog_and_are_taken_once(
+    root: Path, sockets: list[WatchdogSocket]
+) -> None:
     import threading
     import time
 
-    keeper = _keeper(root, [100])
+    keeper = _keeper(root, [100], sockets)
     assert keeper.wait(0.01) == set()
     threading.Timer(0.2, send_request, (root, "sweep")).start()
     start = time.monotonic()
@@ -80,3 +104,11 @@ def test_requests_wake_the_watchdog_and_are_taken_once(root: Path) -> None:
     assert keeper.wait(0) == {"ready", "sweep"}
     assert keeper.wait(0) == set()
     assert not send_request(root / "elsewhere", "sweep")  # no watchdog there
+
+
+def test_a_closed_socket_answers_nothing(root: Path, sockets: list[WatchdogSocket]) -> None:
+    keeper = _keeper(root, [100], sockets)
+    keeper.keep("p-one", "secret", 100, ())
+    keeper.close()
+    assert ask_password(root, "p-one") is None
+    assert not send_request(root, "sweep")

@@ -125,7 +125,10 @@ class LocalBackend:
             plugin=__version__,
             fresh=plan.fresh,
             locked_out=emulator is not None,
-            in_ram=self.shared is not None and self.shared.tablespace is not None,
+            # (a claimed project's databases stay where they were)
+            in_ram=res.claim.parked.in_ram
+            if res.claim is not None
+            else self.shared is not None and self.shared.tablespace is not None,
         )
         if res.claim is not None:
             return res.claim.park_again(record)
@@ -155,6 +158,7 @@ class LocalBackend:
         kept: KeptServer | None = None,
         reservation: Reservation | None = None,
         room: Room | None = None,
+        not_kept: str | None = None,
     ) -> LocalBackend:
         """Start the emulator over ``postgres_url``, the kept server (``kept``), or a new
         throwaway cluster.
@@ -163,8 +167,9 @@ class LocalBackend:
         ``leftovers``: more paths the watchdog removes if this process is killed.
         ``reservation``: what the first branch was promised to be (on the kept server).
         ``room``: what the run's branches will hold (RAM or disk is chosen from it).
+        ``not_kept``: why there can be no kept server here, found already.
         """
-        server = _server(postgres_url, source, kept, reservation, room)
+        server = _server(postgres_url, source, kept, reservation, room, not_kept)
         api_key = secrets.token_urlsafe(24)
         register_secret(api_key)
         if reservation is not None and reservation.claim is not None:
@@ -330,6 +335,7 @@ def _server(
     kept: KeptServer | None,
     reservation: Reservation | None,
     room: Room | None = None,
+    not_kept: str | None = None,
 ) -> _Server:
     """The server given by URL, else the kept one, else a new throwaway cluster."""
     if postgres_url:
@@ -340,7 +346,7 @@ def _server(
         drop_expired_quietly(postgres_url)  # failing tests' data kept by earlier runs
         return _Server(postgres_url, f"PostgreSQL at {redact(postgres_url)}")
     estimate = room.estimate() if room is not None else None
-    fallback = ""
+    fallback = f"; not kept: {not_kept}" if not_kept else ""
     if kept is not None:
         try:
             shared = _kept_server(kept, source, reservation)

@@ -203,31 +203,33 @@ def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> N
     """Make every parked project ready for the next run, as the server's watchdog does
     right after the run that parked it ends: a worker branch that a test had made a new
     copy of its migrated state (see :func:`refresh`), and the login of that run locked
-    out, or given a new password that ``keeper`` hands to the next run. A run that claims
-    one meanwhile waits for it; one that fails is no longer parked (the sweep drops it)."""
+    out, or given a new password that ``keeper`` hands to the next run (it forgets those
+    of projects no longer parked). A run that claims one meanwhile waits for it; one that
+    fails is no longer parked (the sweep drops it)."""
     from pytest_neon import __version__
 
     if sys.platform == "win32":
         return
     with contextlib.suppress(FileNotFoundError):
-        for path in sorted(_dir(root).glob("place-*.json")):
-            parked = _read(path)
+        found = [(path, _read(path)) for path in sorted(_dir(root).glob("place-*.json"))]
+        if keeper is not None:
+            keeper.retain({parked.project_id for _, parked in found if parked is not None})
+        for path, parked in found:
             if parked is None or _ready(parked, keeper) or parked.plugin != __version__:
                 continue
             fd = _try_lock(path)
             if fd is None:
                 continue
             try:
-                parked = _read(path)
-                if parked is None or _ready(parked, keeper) or not _same_file(fd, path):
+                now = _read(path)
+                if now is None or _ready(now, keeper) or not _same_file(fd, path):
                     continue
-                _make_ready(root, port, parked, keeper)
-                handed = keeper is not None
-                ready = parked._replace(fresh=True, locked_out=True, handed=handed)
+                handed = _make_ready(root, port, now, keeper)
+                ready = now._replace(fresh=True, locked_out=True, handed=handed)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(ready._asdict()).encode(), 0)
             except Exception:
-                if keeper is not None and parked is not None:
+                if keeper is not None:
                     keeper.forget(parked.project_id)
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -237,7 +239,9 @@ def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> N
 
 def _make_ready(
     root: Path, port: int, parked: ParkedProject, keeper: WatchdogSocket | None
-) -> None:
+) -> bool:
+    """Make ``parked`` ready (see :func:`make_ready`); whether ``keeper`` holds its
+    login's new password."""
     from pytest_neon.local.cluster import read_postmaster_pid
     from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
     from pytest_neon.local.shared_server import socket_url, stamped_cluster
@@ -249,11 +253,20 @@ def _make_ready(
         raise RuntimeError("the kept server is not running")
     databases = (parked.database, parked.migration_database)
     password = secrets.token_urlsafe(24) if keeper is not None else None
-    login = login_role(parked.project_id)
-    if password is not None:  # (fails unless both databases are there)
-        run_statement(root, port, password_statement(login, password, parked.owner, databases))
+    lock_out = lock_out_statement(parked.project_id)
+    if password is not None:
+        statement = password_statement(
+            login_role(parked.project_id), password, parked.owner, databases
+        )
+        try:
+            run_statement(root, port, statement)  # (fails unless both databases are there)
+        except Exception:
+            if not parked.locked_out:  # the last run's password ends all the same
+                with contextlib.suppress(Exception):
+                    run_statement(root, port, lock_out)
+            raise
     elif not parked.locked_out:
-        run_statement(root, port, lock_out_statement(parked.project_id))
+        run_statement(root, port, lock_out)
     if not parked.fresh:
         from pytest_neon.local.emulator.sql.server import SqlServer
 
@@ -263,19 +276,28 @@ def _make_ready(
         finally:
             server.close()
     if keeper is None or password is None:
-        return
+        return False
+    try:
+        directories = _database_directories(socket_url(root, port), cluster.data_dir, databases)
+    except Exception:  # (the run that claims it gives the login a password itself)
+        return False
+    keeper.keep(parked.project_id, password, server_pid, directories)
+    return True
+
+
+def _database_directories(url: str, data_dir: Path, names: tuple[str, ...]) -> tuple[Path, ...]:
+    """Where the databases ``names`` keep their files (each must exist)."""
     import psycopg
 
-    with psycopg.connect(socket_url(root, port), autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute(
             "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
             " WHERE datname = ANY(%s)",
-            (list(databases),),
+            (list(names),),
         ).fetchall()
-    if len(rows) != len(databases):
+    if len(rows) != len(names):
         raise RuntimeError("a parked database is gone")
-    directories = tuple(_database_directory(cluster.data_dir, oid, place) for oid, place in rows)
-    keeper.keep(parked.project_id, password, server_pid, directories)
+    return tuple(_database_directory(data_dir, oid, place) for oid, place in rows)
 
 
 def _database_directory(data_dir: Path, oid: int, tablespace: str) -> Path:
@@ -288,7 +310,11 @@ def _database_directory(data_dir: Path, oid: int, tablespace: str) -> Path:
 
 
 def _ready(parked: ParkedProject, keeper: WatchdogSocket | None = None) -> bool:
-    return parked.fresh and parked.locked_out and (keeper is None or parked.handed)
+    """Ready for the next run: with a watchdog, only if it holds the login's password
+    (one restarted since holds none: it gives the login another)."""
+    if not (parked.fresh and parked.locked_out):
+        return False
+    return keeper is None or (parked.handed and keeper.holds(parked.project_id))
 
 
 def park(root: Path, place: str, parked: ParkedProject) -> bool:
@@ -331,7 +357,8 @@ def _hand_to_watchdog(root: Path, parked: ParkedProject) -> None:
 def refresh(server: SqlServer, parked: ParkedProject) -> None:
     """Make the parked worker branch's database a new copy of the migration branch's, where
     it was (RAM or disk), as the emulator makes a branch's (``server``: the kept server's
-    superuser; nobody is connected to either: the login cannot log in while parked)."""
+    superuser; nobody is connected to either: only the server's watchdog knows the
+    login's password while it is parked)."""
     from pytest_neon.local.emulator.sql.ownership import comment_for
     from pytest_neon.local.emulator.sql.real_databases import RealDatabases
 

@@ -140,7 +140,7 @@ def _identity(bindir: Path, run_as: OsUser | None) -> dict[str, Any]:
 
 
 def _prepare_root(root: Path, run_as: OsUser | None) -> None:
-    if len(str(root)) > _MAX_SOCKET_DIR:
+    if len(os.fsencode(root)) > _MAX_SOCKET_DIR:  # (bytes: a non-ASCII home too)
         raise SharedServerUnavailable(
             f"{root} is too long for a Unix socket path: set NEON_LOCAL_DIR "
             "(--neon-local-dir) to a shorter directory"

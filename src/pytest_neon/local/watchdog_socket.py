@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 #: the watchdog's socket, in the server's directory
 SOCKET = "watchdog.sock"
-#: what a run may ask for besides a password (the watchdog's requests)
+#: what a run may ask for besides a password (the watchdog's requests; as the files of
+#: :data:`~pytest_neon.local.shared_server.SWEEP_REQUEST` and ``READY_REQUEST``)
 REQUESTS = frozenset({"sweep", "ready"})
 _LOGIN = "login "  # the request for a login's password: "login <project id>"
 _LONGEST = 200  # a request, a project id, a password: far shorter
@@ -60,7 +61,11 @@ class WatchdogSocket:
     def start(self) -> bool:
         """Listen on the socket (in a thread of its own); ``False`` when it cannot."""
         path = self._root / SOCKET
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except (AttributeError, OSError) as exc:  # (no AF_UNIX: Windows)
+            log.debug("no watchdog socket: %s", exc)
+            return False
         try:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # a dead watchdog's (one watchdog per server)
@@ -74,6 +79,14 @@ class WatchdogSocket:
         self._listener = listener
         threading.Thread(target=self._serve, name="pytest-neon-watchdog", daemon=True).start()
         return True
+
+    def close(self) -> None:
+        """Stop listening (the socket's file stays: the next watchdog replaces it)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
 
     def wait(self, seconds: float) -> set[str]:
         """Sleep until a run asks for something, or ``seconds`` pass: what was asked (the
@@ -96,6 +109,16 @@ class WatchdogSocket:
         with self._lock:
             self._kept.pop(project_id, None)
 
+    def retain(self, project_ids: set[str]) -> None:
+        """Forget the passwords of projects but ``project_ids`` (no longer parked)."""
+        with self._lock:
+            self._kept = {key: login for key, login in self._kept.items() if key in project_ids}
+
+    def holds(self, project_id: str) -> bool:
+        """Whether a password is kept for ``project_id``."""
+        with self._lock:
+            return project_id in self._kept
+
     def hand(self, project_id: str) -> str | None:
         """The password kept for ``project_id``, once; ``None`` when there is none, the
         server restarted since, or a database of the project is gone."""
@@ -114,10 +137,13 @@ class WatchdogSocket:
             try:
                 conn, _ = listener.accept()
             except OSError:
-                return
-            with conn, contextlib.suppress(OSError, UnicodeDecodeError):
-                conn.settimeout(1.0)
-                conn.sendall(self._answer(_read_line(conn)).encode() + b"\n")
+                return  # closed
+            with conn:
+                try:
+                    conn.settimeout(1.0)
+                    conn.sendall(self._answer(_read_line(conn)).encode() + b"\n")
+                except Exception as exc:  # one run's trouble: the next is answered
+                    log.debug("a request to the watchdog failed: %s", type(exc).__name__)
 
     def _answer(self, line: str) -> str:
         if line.startswith(_LOGIN):
@@ -125,7 +151,7 @@ class WatchdogSocket:
         if line in REQUESTS:
             with self._lock:
                 self._asked.add(line)
-            self._woken.set()
+                self._woken.set()
             return "ok"
         return ""
 
@@ -143,6 +169,8 @@ def send_request(root: Path, request: str) -> bool:
 
 
 def _ask(root: Path, line: str, timeout: float = 1.0) -> str:
+    if not hasattr(socket, "AF_UNIX"):  # (Windows: no watchdog socket)
+        return ""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
