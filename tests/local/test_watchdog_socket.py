@@ -32,6 +32,14 @@ def sockets() -> Iterator[list[WatchdogSocket]]:
         keeper.close()
 
 
+@pytest.fixture
+def database(root: Path) -> Path:
+    """A database's directory (it exists)."""
+    folder = root / "db"
+    folder.mkdir()
+    return folder
+
+
 def _keeper(root: Path, server: list[int], sockets: list[WatchdogSocket]) -> WatchdogSocket:
     keeper = WatchdogSocket(root, lambda: server[0])
     assert keeper.start()
@@ -40,12 +48,10 @@ def _keeper(root: Path, server: list[int], sockets: list[WatchdogSocket]) -> Wat
 
 
 def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
-    root: Path, sockets: list[WatchdogSocket]
+    root: Path, database: Path, sockets: list[WatchdogSocket]
 ) -> None:
     server = [100]
     keeper = _keeper(root, server, sockets)
-    database = root / "db"
-    database.mkdir()
     keeper.keep("p-one", "secret-one", 100, (database,))
     keeper.keep("p-two", "secret-two", 100, (database,))
     assert stat.S_IMODE((root / SOCKET).stat().st_mode) == 0o600
@@ -66,12 +72,10 @@ def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
 
 
 def test_nothing_is_handed_after_a_restart_or_for_a_lost_database(
-    root: Path, sockets: list[WatchdogSocket]
+    root: Path, database: Path, sockets: list[WatchdogSocket]
 ) -> None:
     server = [100]
     keeper = _keeper(root, server, sockets)
-    database = root / "db"
-    database.mkdir()
     keeper.keep("p-restarted", "secret", 100, (database,))
     keeper.keep("p-lost", "secret", 100, (database, root / "gone"))
     server[0] = 101  # another postmaster: its RAM tablespace may be lost
