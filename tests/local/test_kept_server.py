@@ -704,6 +704,7 @@ def test_a_parked_branch_is_ready_however_the_next_run_comes(
     while detached_alive(watchdog):  # (until its zombie is reaped, by its parent or here)
         time.sleep(0.01)
     port = running_port(stamped_cluster(kept_dir))  # type: ignore[arg-type]
+    assert port is not None
     assert attach_shared_server(kept_dir, port) is not None  # (starts a watchdog)
     deadline = time.monotonic() + 15
     while _verifier(kept_dir, parked) == before:
