@@ -74,8 +74,32 @@ API_KEY_IN_INI = (
 _INI_KINDS: dict[str, Kind] = {"bool": "bool", "int": "int", "branches": "int", "float": "float"}
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+#: what the env var holds while ``--neon-local-stop`` imports conftest.py (no database)
+LOCAL_STOP_PLACEHOLDER = "postgresql://pytest-neon-local-stop.invalid/no-database-here"
+
+
+class _LocalStopFirst:
+    """``--neon-local-stop`` acts in ``pytest_cmdline_main``, after pytest imported
+    conftest.py (and pytest-django the settings): code that reads the env var as it is
+    imported (``env.db("DATABASE_URL")``) finds a connection string that reaches no
+    database, as an xdist controller's does, instead of failing the command."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_load_initial_conftests(
+        self, early_config: pytest.Config
+    ) -> Generator[None, None, None]:
+        if getattr(early_config.known_args_namespace, "neon_local_stop", False):
+            try:
+                env_var = _settings(early_config).env_var
+            except NeonError:  # (the command says what is wrong with the settings)
+                env_var = "DATABASE_URL"
+            os.environ.setdefault(env_var, LOCAL_STOP_PLACEHOLDER)
+        yield
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     """Register every row of the settings table as a flag and (mostly) an ini key."""
+    pluginmanager.register(_LocalStopFirst(), "pytest_neon_local_stop_first")
     group = parser.getgroup("neon", "pytest-neon: a Neon branch (or local emulator) per test")
     for opt in OPTIONS:
         dest = f"neon_{opt.name}"

@@ -336,6 +336,8 @@ def test_an_idle_server_stops_and_neon_local_stop_removes_it(
     assert not pid_alive(server), "the idle server did not stop"
     # the next run starts it again from the same data
     _run(pytester).stdout.fnmatch_lines(["*kept local PostgreSQL in * (started;*"])
+    # settings that need the env var as they are imported (django-environ's env.db())
+    pytester.makeconftest("import os\n\nDATABASES = {'default': os.environ['DATABASE_URL']}\n")
     result = run_pytest(pytester, "--neon-local-stop")
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"pytest-neon: kept local PostgreSQL in {kept_dir}: stopped*"])
