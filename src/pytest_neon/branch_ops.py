@@ -10,9 +10,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+from pytest_neon.clock import utcnow
 from pytest_neon.config import Settings
 from pytest_neon.counters import RunCounters
 from pytest_neon.errors import (
@@ -152,7 +153,7 @@ class BranchOps:
         """
         if branches is None:
             branches = self.client.list_branches(self.project_id)
-        now = datetime.now(UTC)
+        now = utcnow()
         runs: dict[str, int] = {}
         for b in branches:
             run = b.annotations.get(RUN_ANNOTATION)
@@ -231,7 +232,7 @@ class BranchOps:
                     self.project_id,
                     name=name,
                     parent_id=parent,
-                    expires_at=datetime.now(UTC) + timedelta(seconds=expiry) if expiry else None,
+                    expires_at=utcnow() + timedelta(seconds=expiry) if expiry else None,
                     annotations=annotations,
                 )
 
@@ -448,7 +449,7 @@ class BranchOps:
 
     def set_expiry(self, branch_id: str, seconds: int) -> None:
         """Move ``branch_id``'s expiry to ``seconds`` from now."""
-        expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
+        expires_at = utcnow() + timedelta(seconds=seconds)
         with self.counters.phase("keep alive"):
             self.client.set_branch_expiry(self.project_id, branch_id, expires_at)
         with self._lock:

@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pytest_neon.branch_ops import BranchOps
+from pytest_neon.clock import utcnow
 from pytest_neon.errors import NeonError, api_unavailable
 from pytest_neon.naming import branch_name, ephemeral_of_another_run, of_run
 
@@ -35,7 +36,7 @@ def sweep_stale(ops: BranchOps, branches: list[Branch], max_age: int) -> list[st
     annotation), never ``pytest-neon-cache-*`` ones: those whose expiry passed, and
     those without an expiry created more than ``max_age`` seconds ago.
     """
-    now = datetime.now(UTC)
+    now = utcnow()
     old = now - timedelta(seconds=max_age)
     stale = [
         b

@@ -15,10 +15,11 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_neon.clock import utcnow
 from pytest_neon.config import DEFAULT_API_HOST
 from pytest_neon.errors import NeonError
 from pytest_neon.file_lock import exclusive
@@ -95,7 +96,7 @@ class Quota:
 
 def _until(expiry: int) -> tuple[datetime, str]:
     """The expiry ``expiry`` s from now, and how the report says it."""
-    expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+    expires_at = utcnow() + timedelta(seconds=expiry)
     span = f"{expiry / 3600:g} h" if expiry >= 3600 else f"{expiry} s"
     when = f"{expires_at:%Y-%m-%d %H:%M:%S} UTC"
     return expires_at, f"until {when} ({span}, --neon-keep-failed-expiry)"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_neon import clock  # noqa: F401  (its anchor taken before any test moves time)
 from pytest_neon.config import OPTIONS, Settings, resolve
 from pytest_neon.errors import NeonError
 from pytest_neon.failed_tests import after_report

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
+from pytest_neon.clock import utcnow
+
 #: Statuses that say "try again later": locked by a running operation, rate limited,
 #: or the control plane (or a gateway in front of it) briefly unavailable.
 RETRY_STATUSES = frozenset({423, 429, 502, 503, 504})
@@ -45,4 +47,4 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - (now or utcnow())).total_seconds())

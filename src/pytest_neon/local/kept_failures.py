@@ -12,6 +12,8 @@ import logging
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from pytest_neon.clock import utcnow
+
 log = logging.getLogger("pytest_neon.local")
 
 PREFIX = "pytest_neon_failed_"
@@ -43,7 +45,7 @@ def drop_expired(url: str, now: datetime | None = None) -> list[str]:
     import psycopg
     from psycopg import sql
 
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     dropped: list[str] = []
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute(

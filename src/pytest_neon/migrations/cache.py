@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pytest_neon.branch_ops import BranchOps
+from pytest_neon.clock import utcnow
 from pytest_neon.errors import NeonConflictError, NeonError
 from pytest_neon.naming import (
     ANNOTATION_KEY,
@@ -139,7 +139,7 @@ def prune(ops: BranchOps, key: str) -> None:
     a live run of another may have started from."""
     try:
         branches = ops.client.list_branches(ops.project_id)
-        now = datetime.now(UTC)
+        now = utcnow()
         live = [
             b.created_at
             for b in branches

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from pytest_neon import clock
+
 # RFC 3339 date-time: full date, 'T' (or space), time with seconds, optional fraction, zone.
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -12,8 +14,9 @@ _RFC3339 = re.compile(
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware, in UTC (tests that move the clock leave it: see
+    :mod:`pytest_neon.clock`)."""
+    return clock.utcnow()
 
 
 def rfc3339(moment: datetime) -> str:
