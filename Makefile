@@ -28,7 +28,8 @@ $(LOWEST)/.installed: pyproject.toml tests/requirements/lowest.txt
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
 	$(LOWEST)/bin/python -m pip install $(PIP_QUIET) -c tests/requirements/lowest.txt \
-		-e '.[psycopg,psycopg2,sqlalchemy,django,alembic,fastapi]' pytest-xdist
+		-e '.[psycopg,psycopg2,sqlalchemy,django,alembic,fastapi]' pytest-xdist \
+		time-machine freezegun
 	touch $@
 
 $(NEWEST)/.installed: pyproject.toml
@@ -36,7 +37,7 @@ $(NEWEST)/.installed: pyproject.toml
 		"install one (e.g. pyenv install 3.13) or set PY_NEWEST=/path/to/python"; exit 1; }
 	$(PY_NEWEST) -m venv $(NEWEST)
 	$(NEWEST)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
-	$(NEWEST)/bin/python -m pip install $(PIP_QUIET) -e '.[all]' pytest-xdist
+	$(NEWEST)/bin/python -m pip install $(PIP_QUIET) -e '.[all]' pytest-xdist time-machine freezegun
 	touch $@
 
 lint: $(STAMP)
