@@ -134,11 +134,10 @@ class Projects:
         with ctx.lock:
             project = ctx.project
             reals = [db.real_name for b in project.branches.values() for db in b.databases]
+        ctx.databases.drop_all(reals)
         for real in reals:
-            ctx.databases.drop(real)
             ctx.databases.drop_derived(real)
-        for stray in ctx.databases.commented(ctx.comment):
-            ctx.databases.drop(stray)
+        ctx.databases.drop_all(ctx.databases.commented(ctx.comment))
         ctx.metadata.flush()  # after the changes still being written
         with ctx.lock, ctx.metadata.transaction() as conn:
             metadata.lock_role_names(conn)

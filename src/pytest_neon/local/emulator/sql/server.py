@@ -80,6 +80,10 @@ class SqlServer:
         self._closed = False
         with self.connection() as conn:
             self.server_version: int = conn.info.server_version
+            row = conn.execute("SELECT current_setting('fsync') = 'on'").fetchone()
+        #: whether the server syncs its writes to disk (``fsync``): then every ``DROP
+        #: DATABASE`` and ``FILE_COPY`` clone forces a checkpoint that waits for the disk
+        self.syncs: bool = bool(row and row[0])
 
     @property
     def endpoint_host(self) -> str:
