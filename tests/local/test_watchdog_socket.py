@@ -40,7 +40,7 @@ def database(root: Path) -> Path:
     return folder
 
 
-def _keeper(root: Path, server: list[int], sockets: list[WatchdogSocket]) -> WatchdogSocket:
+def _keeper(root: Path, server: list[int | None], sockets: list[WatchdogSocket]) -> WatchdogSocket:
     keeper = WatchdogSocket(root, lambda: server[0])
     assert keeper.start()
     sockets.append(keeper)
@@ -50,10 +50,10 @@ def _keeper(root: Path, server: list[int], sockets: list[WatchdogSocket]) -> Wat
 def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
     root: Path, database: Path, sockets: list[WatchdogSocket]
 ) -> None:
-    server = [100]
+    server: list[int | None] = [100]
     keeper = _keeper(root, server, sockets)
-    keeper.keep("p-one", "secret-one", 100, (database,))
-    keeper.keep("p-two", "secret-two", 100, (database,))
+    keeper.keep("p-one", "secret-one", (database,))
+    keeper.keep("p-two", "secret-two", (database,))
     assert stat.S_IMODE((root / SOCKET).stat().st_mode) == 0o600
 
     assert ask_password(root, "p-unknown") is None
@@ -64,8 +64,8 @@ def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
     assert not keeper.holds("p-two")
     assert ask_password(root, "p-two") is None
 
-    keeper.keep("p-parked", "secret", 100, (database,))
-    keeper.keep("p-dropped", "secret", 100, (database,))
+    keeper.keep("p-parked", "secret", (database,))
+    keeper.keep("p-dropped", "secret", (database,))
     keeper.retain({"p-parked"})  # the others are no longer parked
     assert not keeper.holds("p-dropped")
     assert ask_password(root, "p-parked") == "secret"
@@ -74,14 +74,17 @@ def test_a_password_is_handed_once_to_whoever_asks_for_its_project(
 def test_nothing_is_handed_after_a_restart_or_for_a_lost_database(
     root: Path, database: Path, sockets: list[WatchdogSocket]
 ) -> None:
-    server = [100]
+    server: list[int | None] = [100]
     keeper = _keeper(root, server, sockets)
-    keeper.keep("p-restarted", "secret", 100, (database,))
-    keeper.keep("p-lost", "secret", 100, (database, root / "gone"))
+    assert keeper.keep("p-restarted", "secret", (database,))
+    keeper.keep("p-lost", "secret", (database, root / "gone"))
     server[0] = 101  # another postmaster: its RAM tablespace may be lost
     assert ask_password(root, "p-restarted") is None
     server[0] = 100
     assert ask_password(root, "p-lost") is None
+    server[0] = None  # no server runs: nothing is kept
+    assert not keeper.keep("p-stopped", "secret", (database,))
+    assert not keeper.holds("p-stopped")
 
 
 def test_no_watchdog_hands_nothing(root: Path) -> None:
@@ -112,7 +115,7 @@ def test_requests_wake_the_watchdog_and_are_taken_once(
 
 def test_a_closed_socket_answers_nothing(root: Path, sockets: list[WatchdogSocket]) -> None:
     keeper = _keeper(root, [100], sockets)
-    keeper.keep("p-one", "secret", 100, ())
+    keeper.keep("p-one", "secret", ())
     keeper.close()
     assert ask_password(root, "p-one") is None
     assert not send_request(root, "sweep")

@@ -242,14 +242,12 @@ def _make_ready(
 ) -> bool:
     """Make ``parked`` ready (see :func:`make_ready`); whether ``keeper`` holds its
     login's new password."""
-    from pytest_neon.local.cluster import read_postmaster_pid
     from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
     from pytest_neon.local.shared_server import socket_url, stamped_cluster
     from pytest_neon.local.socket_statement import run_statement
 
     cluster = stamped_cluster(root)
-    server_pid = read_postmaster_pid(cluster.data_dir) if cluster is not None else None
-    if cluster is None or server_pid is None:
+    if cluster is None:
         raise RuntimeError("the kept server is not running")
     databases = (parked.database, parked.migration_database)
     password = secrets.token_urlsafe(24) if keeper is not None else None
@@ -281,8 +279,7 @@ def _make_ready(
         directories = _database_directories(socket_url(root, port), cluster.data_dir, databases)
     except Exception:  # (the run that claims it gives the login a password itself)
         return False
-    keeper.keep(parked.project_id, password, server_pid, directories)
-    return True
+    return keeper.keep(parked.project_id, password, directories)
 
 
 def _database_directories(url: str, data_dir: Path, names: tuple[str, ...]) -> tuple[Path, ...]:

@@ -97,12 +97,15 @@ class WatchdogSocket:
             asked, self._asked = self._asked, set()
         return asked
 
-    def keep(
-        self, project_id: str, password: str, server_pid: int, directories: tuple[Path, ...]
-    ) -> None:
-        """Keep ``password`` for the run that claims ``project_id`` next."""
+    def keep(self, project_id: str, password: str, directories: tuple[Path, ...]) -> bool:
+        """Keep ``password`` for the run that claims ``project_id`` next, under the server
+        running now; whether it is kept (not when no server runs)."""
+        server_pid = self._server_pid()
+        if server_pid is None:
+            return False
         with self._lock:
             self._kept[project_id] = _Login(password, server_pid, directories)
+        return True
 
     def forget(self, project_id: str) -> None:
         """Hand nothing for ``project_id`` (its login is given another password)."""
