@@ -3,15 +3,27 @@ once, over a real Unix socket."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from pytest_neon.local.watchdog_socket import SOCKET, WatchdogSocket, ask_password, send_request
+from pytest_neon.local.shared_server import WATCHDOG_PID, ask_watchdog, watchdog_running
+from pytest_neon.local.watchdog_socket import (
+    SOCKET,
+    WatchdogSocket,
+    ask_password,
+    listening,
+    send_request,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets, as parking")
 
@@ -119,3 +131,51 @@ def test_a_closed_socket_answers_nothing(root: Path, sockets: list[WatchdogSocke
     keeper.close()
     assert ask_password(root, "p-one") is None
     assert not send_request(root, "sweep")
+
+
+def test_an_ended_watchdog_not_reaped_yet_is_not_running(root: Path) -> None:
+    """A watchdog that ended while the run that started it still runs stays that run's
+    zombie (its pid exists) until reaped: other runs must start a new one."""
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"  # never reaps it
+    )
+    watchdog = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pytest_neon.local.watchdog_socket import WatchdogSocket\n"
+        "assert WatchdogSocket(Path(sys.argv[1]), lambda: 1).start()\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, watchdog, str(root)], stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        (root / WATCHDOG_PID).write_text(str(pid))
+        deadline = time.monotonic() + 20
+        while listening(root) is not True:
+            assert time.monotonic() < deadline, "the watchdog did not listen"
+            time.sleep(0.02)
+        assert watchdog_running(root)
+        os.kill(pid, signal.SIGKILL)
+        while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the killed watchdog did not become a zombie"
+            time.sleep(0.01)
+        while listening(root) is not False:  # (its last threads may still be exiting)
+            assert time.monotonic() < deadline, "the ended watchdog's socket still answers"
+            time.sleep(0.01)
+        assert (root / SOCKET).exists()  # its socket's file is left: nobody answers
+        assert pid in psutil.pids()  # and its pid is still there
+        assert not watchdog_running(root)
+        assert not send_request(root, "sweep")
+        assert not ask_watchdog(root, "sweep")  # (no request file left for nobody)
+        assert not (root / "sweep").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()

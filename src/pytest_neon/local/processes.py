@@ -59,21 +59,9 @@ def detached_alive(pid: int) -> bool:
         return True  # (pid_exists asked psutil, which tells zombies apart)
     try:
         ended, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # another process's child: ended if it is a zombie
-        return not _zombie(pid)
-    return ended == 0
-
-
-def _zombie(pid: int) -> bool:
-    """Whether ``pid`` has ended and waits for its parent to reap it."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # reaped meanwhile
+    except ChildProcessError:  # not our child: it exists, and nobody's zombie for long
         return True
-    except psutil.Error:  # cannot be told: as it exists, running
-        return False
+    return ended == 0
 
 
 def child_pids(parent: int) -> list[int]:

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from pytest_neon import tokens
 from pytest_neon.file_lock import exclusive
 from pytest_neon.local.binaries import find_pg_bindir, has_server_binaries
 from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
@@ -372,7 +372,7 @@ def _remake(cluster: Cluster, deadline: float) -> None:
     """Stop whatever runs on the data directory, remove it and make a new cluster."""
     cluster.stop_server()
     shutil.rmtree(cluster.data_dir, ignore_errors=True)
-    password = secrets.token_urlsafe(24)  # required by initdb, then forgotten
+    password = tokens.token_urlsafe(24)  # required by initdb, then forgotten
     pwfile = cluster.root / "pwfile"
     pwfile.unlink(missing_ok=True)
     fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -426,10 +426,12 @@ def _start(cluster: Cluster, deadline: float, wanted: int | None = None) -> int:
 
 def _ensure_watchdog(root: Path) -> None:
     """Start the idle watchdog of the server in ``root`` unless one runs."""
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((root / WATCHDOG_PID).read_text().strip())
-        if detached_alive(pid):
-            return
+    from pytest_neon.local.watchdog_socket import SOCKET
+
+    if watchdog_running(root):
+        return
+    with contextlib.suppress(OSError):  # an ended watchdog's: until the new one listens,
+        (root / SOCKET).unlink()  # its pid tells whether it runs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     quiet = [
         (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0)  # type: ignore[attr-defined,unused-ignore]
@@ -461,14 +463,26 @@ def ask_watchdog(root: Path, request: str) -> bool:
 
     if send_request(root, request):
         return True
+    if not watchdog_running(root):
+        return False
     try:
-        pid = int((root / WATCHDOG_PID).read_text().strip())
-        if not detached_alive(pid):
-            return False
         (root / request).touch()
-    except (OSError, ValueError):
+    except OSError:
         return False
     return True
+
+
+def watchdog_running(root: Path) -> bool:
+    """Whether the watchdog of the server in ``root`` runs: its process exists and, if it
+    made its socket, listens there (one that has ended but not been reaped yet by the
+    run that started it still has a pid)."""
+    from pytest_neon.local.watchdog_socket import listening
+
+    try:
+        pid = int((root / WATCHDOG_PID).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return detached_alive(pid) and listening(root) is not False
 
 
 def stop_shared_server(root: Path) -> bool:

@@ -159,6 +159,22 @@ class WatchdogSocket:
         return ""
 
 
+def listening(root: Path) -> bool | None:
+    """Whether a watchdog listens on the socket in ``root``; ``None`` when there is no
+    socket to ask (none made, or no ``AF_UNIX``). A watchdog that has ended refuses,
+    also while it is a zombie its parent has not reaped yet (its pid still exists)."""
+    path = root / SOCKET
+    if not hasattr(socket, "AF_UNIX") or not path.exists():
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1.0)
+            conn.connect(str(path))
+    except OSError:
+        return False
+    return True
+
+
 def ask_password(root: Path, project_id: str) -> str | None:
     """The password the watchdog of the server in ``root`` kept for ``project_id``'s login;
     ``None`` when it has none (or no watchdog answers)."""
