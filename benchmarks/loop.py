@@ -13,6 +13,10 @@ server (``--neon-local-reuse``) in a directory of its own:
   isolation and pytest-postgresql, on the kept server, a throwaway cluster and a server
   given by URL.
 
+Where valgrind is installed, the Django row's two commands also run under it, which
+counts the instructions they execute: a figure that, unlike time, holds still between
+runs on a VM (``--instructions 0`` skips it).
+
 ``python benchmarks/loop.py`` (``make bench`` runs it after ``run.py``).
 """
 
@@ -143,6 +147,27 @@ def side_by_side(
     return statistics.median(walls_a), statistics.median(walls_b), paired
 
 
+INSTRUCTIONS: dict[str, float] = {}  # what -> median instructions of a run (valgrind)
+
+
+def _instructions(command: Sequence[str], cwd: Path, env: dict[str, str]) -> int:
+    """User-space instructions that one run of ``command`` executes, counted by valgrind
+    (``callgrind``): unlike time, the same from one run to the next within a few tenths
+    of a percent."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-2000:])
+        raise SystemExit(f"benchmark command failed under valgrind: {' '.join(command)}")
+    counted = [line for line in proc.stderr.splitlines() if "I   refs:" in line]
+    return int(counted[-1].rsplit(":", 1)[1].replace(",", "").strip())
+
+
 def _superuser_login(url: str, role: str, password: str) -> None:
     """A role with a password on the kept server, for pytest-django's side."""
     from psycopg import sql
@@ -156,9 +181,12 @@ def _superuser_login(url: str, role: str, password: str) -> None:
         )
 
 
-def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, float, str]]:
+def whole_runs(
+    work: Path, runs: int, instructions: int = 0
+) -> list[tuple[str, float, float, float, str]]:
     """The first three rows: (what, pytest-neon s, baseline s, paired difference s,
-    baseline name)."""
+    baseline name); with ``instructions``, also that many runs of the Django row's two
+    commands under valgrind (:data:`INSTRUCTIONS`)."""
     kept = work / "kept"
     env = _env(NEON_LOCAL_REUSE="true", NEON_LOCAL_DIR=str(kept))
     plain_env = _env()
@@ -208,6 +236,15 @@ def whole_runs(work: Path, runs: int) -> list[tuple[str, float, float, float, st
     rows.append(
         ("Django example, one file, second run", django, reuse, paired, "pytest-django --reuse-db")
     )
+    if instructions and shutil.which("valgrind"):
+        theirs_command = _whole("-p", "no:neon", "--reuse-db", "tests/test_models.py")
+        counts: dict[str, list[int]] = {"pytest-neon": [], "pytest-django --reuse-db": []}
+        for _turn in range(instructions):
+            counts["pytest-neon"].append(_instructions(_whole("tests/test_models.py"), ours, env))
+            counts["pytest-django --reuse-db"].append(
+                _instructions(theirs_command, theirs, django_env)
+            )
+        INSTRUCTIONS.update({k: statistics.median(v) for k, v in counts.items()})
     return rows
 
 
@@ -323,10 +360,16 @@ def main() -> None:
     """Print the local-loop tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=3,
+        help="runs of the Django row's commands under valgrind, if installed (0: none)",
+    )
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pn-loop-"))  # short: the kept server's socket
     try:
-        rows = whole_runs(work, opts.runs)
+        rows = whole_runs(work, opts.runs, opts.instructions)
         print("\n### The local loop: whole runs (median wall seconds, kept local server)\n")
         print("| run | pytest-neon s | baseline s | over the baseline | paired | baseline |")
         print("|---|---|---|---|---|---|")
@@ -334,6 +377,13 @@ def main() -> None:
             print(
                 f"| {what} | {ours:.2f} | {base:.2f} | {ours - base:+.2f} s "
                 f"| {paired * 1000:+.0f} ms | {name} |"
+            )
+        if INSTRUCTIONS:
+            ours_n, theirs_n = INSTRUCTIONS["pytest-neon"], INSTRUCTIONS["pytest-django --reuse-db"]
+            print(
+                "\nThe Django row in instructions (valgrind, user space, median of "
+                f"{opts.instructions}): pytest-neon {ours_n / 1e9:.3f} G, pytest-django "
+                f"--reuse-db {theirs_n / 1e9:.3f} G, {(ours_n / theirs_n - 1) * 100:+.1f}%"
             )
         burst = bursts(work)
         baselines = {what: (r, w) for what, r, w in burst if what.startswith("no isolation")}
