@@ -113,6 +113,7 @@ def _restore_while_a_clone_waits(
     uri = api.uri(branch)
     api.restore(branch, main)
     _wait_for_spares(emulator, branch)
+    _until("the first restore's old copy stayed", lambda: not _swapped_out_copies(url))
     held = _hold_clones_of(url, emulator.control_plane.real_database(main))
     swapped_out: set[str] = set()
     try:
@@ -136,4 +137,10 @@ def _restore_while_a_clone_waits(
         held.close()
     _wait_for_spares(emulator, branch)
     _until("the old copy stayed after the clones", lambda: not swapped_out & _databases(url))
+    _until("an old copy stayed", lambda: not _swapped_out_copies(url))
     assert len(_databases(url)) == len(before)  # two spares again, nothing else
+
+
+def _swapped_out_copies(url: str) -> set[str]:
+    """Copies a restore swapped out (renamed ``nbtrash_...``), not dropped yet."""
+    return {d for d in _databases(url) if d.startswith("nbtrash_")}
