@@ -13,14 +13,13 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from pytest_neon import tokens
 
 log = logging.getLogger("pytest_neon.xdist")
 
@@ -67,7 +66,7 @@ def read_handoff() -> Handoff | None:
 
 def new_run_id() -> str:
     """A short id that makes this run's branch names unique."""
-    return tokens.token_hex(4)
+    return secrets.token_hex(4)
 
 
 _RUN_DIR = re.compile(r"^pytest-neon-[0-9a-f]{8}$")

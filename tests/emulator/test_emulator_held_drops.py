@@ -17,7 +17,7 @@ from pytest_neon.local.cluster import RunningPostgres
 from pytest_neon.local.emulator import Emulator
 from pytest_neon.local.emulator.sql import spares
 from pytest_neon.local.launcher import start_postgres
-from tests.support.emulator_http import NeonHttp, sql
+from tests.support.emulator_http import NeonHttp, sql, wait_for_spares
 
 DROPPED_WITHIN = 10.0  # seconds a drop that does not wait may take
 WAITS_AT_LEAST = 0.6  # seconds a held copy is seen to stay (a drop takes far less)
@@ -44,16 +44,6 @@ def _set_fsync(url: str, on: bool) -> None:
 def _databases(url: str) -> set[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-
-
-def _wait_for_spares(emulator: Emulator, branch_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready = emulator.control_plane.spares.ready(branch_id)
-        if ready is not None and len(ready) == 2:
-            return
-        time.sleep(0.02)
-    pytest.fail("the spares were not prepared")
 
 
 def _hold_clones_of(url: str, real_name: str) -> psycopg.Connection[Any]:
@@ -112,7 +102,7 @@ def _restore_while_a_clone_waits(
     branch = api.create_branch(name="held")["branch"]["id"]
     uri = api.uri(branch)
     api.restore(branch, main)
-    _wait_for_spares(emulator, branch)
+    wait_for_spares(emulator, branch, 2)
     _until("the first restore's old copy stayed", lambda: not _swapped_out_copies(url))
     held = _hold_clones_of(url, emulator.control_plane.real_database(main))
     swapped_out: set[str] = set()
@@ -135,7 +125,7 @@ def _restore_while_a_clone_waits(
     finally:
         held.rollback()  # the clone goes on
         held.close()
-    _wait_for_spares(emulator, branch)
+    wait_for_spares(emulator, branch, 2)
     _until("the old copy stayed after the clones", lambda: not swapped_out & _databases(url))
     _until("an old copy stayed", lambda: not _swapped_out_copies(url))
     assert len(_databases(url)) == len(before)  # two spares again, nothing else

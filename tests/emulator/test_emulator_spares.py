@@ -8,17 +8,7 @@ import psycopg
 import pytest
 
 from pytest_neon.local.emulator import Emulator
-from tests.support.emulator_http import NeonHttp, sql
-
-
-def _wait_for_spare(emulator: Emulator, branch_id: str) -> list[str]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready = emulator.control_plane.spares.ready(branch_id)
-        if ready:
-            return ready
-        time.sleep(0.02)
-    pytest.fail("no spare was prepared")
+from tests.support.emulator_http import NeonHttp, sql, wait_for_spares
 
 
 def _restored_with_spares(
@@ -31,7 +21,7 @@ def _restored_with_spares(
     branch = api.create_branch(name=name)["branch"]["id"]
     uri = api.uri(branch)
     api.restore(branch, main)
-    return main, branch, uri, _wait_for_spare(emulator, branch)
+    return main, branch, uri, wait_for_spares(emulator, branch)
 
 
 def _databases(postgres_url: str) -> set[str]:
@@ -63,7 +53,7 @@ def test_a_change_to_the_source_makes_the_spare_stale(emulator: Emulator, api: N
     branch = api.create_branch(name="stale-spare")["branch"]["id"]
     uri = api.uri(branch)
     api.restore(branch, main)
-    _wait_for_spare(emulator, branch)
+    wait_for_spares(emulator, branch)
 
     sql(main_uri, "INSERT INTO t VALUES ('written to the parent after the spare')")
     api.restore(branch, main)
@@ -76,7 +66,7 @@ def test_delete_and_drop_leave_no_spare_behind(
     before = _databases(postgres_url)
     branch = api.create_branch(name="spare-then-delete")["branch"]["id"]
     api.restore(branch, emulator.default_branch_id)
-    _wait_for_spare(emulator, branch)
+    wait_for_spares(emulator, branch)
     api.delete_branch(branch)
     deadline = time.monotonic() + 10
     while _databases(postgres_url) - before and time.monotonic() < deadline:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import requests
 import yaml
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
@@ -245,3 +247,15 @@ def database_exists(postgres_url: str, name: str) -> bool:
 def real_name(uri: str) -> str:
     """The real database name in a connection URI."""
     return uri.rsplit("/", 1)[1].split("?")[0]
+
+
+def wait_for_spares(emulator: Emulator, branch_id: str, count: int = 1) -> list[str]:
+    """The real names of ``branch_id``'s spares once at least ``count`` are ready and none
+    is being cloned (fails the test after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready = emulator.control_plane.spares.ready(branch_id)
+        if ready is not None and len(ready) >= count:
+            return ready
+        time.sleep(0.02)
+    pytest.fail(f"{count} spare(s) were not prepared")

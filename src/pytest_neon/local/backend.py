@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pytest_neon import tokens
 from pytest_neon.local.lazy_start import Reservation, create_login, lock_out
 from pytest_neon.local.shared_server import (
     KeptServer,
@@ -170,7 +170,7 @@ class LocalBackend:
         ``not_kept``: why there can be no kept server here, found already.
         """
         server = _server(postgres_url, source, kept, reservation, room, not_kept)
-        api_key = tokens.token_urlsafe(24)
+        api_key = secrets.token_urlsafe(24)
         register_secret(api_key)
         if reservation is not None and reservation.claim is not None:
             # a parked project taken over (pg_walinspect installed by the run that made

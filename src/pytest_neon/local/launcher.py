@@ -9,6 +9,7 @@ the server runs as the ``postgres`` user, or, with no such user, as the package'
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pytest_neon import tokens
 from pytest_neon.errors import NeonConfigError
 from pytest_neon.local.binaries import find_pg_bindir
 from pytest_neon.local.cluster import SUPERUSER, Cluster, RunningPostgres, track
@@ -117,7 +117,7 @@ def _start_system(
         f" (run as user {run_as.name})" if run_as else ""
     )
     try:
-        password = tokens.token_urlsafe(24)
+        password = secrets.token_urlsafe(24)
         register_secret(password)
         pwfile = cluster.root / "pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -222,7 +222,7 @@ def _take_over_package_cluster(
         cluster.source += f" (run as user {system_user})"
     cluster.source += f", PostgreSQL {_postgres_major(cluster.data_dir)}"
 
-    password = tokens.token_urlsafe(24)
+    password = secrets.token_urlsafe(24)
     register_secret(password)
     _set_superuser_password(server.get_uri(), password)
     stop = ["pg_ctl", "-D", str(cluster.data_dir), "-m", "fast", "-w", "-t", "30", "stop"]

@@ -15,12 +15,12 @@ one, and loads the emulator when a test first needs a reset or a new branch.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pytest_neon import tokens
 from pytest_neon.local.shared_server import running_kept_port, touch_last_use
 from pytest_neon.redact import register_secret
 
@@ -98,7 +98,7 @@ def reserve(
         from pytest_neon.local.watchdog_socket import ask_password
 
         handed = ask_password(root, taken.parked.project_id)  # nothing to run on the server
-    password = handed or tokens.token_urlsafe(24)
+    password = handed or secrets.token_urlsafe(24)
     register_secret(password)
     if taken is not None:
         reservation = Reservation(

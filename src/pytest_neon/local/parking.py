@@ -28,12 +28,11 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
-
-from pytest_neon import tokens
 
 if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import SqlServer
@@ -251,7 +250,7 @@ def _make_ready(
     if cluster is None:
         raise RuntimeError("the kept server is not running")
     databases = (parked.database, parked.migration_database)
-    password = tokens.token_urlsafe(24) if keeper is not None else None
+    password = secrets.token_urlsafe(24) if keeper is not None else None
     lock_out = lock_out_statement(parked.project_id)
     if password is not None:
         statement = password_statement(

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from pytest_neon import tokens
 from pytest_neon.file_lock import exclusive
 from pytest_neon.local.binaries import find_pg_bindir, has_server_binaries
 from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
@@ -372,7 +372,7 @@ def _remake(cluster: Cluster, deadline: float) -> None:
     """Stop whatever runs on the data directory, remove it and make a new cluster."""
     cluster.stop_server()
     shutil.rmtree(cluster.data_dir, ignore_errors=True)
-    password = tokens.token_urlsafe(24)  # required by initdb, then forgotten
+    password = secrets.token_urlsafe(24)  # required by initdb, then forgotten
     pwfile = cluster.root / "pwfile"
     pwfile.unlink(missing_ok=True)
     fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,10 +10,10 @@ project (also after a ``kill -9``), and leaves the user's databases alone.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pytest_neon import tokens
 from pytest_neon.probe import wal_inspector_available
 
 log = logging.getLogger("pytest_neon.local")
@@ -50,7 +50,7 @@ def given_server_checks(url: str, comment: str) -> WriteChecks:
 
     if wal_inspector_available(url, install=False):
         return WriteChecks(url)
-    name = f"pytest_neon_checks_{tokens.token_hex(6)}"
+    name = f"pytest_neon_checks_{secrets.token_hex(6)}"
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(

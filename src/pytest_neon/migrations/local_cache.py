@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from typing import Any
 
-from pytest_neon import tokens
 from pytest_neon.local.cluster import SUPERUSER
 from pytest_neon.neon_branch import NeonBranch
 
@@ -77,7 +77,7 @@ class LocalMigrationCache:
         real, _ = _database_of(branch)
         databases = self._databases
         databases.server.tablespace = "pg_default"  # on disk, never in RAM
-        building = _BUILDING + tokens.token_hex(6)
+        building = _BUILDING + secrets.token_hex(6)
         # owned by the server's superuser: the run's project drops what its role owns
         databases.clone(
             real, building, SUPERUSER, f"{_COMMENT} {key}", _CLONE_WAIT, evict_after=_EVICT

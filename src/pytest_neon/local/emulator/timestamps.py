@@ -5,18 +5,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from pytest_neon import clock
+from pytest_neon.clock import utcnow  # the emulator's "now": tests moving time leave it
+
+__all__ = ["parse_rfc3339", "rfc3339", "utcnow"]
 
 # RFC 3339 date-time: full date, 'T' (or space), time with seconds, optional fraction, zone.
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC (tests that move the clock leave it: see
-    :mod:`pytest_neon.clock`)."""
-    return clock.utcnow()
 
 
 def rfc3339(moment: datetime) -> str:

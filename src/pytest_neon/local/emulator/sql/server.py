@@ -6,6 +6,7 @@ connections, the server's version and host, and DSNs for the clients of a branch
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,10 +81,15 @@ class SqlServer:
         self._closed = False
         with self.connection() as conn:
             self.server_version: int = conn.info.server_version
+
+    @functools.cached_property
+    def syncs(self) -> bool:
+        """Whether the server syncs its writes to disk (``fsync``): then every ``DROP
+        DATABASE`` and ``FILE_COPY`` clone forces a checkpoint that waits for the disk
+        (asked once, by the first that needs it)."""
+        with self.connection() as conn:
             row = conn.execute("SELECT current_setting('fsync') = 'on'").fetchone()
-        #: whether the server syncs its writes to disk (``fsync``): then every ``DROP
-        #: DATABASE`` and ``FILE_COPY`` clone forces a checkpoint that waits for the disk
-        self.syncs: bool = bool(row and row[0])
+        return bool(row and row[0])
 
     @property
     def endpoint_host(self) -> str:

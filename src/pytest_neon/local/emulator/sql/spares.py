@@ -71,8 +71,8 @@ class SparePool:
         self._changed = threading.Condition()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="neon-emulator-spare")
         self._closed = False
-        self._hold = databases.server.syncs  # drops wait for the clones (see the module)
-        self._copy_bytes = 0  # the largest spare cloned so far
+        self._hold = False  # drops wait for the clones (see the module): set by prepare()
+        self._sizes: dict[str, int] = {}  # bytes of a copy, by template (measured once)
         self._trash: list[str] = []  # copies to drop, oldest first
         self._draining = False
 
@@ -105,9 +105,13 @@ class SparePool:
 
     def prepare(self, key: Key, owner: str) -> None:
         """Clone spares of ``key``'s template in the background until ``depth`` are kept."""
+        if not self.enabled:
+            return
+        hold = self._databases.server.syncs  # (asked once, not under the lock)
         with self._changed:
-            if self._closed or not self.enabled:
+            if self._closed:
                 return
+            self._hold = hold
             kept = len(self._spares.get(key, [])) + self._cloning.get(key, 0)
             for _ in range(self._depth - kept):
                 self._cloning[key] = self._cloning.get(key, 0) + 1
@@ -117,14 +121,15 @@ class SparePool:
         template = key[0]
         name: str | None = None
         snapshot: tuple[int, ...] | None = None
+        size = 0
         try:
             snapshot = self._swapper.activity_snapshot(template)
             if snapshot is None:
                 return  # someone is connected to the template: no spare this time
             name = ids.real_database_name()
             self._databases.clone(template, name, owner, self._comment, wait=0.0)
-            if self._hold:
-                self._copy_bytes = max(self._copy_bytes, self._databases.size(name))
+            if self._hold and template not in self._sizes:
+                size = self._databases.size(name)
         except (psycopg.Error, TemplateBusyError) as exc:
             log.debug("no spare of %s: %s", template, exc)
             name = None
@@ -132,6 +137,8 @@ class SparePool:
             stale: list[Spare] = []
             with self._changed:
                 self._cloning[key] -= 1
+                if size:
+                    self._sizes[template] = size
                 if not self._cloning[key]:
                     del self._cloning[key]
                 if name is not None and snapshot is not None and not self._closed:
@@ -172,7 +179,8 @@ class SparePool:
         """Whether the copies to drop may wait for now (the caller holds the lock)."""
         if not (self._hold and self._cloning):
             return False
-        held = max(HELD_AT_LEAST, HELD_BYTES // max(self._copy_bytes, 1))
+        largest = max(self._sizes.values(), default=1)
+        held = max(HELD_AT_LEAST, HELD_BYTES // largest)
         return len(self._trash) <= held
 
     def _drain_soon(self) -> None:
