@@ -344,6 +344,32 @@ def test_an_idle_server_stops_and_neon_local_stop_removes_it(
     assert not kept_dir.exists()
 
 
+def _watchdog_sessions(root: Path) -> list[tuple[int, object]]:
+    """The watchdog's connections to the kept server: (backend pid, start)."""
+    with psycopg.connect(_url(root), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity"
+            " WHERE application_name = 'pytest-neon-watchdog'"
+        ).fetchall()
+    return [(int(pid), start) for pid, start in rows]
+
+
+def test_the_watchdog_polls_sweeps_and_parks_over_one_connection(
+    pytester: pytest.Pytester, kept_dir: Path
+) -> None:
+    pytester.makepyfile(test_w=WRITE_TEST)
+    _run(pytester).assert_outcomes(passed=1)
+    deadline = time.monotonic() + 10
+    while not (sessions := _watchdog_sessions(kept_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(sessions) == 1, "the watchdog holds no connection of its own"
+    # a run that sweeps at its start and parks its project at its end, then two more polls
+    _run(pytester).assert_outcomes(passed=1)
+    assert _left(kept_dir) == set()
+    time.sleep(2 * 2.0 + 0.5)
+    assert _watchdog_sessions(kept_dir) == sessions
+
+
 PROMISED = """
 import os
 

@@ -8,8 +8,10 @@ gone, and its databases and metadata are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from pytest_neon.local.emulator.sql.metadata import SCHEMA, comment_for, try_lock_project
@@ -36,35 +38,51 @@ def project_ids(conn: Connection) -> set[str]:
     return found
 
 
-def dead_projects(url: str, kept: Callable[[], set[str]] = set) -> list[str]:
+def dead_projects(
+    url: str, kept: Callable[[], set[str]] = set, conn: Connection | None = None
+) -> list[str]:
     """The projects on the server whose run is gone (nobody holds their lock), but those
     ``kept()`` names (parked for the next run, or claimed by one).
 
     ``kept()`` is asked before the locks are tried (a parked project's lock is never
-    taken here: the run claiming it takes it) and after (a project parked meanwhile)."""
-    import psycopg
-
+    taken here: the run claiming it takes it) and after (a project parked meanwhile).
+    ``conn``: an autocommit superuser connection to the server, to use instead of a new
+    one."""
     dead = []
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+    with _connected(url, conn) as c:
         skip = kept()
-        for project_id in sorted(project_ids(conn) - skip):
-            if try_lock_project(conn, project_id):
-                dead.append(project_id)
-        conn.execute("SELECT pg_advisory_unlock_all()")
+        try:
+            for project_id in sorted(project_ids(c) - skip):
+                if try_lock_project(c, project_id):
+                    dead.append(project_id)
+        finally:
+            c.execute("SELECT pg_advisory_unlock_all()")
     skip = kept()
     return [project_id for project_id in dead if project_id not in skip]
 
 
-def drop_dead_projects(url: str, kept: Callable[[], set[str]] = set) -> int:
+def _connected(url: str, conn: Connection | None) -> AbstractContextManager[Connection]:
+    """``conn`` (left open), else a new autocommit connection to ``url`` (closed after)."""
+    if conn is not None:
+        return contextlib.nullcontext(conn)
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+
+def drop_dead_projects(
+    url: str, kept: Callable[[], set[str]] = set, conn: Connection | None = None
+) -> int:
     """Drop every project of a dead run from the server at ``url``; how many were dropped.
 
     A project that comes alive meanwhile (its lock taken again) is left alone, and so are
-    those ``kept()`` names (see :func:`dead_projects`).
+    those ``kept()`` names (see :func:`dead_projects`). ``conn``: an autocommit superuser
+    connection to look with (a dead project is dropped over connections of its own).
     """
     from pytest_neon.local.reaper import drop_project
 
     dropped = 0
-    for project_id in dead_projects(url, kept):
+    for project_id in dead_projects(url, kept, conn):
         try:
             drop_project(url, project_id, patience=0.0)
         except Exception as exc:  # taken by a live run meanwhile, or a server hiccup
@@ -72,22 +90,20 @@ def drop_dead_projects(url: str, kept: Callable[[], set[str]] = set) -> int:
             continue
         log.info("dropped project %s of a run that is gone", project_id)
         dropped += 1
-    _drop_orphan_logins(url)
+    _drop_orphan_logins(url, conn)
     return dropped
 
 
-def _drop_orphan_logins(url: str) -> None:
+def _drop_orphan_logins(url: str, conn: Connection | None) -> None:
     """Drop login roles (the kept server's) whose run's project is gone."""
-    import psycopg
-
     from pytest_neon.local.lazy_start import LOGIN_PREFIX, drop_role
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        rows = conn.execute(
+    with _connected(url, conn) as c:
+        rows = c.execute(
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (LOGIN_PREFIX,)
         ).fetchall()
         # after the roles: a run makes its project before its login role
-        live = project_ids(conn)
+        live = project_ids(c)
         for (name,) in rows:
             if name[len(LOGIN_PREFIX) :] not in live:
-                drop_role(conn, name)
+                drop_role(c, name)

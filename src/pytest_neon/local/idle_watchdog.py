@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_neon.local.server_link import ServerLink
 from pytest_neon.local.shared_server import (
     IDLE_FILE,
     LAST_USE,
@@ -59,12 +60,12 @@ def _since_last_use(root: Path) -> float:
         return float("inf")
 
 
-def _other_clients(url: str) -> int | None:
+def _other_clients(link: ServerLink, url: str) -> int | None:
     """Client connections other than this one (``None``: the server does not answer)."""
     import psycopg
 
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        with link.using(url) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
@@ -86,6 +87,14 @@ def _stop(root: Path) -> None:
 
 def watch(root: Path) -> None:
     """Watch the server in ``root`` until it stops (or is stopped for being idle)."""
+    link = ServerLink()
+    try:
+        _watch(root, link)
+    finally:
+        link.close()
+
+
+def _watch(root: Path, link: ServerLink) -> None:
     last_busy = time.monotonic()
     last_sweep = 0.0
     mailbox = WatchdogSocket(root, lambda: _server_pid(root))
@@ -95,30 +104,20 @@ def watch(root: Path) -> None:
         port = _port(root)
         if port is None:
             return  # stopped by somebody else
+        url = socket_url(root, port)
         if READY_REQUEST in requested:  # the next run may be starting: first, and alone
-            from pytest_neon.local.parking import make_ready
-
-            with contextlib.suppress(Exception):
-                make_ready(root, port, keeper)
+            _make_ready(root, port, keeper, link, url)
             if requested == {READY_REQUEST}:
                 continue
-        url = socket_url(root, port)
-        clients = _other_clients(url)
+        clients = _other_clients(link, url)
         now = time.monotonic()
         if clients is None:
             continue
         if requested or now - last_sweep > SWEEP_EVERY:
             last_sweep = now
-            from pytest_neon.local.dead_runs import drop_dead_projects
-            from pytest_neon.local.kept_failures import drop_expired_quietly
-            from pytest_neon.local.parking import make_ready, protected_projects
-
             if READY_REQUEST not in requested:  # (else done above)
-                with contextlib.suppress(Exception):
-                    make_ready(root, port, keeper)
-            with contextlib.suppress(Exception):
-                drop_dead_projects(url, lambda: protected_projects(root))
-            drop_expired_quietly(url)  # failing tests' data (--neon-keep-failed) once expired
+                _make_ready(root, port, keeper, link, url)
+            _sweep(root, link, url)
         if clients:
             last_busy = now
             continue
@@ -126,11 +125,34 @@ def watch(root: Path) -> None:
         if idle < _idle_timeout(root):
             continue
         with locked(root):
-            if _other_clients(url):
+            if _other_clients(link, url):
                 last_busy = time.monotonic()
                 continue
+            link.close()
             _stop(root)
         return
+
+
+def _make_ready(
+    root: Path, port: int, keeper: WatchdogSocket | None, link: ServerLink, url: str
+) -> None:
+    """Make the parked projects ready for the next run (on the link's connection)."""
+    from pytest_neon.local.parking import make_ready
+
+    with contextlib.suppress(Exception), link.using(url) as conn:
+        make_ready(root, port, keeper, conn)
+
+
+def _sweep(root: Path, link: ServerLink, url: str) -> None:
+    """Drop what dead runs left, and failing tests' data (--neon-keep-failed) once expired."""
+    from pytest_neon.local.dead_runs import drop_dead_projects
+    from pytest_neon.local.kept_failures import drop_expired_quietly
+    from pytest_neon.local.parking import protected_projects
+
+    with contextlib.suppress(Exception), link.using(url) as conn:
+        drop_dead_projects(url, lambda: protected_projects(root), conn)
+    with contextlib.suppress(Exception), link.using(url) as conn:
+        drop_expired_quietly(url, conn)
 
 
 def _wait_for_request(root: Path, seconds: float, mailbox: WatchdogSocket | None) -> set[str]:

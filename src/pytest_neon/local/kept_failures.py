@@ -8,11 +8,16 @@ kept server's watchdog, and the next run on the server, drop it once expired.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pytest_neon.clock import utcnow
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("pytest_neon.local")
 
@@ -40,15 +45,22 @@ def keep_database(url: str, source: str, name: str, expires_at: datetime) -> Non
         databases.server.close()
 
 
-def drop_expired(url: str, now: datetime | None = None) -> list[str]:
-    """Drop the kept databases on the server at ``url`` whose expiry passed; their names."""
+def drop_expired(
+    url: str, now: datetime | None = None, conn: psycopg.Connection[Any] | None = None
+) -> list[str]:
+    """Drop the kept databases on the server at ``url`` whose expiry passed; their names.
+    ``conn``: an autocommit superuser connection to it, to use instead of a new one."""
     import psycopg
     from psycopg import sql
 
     now = now or utcnow()
     dropped: list[str] = []
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        rows = conn.execute(
+    with (
+        contextlib.nullcontext(conn)
+        if conn is not None
+        else psycopg.connect(url, autocommit=True, connect_timeout=10)
+    ) as c:
+        rows = c.execute(
             "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') FROM pg_database"
             " WHERE starts_with(datname, %s)",
             (PREFIX,),
@@ -58,7 +70,7 @@ def drop_expired(url: str, now: datetime | None = None) -> list[str]:
             if expires is None or expires > now:
                 continue
             try:
-                conn.execute(
+                c.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
             except psycopg.Error as exc:
@@ -69,10 +81,10 @@ def drop_expired(url: str, now: datetime | None = None) -> list[str]:
     return dropped
 
 
-def drop_expired_quietly(url: str) -> None:
+def drop_expired_quietly(url: str, conn: psycopg.Connection[Any] | None = None) -> None:
     """:func:`drop_expired`, for housekeeping: a failure is logged, never raised."""
     try:
-        drop_expired(url)
+        drop_expired(url, conn=conn)
     except Exception as exc:
         log.debug("could not drop expired kept databases: %s", exc)
 

@@ -32,9 +32,11 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    import psycopg
+
     from pytest_neon.local.emulator.sql.server import SqlServer
     from pytest_neon.local.watchdog_socket import WatchdogSocket
 
@@ -199,13 +201,19 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> None:
+def make_ready(
+    root: Path,
+    port: int,
+    keeper: WatchdogSocket | None = None,
+    conn: psycopg.Connection[Any] | None = None,
+) -> None:
     """Make every parked project ready for the next run, as the server's watchdog does
     right after the run that parked it ends: a worker branch that a test had made a new
     copy of its migrated state (see :func:`refresh`), and the login of that run locked
     out, or given a new password that ``keeper`` hands to the next run (it forgets those
     of projects no longer parked). A run that claims one meanwhile waits for it; one that
-    fails is no longer parked (the sweep drops it)."""
+    fails is no longer parked (the sweep drops it). ``conn``: an autocommit superuser
+    connection to the server, to use instead of new ones."""
     from pytest_neon import __version__
 
     if sys.platform == "win32":
@@ -224,7 +232,7 @@ def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> N
                 now = _read(path)
                 if now is None or _ready(now, keeper) or not _same_file(fd, path):
                     continue
-                handed = _make_ready(root, port, now, keeper)
+                handed = _make_ready(root, port, now, keeper, conn)
                 ready = now._replace(fresh=True, locked_out=True, handed=handed)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(ready._asdict()).encode(), 0)
@@ -238,13 +246,23 @@ def make_ready(root: Path, port: int, keeper: WatchdogSocket | None = None) -> N
 
 
 def _make_ready(
-    root: Path, port: int, parked: ParkedProject, keeper: WatchdogSocket | None
+    root: Path,
+    port: int,
+    parked: ParkedProject,
+    keeper: WatchdogSocket | None,
+    conn: psycopg.Connection[Any] | None,
 ) -> bool:
     """Make ``parked`` ready (see :func:`make_ready`); whether ``keeper`` holds its
     login's new password."""
     from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
     from pytest_neon.local.shared_server import socket_url, stamped_cluster
     from pytest_neon.local.socket_statement import run_statement
+
+    def run(statement: str) -> None:
+        if conn is not None:
+            conn.execute(statement.encode())  # (its text as is: no parameters)
+        else:
+            run_statement(root, port, statement)
 
     cluster = stamped_cluster(root)
     if cluster is None:
@@ -257,14 +275,14 @@ def _make_ready(
             login_role(parked.project_id), password, parked.owner, databases
         )
         try:
-            run_statement(root, port, statement)  # (fails unless both databases are there)
+            run(statement)  # (fails unless both databases are there)
         except Exception:
             if not parked.locked_out:  # the last run's password ends all the same
                 with contextlib.suppress(Exception):
-                    run_statement(root, port, lock_out)
+                    run(lock_out)
             raise
     elif not parked.locked_out:
-        run_statement(root, port, lock_out)
+        run(lock_out)
     if not parked.fresh:
         from pytest_neon.local.emulator.sql.server import SqlServer
 
@@ -276,18 +294,26 @@ def _make_ready(
     if keeper is None or password is None:
         return False
     try:
-        directories = _database_directories(socket_url(root, port), cluster.data_dir, databases)
+        directories = _database_directories(
+            socket_url(root, port), cluster.data_dir, databases, conn
+        )
     except Exception:  # (the run that claims it gives the login a password itself)
         return False
     return keeper.keep(parked.project_id, password, directories)
 
 
-def _database_directories(url: str, data_dir: Path, names: tuple[str, ...]) -> tuple[Path, ...]:
+def _database_directories(
+    url: str, data_dir: Path, names: tuple[str, ...], conn: psycopg.Connection[Any] | None
+) -> tuple[Path, ...]:
     """Where the databases ``names`` keep their files (each must exist)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        rows = conn.execute(
+    with (
+        contextlib.nullcontext(conn)
+        if conn is not None
+        else psycopg.connect(url, autocommit=True, connect_timeout=10)
+    ) as c:
+        rows = c.execute(
             "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
             " WHERE datname = ANY(%s)",
             (list(names),),
