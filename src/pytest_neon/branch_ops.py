@@ -49,7 +49,7 @@ class BranchOps:
 
     def __init__(
         self,
-        client: NeonClient,
+        client: NeonClient | Callable[[], NeonClient],
         settings: Settings,
         *,
         run_id: str,
@@ -58,11 +58,15 @@ class BranchOps:
         workers: int = 1,
         login: tuple[str, str] | None = None,
     ) -> None:
-        """``login``: (user, password) every connection string is given instead of the
-        role's (the kept local server's run login)."""
+        """``client``: the API client, or what makes it when first needed (a run that
+        took over a parked project may never call the API); ``login``: (user, password)
+        every connection string is given instead of the role's (the kept local server's
+        run login)."""
         if not settings.project_id:
             raise NeonConfigError("no Neon project: set NEON_PROJECT_ID or --neon-project-id")
-        self.client = client
+        self._client = None if callable(client) else client
+        self._make_client = client if callable(client) else None
+        self._client_lock = threading.Lock()
         self.settings = settings
         self.project_id: str = settings.project_id
         self.run_id = run_id
@@ -80,6 +84,21 @@ class BranchOps:
         #: branches created without waiting for their operations (see :meth:`wait_ready`)
         self._unsettled: dict[str, CreatedBranch] = {}
         self._settle_lock = threading.Lock()
+
+    @property
+    def client(self) -> NeonClient:
+        """The API client (made now if it was not yet)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._make_client is not None
+                    self._client = self._make_client()
+        return self._client
+
+    @property
+    def client_made(self) -> NeonClient | None:
+        """The API client, if it was made (``None``: the API was never called)."""
+        return self._client
 
     # -- the parent ------------------------------------------------------------------------
 

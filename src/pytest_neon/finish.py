@@ -57,7 +57,7 @@ def finish(state: PluginState, say: Callable[[str], None]) -> None:
             if failures:
                 warn(left_behind(state.settings))
         merge_summary(state.summary, session.summary())
-        session.client.close()
+        session.close_client()
         state.session = None
         state.migrations = None
     if state.local is not None:

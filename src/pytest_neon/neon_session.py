@@ -58,7 +58,7 @@ class NeonSession:
 
     def __init__(
         self,
-        client: NeonClient,
+        client: NeonClient | Callable[[], NeonClient],
         settings: Settings,
         *,
         run_id: str,
@@ -69,7 +69,8 @@ class NeonSession:
         cache_url: str | None = None,
         login: tuple[str, str] | None = None,
     ) -> None:
-        """``worker``: this process's name (``main``, ``gw0``…); ``parent_id``: the parent
+        """``client``: the API client, or what makes it when first needed; ``worker``:
+        this process's name (``main``, ``gw0``…); ``parent_id``: the parent
         branch as another process of the run found it; ``workers``: processes of the run;
         ``inspector_url``: a local server's superuser DSN for ``pg_walinspect``;
         ``cache_url``: the kept local server's superuser DSN, where migrations are cached;
@@ -444,7 +445,16 @@ class NeonSession:
 
     def summary(self) -> dict[str, Any]:
         """The counters of this process, as plain JSON-able data."""
-        stats = self.client.stats
+        client = self.ops.client_made
+        if client is None:  # (the API never called)
+            return {
+                **self.counters.as_dict(),
+                "api_calls": 0,
+                "api_retries": 0,
+                "waiting_seconds": 0.0,
+                "calls": {},
+            }
+        stats = client.stats
         return {
             **self.counters.as_dict(),
             "api_calls": stats.calls,
@@ -452,3 +462,9 @@ class NeonSession:
             "waiting_seconds": stats.waiting_seconds,
             "calls": dict(stats.by_call),
         }
+
+    def close_client(self) -> None:
+        """Close the API client, if it was made."""
+        client = self.ops.client_made
+        if client is not None:
+            client.close()

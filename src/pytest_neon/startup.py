@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -426,16 +427,23 @@ def _make_session(
     inspector_url: str | None = None,
     cache_url: str | None = None,
     login: tuple[str, str] | None = None,
-    session: HttpSession | None = None,
+    session: Callable[[], HttpSession] | None = None,
 ) -> NeonSession:
+    """``session``: makes the HTTP session of the client (the local emulator's, called
+    in-process); a local run's client is made when first needed (a run that took over a
+    parked project may never call the API: nothing of it is loaded then)."""
     settings = _local_settings(state.settings, project_id) if local else state.settings
-    client = _client(settings, api_host, api_key, local=local, session=session)
+
+    def client() -> NeonClient:
+        http = session() if session is not None else None
+        return _client(settings, api_host, api_key, local=local, session=http)
+
     from pytest_neon.neon_session import NeonSession
 
     if local:
         state.turns = worker_count.local(settings)
     made = NeonSession(
-        client,
+        client if local else client(),
         settings,
         run_id=state.run_id,
         worker=worker,
@@ -475,7 +483,7 @@ def _own_session(state: PluginState, worker: str) -> NeonSession | None:
             cache_url=state.local.cache_url,
             login=_login(state),
             worker=worker,
-            session=state.local.session(),  # this process runs the emulator
+            session=state.local.session,  # this process runs the emulator
         )
         local = state.local
         session.seed_database = lambda branch, template: local.emulator.seed_database(

@@ -17,8 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_neon.local.cluster import read_postmaster_pid
-from pytest_neon.local.processes import detached_alive, pid_alive
+from pytest_neon.local.processes import detached_alive, pid_alive, read_postmaster_pid
 from pytest_neon.local.shared_server import (
     STAMP,
     WATCHDOG_PID,
@@ -777,9 +776,14 @@ def test_a_parked_project_outlives_a_run_without_database_tests_but_not_a_killed
     assert "pytest_neon.neon_session" in loaded  # (the list is the run's)
     for unused in (
         "pytest_neon.api.types",  # the API's records: no call made
+        "pytest_neon.api.client",  # not even a client made
+        "pytest_neon.local.transport",
         "pytest_neon.local.emulator.app",  # nor an emulator started
         "pytest_neon.local.emulator.sql.metadata",
         "pytest_neon.local.emulator.records",
+        "pytest_neon.local.cluster",  # nor a server started or made
+        "pytest_neon.local.launcher",
+        "pytest_neon.local.pip_package",
     ):
         assert unused not in loaded
     # loaded as a library's modules, not through pytest's assertion rewriter

@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from pytest_neon.local.binaries import find_pg_bindir
-from pytest_neon.local.launcher import default_base_dir, ram_dir, start_postgres
+from pytest_neon.local.launcher import start_postgres
 from pytest_neon.local.processes import child_pids, pid_alive, pids_mentioning
+from pytest_neon.local.space import default_base_dir, ram_dir
 
 
 @pytest.fixture

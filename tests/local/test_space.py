@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_neon.local.launcher import default_base_dir
 from pytest_neon.local.shared_server import stop_shared_server
 from pytest_neon.local.space import (
     WAL_ROOM,
     Estimate,
     Room,
     copies_needed,
+    default_base_dir,
     free_bytes,
     remember_size,
     remembered_size,

@@ -20,7 +20,6 @@ from pytest_neon.local.shared_server import (
     hand_over_cleanup,
 )
 from pytest_neon.local.space import Room, branches_on_kept_server, note_largest_database
-from pytest_neon.local.transport import in_process_session
 from pytest_neon.local.unavailable import PostgresUnavailableError
 from pytest_neon.redact import redact, register_secret
 
@@ -146,6 +145,8 @@ class LocalBackend:
     def session(self) -> HttpSession:
         """An HTTP session for this process's client that calls the emulator in-process
         (starting it on the first call, if it is not yet)."""
+        from pytest_neon.local.transport import in_process_session
+
         return in_process_session(self.api_host, lambda: self.emulator.api)
 
     @classmethod

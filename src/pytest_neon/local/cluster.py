@@ -25,12 +25,18 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from pytest_neon.local.processes import child_env, child_pids, pid_alive, pids_mentioning
+from pytest_neon.local import SUPERUSER
+from pytest_neon.local.processes import (
+    child_env,
+    child_pids,
+    pid_alive,
+    pids_mentioning,
+    read_postmaster_pid,
+)
 from pytest_neon.local.run_as import OsUser
 from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, redacted_tail
 from pytest_neon.redact import redact
 
-SUPERUSER = "postgres"
 _PORT_ATTEMPTS = 5
 _STOP_TIMEOUT = 15.0
 # sockaddr_un.sun_path is 108 bytes on Linux (104 on macOS), NUL included.
@@ -52,15 +58,6 @@ _TUNING = {
     # behind in /dev/shm, these go with the directory.
     "dynamic_shared_memory_type": "mmap",
 }
-
-
-def read_postmaster_pid(data_dir: Path) -> int | None:
-    """The postmaster's pid from ``postmaster.pid`` (``None`` when there is none)."""
-    try:
-        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
-        return int(first)
-    except (OSError, ValueError):
-        return None
 
 
 def free_port() -> int:

@@ -181,7 +181,7 @@ def _requests_left(root: Path) -> set[str]:
 
 
 def _server_pid(root: Path) -> int | None:
-    from pytest_neon.local.cluster import read_postmaster_pid
+    from pytest_neon.local.processes import read_postmaster_pid
 
     cluster = stamped_cluster(root)
     return None if cluster is None else read_postmaster_pid(cluster.data_dir)

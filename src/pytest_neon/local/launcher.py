@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_neon.errors import NeonConfigError
+from pytest_neon.local import SUPERUSER
 from pytest_neon.local.binaries import find_pg_bindir
-from pytest_neon.local.cluster import SUPERUSER, Cluster, RunningPostgres, track
+from pytest_neon.local.cluster import Cluster, RunningPostgres, track
 from pytest_neon.local.pip_package import PostgresPackage, find_package, import_package
 from pytest_neon.local.run_as import (
     RUN_AS_USER,
@@ -33,7 +33,7 @@ from pytest_neon.local.run_as import (
     unprivileged_user,
     user_named,
 )
-from pytest_neon.local.space import free_bytes
+from pytest_neon.local.space import default_base_dir
 from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, redacted_tail
 from pytest_neon.redact import register_secret
 
@@ -46,35 +46,6 @@ _INSTALL_HINT = (
 )
 
 _package_lock = threading.Lock()
-
-# A RAM-backed directory per platform: Linux has a tmpfs at /dev/shm; macOS has no RAM disk
-# unless one is made by hand, so its clusters live in the temp dir.
-_RAM_DIRS = {"linux": Path("/dev/shm")}  # noqa: S108 - checked before use
-_RAM_NEEDED = 1 << 30
-
-
-def ram_dir(platform: str = sys.platform) -> Path | None:
-    """The RAM-backed directory of ``platform`` (default: this one) when it has room and we
-    may write to it; ``None`` when there is none (macOS has no RAM disk by default)."""
-    path = _RAM_DIRS.get(platform)
-    if path is None:
-        return None
-    free = free_bytes(path)
-    if free is None or free < _RAM_NEEDED or not os.access(path, os.W_OK | os.X_OK):
-        return None
-    return path
-
-
-def default_base_dir(platform: str = sys.platform) -> Path | None:
-    """Where throwaway clusters live: RAM (:func:`ram_dir`) when it has room, else the temp
-    dir (``None``).
-
-    Cloning a database copies its files; on a RAM disk that takes a few milliseconds, on an
-    ext4 disk it can take hundreds. An explicit ``TMPDIR`` is always respected.
-    """
-    if os.environ.get("TMPDIR"):
-        return None
-    return ram_dir(platform)
 
 
 def _make_root(base_dir: Path | None, run_as: OsUser | None) -> Path:

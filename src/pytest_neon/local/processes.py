@@ -32,6 +32,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def read_postmaster_pid(data_dir: Path) -> int | None:
+    """The postmaster's pid from ``postmaster.pid`` (``None`` when there is none)."""
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
 def pid_exists(pid: int) -> bool:
     """Whether a process ``pid`` exists, zombies included: for a process that is not our
     child (a postmaster started by ``pg_ctl``) the same as :func:`pid_alive`, and cheaper

@@ -24,16 +24,25 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from pytest_neon.file_lock import exclusive
+from pytest_neon.local import SUPERUSER
 from pytest_neon.local.binaries import find_pg_bindir, has_server_binaries
-from pytest_neon.local.cluster import SUPERUSER, Cluster, free_port, read_postmaster_pid
-from pytest_neon.local.pip_package import find_package
-from pytest_neon.local.processes import detached_alive, pid_alive, pid_exists
-from pytest_neon.local.run_as import OsUser, ensure_traversable, is_root, unprivileged_user
+from pytest_neon.local.processes import (
+    detached_alive,
+    pid_alive,
+    pid_exists,
+    read_postmaster_pid,
+)
 from pytest_neon.local.unavailable import PostgresUnavailableError, one_line, redacted_tail
+
+# What starts or makes a server loads with it: a run that finds the server running needs
+# none of it (the clusters, the pip-installed PostgreSQL, the user to run it as).
+if TYPE_CHECKING:
+    from pytest_neon.local.cluster import Cluster
+    from pytest_neon.local.run_as import OsUser
 
 STAMP = "pytest-neon.json"
 LOCK = "lock"
@@ -42,6 +51,7 @@ LAST_USE = "last_use"  # touched by every run that counts on the server
 WATCHDOG_PID = "watchdog.pid"
 SWEEP_REQUEST = "sweep"  # a run that ended asks the watchdog to drop its project now
 READY_REQUEST = "ready"  # a run that parked its project asks the watchdog to make it ready
+DATA_DIR = "data"  # (a Cluster's data directory, under its root)
 LAYOUT = 1  # bump when the directory's layout or the server's settings change
 _MAX_SOCKET_DIR = 100 - len("/.s.PGSQL.65535")
 _LOCK_WAIT = 120.0
@@ -91,6 +101,8 @@ def _binaries(source: str) -> tuple[Path, str]:
         if bindir is not None:
             return bindir, f"system binaries in {bindir}"
     if source in ("auto", "package"):
+        from pytest_neon.local.pip_package import find_package
+
         package = find_package()
         if package is not None:
             return package.bindir, package.label
@@ -98,6 +110,8 @@ def _binaries(source: str) -> tuple[Path, str]:
 
 
 def _run_as() -> OsUser | None:
+    from pytest_neon.local.run_as import is_root, unprivileged_user
+
     if not is_root():
         return None
     user = unprivileged_user()
@@ -147,6 +161,8 @@ def _prepare_root(root: Path, run_as: OsUser | None) -> None:
         )
     root.mkdir(parents=True, exist_ok=True)
     if run_as is not None:
+        from pytest_neon.local.run_as import ensure_traversable
+
         os.chown(root, run_as.uid, run_as.gid)
         try:
             ensure_traversable(root, run_as)
@@ -222,17 +238,18 @@ def running_kept_port(root: Path) -> int | None:
     return running[1] if running is not None else None
 
 
-def _running_kept(root: Path) -> tuple[Cluster, int] | None:
+def _running_kept(root: Path) -> tuple[Path, int] | None:
+    """The binaries and port of the kept server in ``root``, as :func:`running_kept_port`."""
     from pytest_neon import __version__
 
     stamp = read_stamp(root)
     if stamp.get("layout") != LAYOUT or stamp.get("plugin") != __version__:
         return None
-    if not has_server_binaries(Path(str(stamp.get("bindir")))):
+    bindir = Path(str(stamp.get("bindir")))
+    if not stamp.get("bindir") or not has_server_binaries(bindir):
         return None
-    cluster = stamped_cluster(root)
-    port = running_port(cluster) if cluster is not None else None
-    return (cluster, port) if cluster is not None and port is not None else None
+    port = _port_of(root / DATA_DIR)
+    return (bindir, port) if port is not None else None
 
 
 def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> SharedServer | None:
@@ -242,7 +259,7 @@ def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> S
     running = _running_kept(root)
     if running is None or running[1] != port:
         return None
-    cluster = running[0]
+    bindir = running[0]
     ram_dir = ram_dir_of(root)
     if ram_dir is not None and not ram_dir.is_dir():
         return None  # the RAM tablespace needs making again
@@ -254,7 +271,7 @@ def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> S
         root,
         socket_url(root, port),
         port,
-        f"binaries in {cluster.bindir}, PostgreSQL {_major(cluster.data_dir)}",
+        f"binaries in {bindir}, PostgreSQL {_major(root / DATA_DIR)}",
         True,
         tablespace=TABLESPACE if ram_dir else None,
         ram_dir=ram_dir,
@@ -264,7 +281,7 @@ def attach_shared_server(root: Path, port: int, *, idle_timeout: int = 600) -> S
 def ram_dir_of(root: Path) -> Path | None:
     """Where the runs' databases of the kept server in ``root`` go in RAM (``None``: no
     RAM disk with room)."""
-    from pytest_neon.local.launcher import default_base_dir
+    from pytest_neon.local.space import default_base_dir
 
     base = default_base_dir()
     if base is None:
@@ -316,6 +333,8 @@ def ram_tablespace(conn: Any, root: Path, run_as: OsUser | None) -> Path | None:
 
 
 def _cluster(root: Path, bindir: Path, run_as: OsUser | None) -> Cluster:
+    from pytest_neon.local.cluster import Cluster
+
     cluster = Cluster(root, bindir, run_as)
     cluster.source = "the kept local PostgreSQL"
     return cluster
@@ -326,6 +345,8 @@ def stamped_cluster(root: Path) -> Cluster | None:
     stamp = read_stamp(root)
     if not stamp.get("bindir"):
         return None
+    from pytest_neon.local.run_as import OsUser
+
     run_as = stamp.get("run_as")
     user = OsUser(str(run_as[0]), int(run_as[1]), int(run_as[2])) if run_as else None
     return _cluster(root, Path(stamp["bindir"]), user)
@@ -340,11 +361,15 @@ def _major(data_dir: Path) -> str:
 
 def running_port(cluster: Cluster) -> int | None:
     """The port of the server running on ``cluster``'s data directory, if any."""
-    pid = read_postmaster_pid(cluster.data_dir)
+    return _port_of(cluster.data_dir)
+
+
+def _port_of(data_dir: Path) -> int | None:
+    pid = read_postmaster_pid(data_dir)
     if pid is None or not pid_exists(pid):  # (pg_ctl's postmaster is never our child)
         return None
     try:
-        lines = (cluster.data_dir / "postmaster.pid").read_text().splitlines()
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
         return int(lines[3])
     except (OSError, IndexError, ValueError):
         return None
@@ -416,6 +441,8 @@ def _port_is_free(port: int) -> bool:
 def _start(cluster: Cluster, deadline: float, wanted: int | None = None) -> int:
     """Start the server on ``wanted`` if free, else a free port; return the port once it
     accepts connections."""
+    from pytest_neon.local.cluster import free_port
+
     port = wanted if wanted and _port_is_free(wanted) else free_port()
     proc, offset = cluster.pg_ctl_start(port, deadline)
     if proc.returncode != 0:

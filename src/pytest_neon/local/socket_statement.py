@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_neon.local.cluster import SUPERUSER
+from pytest_neon.local import SUPERUSER
 
 
 class StatementFailed(RuntimeError):

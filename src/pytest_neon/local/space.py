@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -146,7 +147,6 @@ def note_largest_database(url: str, comment: str, room: Room) -> None:
 def throwaway_place(estimate: Estimate | None) -> tuple[Path | None, str]:
     """Where a throwaway cluster goes (``None``: the default, RAM when it has room) and
     what the header says of it."""
-    from pytest_neon.local.launcher import default_base_dir
     from pytest_neon.local.unavailable import PostgresUnavailableError
 
     if estimate is None:
@@ -202,3 +202,33 @@ def _large(estimate: Estimate, where: str) -> str:
     if estimate.total < LARGE:
         return ""
     return f"; branches {where}: {estimate.describe()} (the last run's largest database)"
+
+
+# A RAM-backed directory per platform: Linux has a tmpfs at /dev/shm; macOS has no RAM disk
+# unless one is made by hand, so its clusters live in the temp dir.
+_RAM_DIRS = {"linux": Path("/dev/shm")}  # noqa: S108 - checked before use
+_RAM_NEEDED = 1 << 30
+
+
+def ram_dir(platform: str = sys.platform) -> Path | None:
+    """The RAM-backed directory of ``platform`` (default: this one) when it has room and we
+    may write to it; ``None`` when there is none (macOS has no RAM disk by default)."""
+    path = _RAM_DIRS.get(platform)
+    if path is None:
+        return None
+    free = free_bytes(path)
+    if free is None or free < _RAM_NEEDED or not os.access(path, os.W_OK | os.X_OK):
+        return None
+    return path
+
+
+def default_base_dir(platform: str = sys.platform) -> Path | None:
+    """Where throwaway clusters live: RAM (:func:`ram_dir`) when it has room, else the temp
+    dir (``None``).
+
+    Cloning a database copies its files; on a RAM disk that takes a few milliseconds, on an
+    ext4 disk it can take hundreds. An explicit ``TMPDIR`` is always respected.
+    """
+    if os.environ.get("TMPDIR"):
+        return None
+    return ram_dir(platform)

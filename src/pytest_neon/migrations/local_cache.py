@@ -15,7 +15,7 @@ import logging
 import secrets
 from typing import Any
 
-from pytest_neon.local.cluster import SUPERUSER
+from pytest_neon.local import SUPERUSER
 from pytest_neon.neon_branch import NeonBranch
 
 log = logging.getLogger("pytest_neon.cache")
