@@ -307,21 +307,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state.session.note_shared_modules(len(modules))
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, Any]:
     """Keep a failing test's data (``--neon-keep-failed``), before its teardown; stop the
     run after a test that found the API unavailable or a branch gone.
 
     Set as soon as its setup or call is reported, so that pytest tears everything down
     with this test, as it does for ``-x``.
     """
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if isinstance(report, pytest.TestReport):
         after_report(item, report)
     state = item.config.stash.get(STATE, None)
     if state is not None and state.stop_reason and not item.session.shouldfail:
         item.session.shouldfail = state.stop_reason
+    return report
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -357,6 +357,42 @@ def test_every_pytest_django_fixture_on_the_branch(
     assert neon.branch_names() == before_branches
 
 
+LEAN = """
+import django.test
+import pytest
+
+
+@pytest.mark.django_db
+def test_pytest_style(request):
+    names = request.node.fixturenames
+    assert names[0] == "_neon_checkout_first"
+    assert "_neon_django_unittest" not in names
+    assert "_neon_django_unittest_class" not in names
+    # no hook of the plugin wraps fixture setups once the tests have the migrated state
+    impls = request.config.pluginmanager.hook.pytest_fixture_setup.get_hookimpls()
+    assert [i.plugin_name for i in impls if "neon" in i.plugin_name] == []
+
+
+class TestCaseStyle(django.test.TestCase):
+    def test_keeps_its_fixtures(self):
+        pass
+
+
+def test_unittest_fixtures_kept(request):
+    (item,) = [i for i in request.session.items if i.name == "test_keeps_its_fixtures"]
+    assert "_neon_django_unittest" in item.fixturenames
+"""
+
+
+def test_pytest_style_tests_skip_the_unittest_fixtures_and_migrations_hook(
+    neon: NeonProject, migration_log: Path
+) -> None:
+    _project(neon)
+    neon.pytester.makepyfile(test_lean=LEAN)
+    neon.run().assert_outcomes(passed=3)
+    assert len(migration_log.read_text().split()) == 1  # (migrated through the hook)
+
+
 def test_under_xdist_one_migration_and_one_branch_per_worker(
     neon: NeonProject, migration_log: Path, postgres_url: str
 ) -> None:

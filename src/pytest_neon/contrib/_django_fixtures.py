@@ -137,9 +137,12 @@ def django_db_setup(
 
     Aliases that are not on the branch get pytest-django's usual test databases.
     """
+    from pytest_neon.contrib.django import migrations_done
+
+    config = request.config
+    migrations_done(config)  # (``_neon_source`` holds the migrated state)
     if not private.settings_configured():
         pytest.skip("no Django settings (set DJANGO_SETTINGS_MODULE or --ds)")
-    config = request.config
     state = django_state(config)
     session, branch = _checkout(config)
     if config.getvalue("nomigrations"):

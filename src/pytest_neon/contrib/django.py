@@ -58,6 +58,7 @@ __all__ = ["database_settings", "migration_fingerprint", "point_databases"]
 
 INI_MIGRATE = "neon_django_migrate"
 _FIXTURES_PLUGIN = "pytest_neon_django_fixtures"
+_MIGRATIONS_PLUGIN = "pytest_neon_django_migrations"
 _INSTALL = 'pip install "pytest-neon[django]"'
 
 
@@ -110,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # Registered now, so that these fixtures override pytest-django's and pytest-neon's
         # whichever way this module was loaded (-p loads it before both).
         config.pluginmanager.register(_django_fixtures, _FIXTURES_PLUGIN)
+    if not config.pluginmanager.has_plugin(_MIGRATIONS_PLUGIN):
+        config.pluginmanager.register(MigrationsOnTheBranch(), _MIGRATIONS_PLUGIN)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -143,51 +146,72 @@ def _mirrors(state: DjangoState) -> list[str]:
         return []  # an unknown alias: the run stops with that error when it starts
 
 
+#: autouse fixtures that only Django's ``TestCase`` classes need
+_UNITTEST_FIXTURES = ("_neon_django_unittest_class", "_neon_django_unittest")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``django_db`` check the branch out before any other fixture too."""
+    """Tests marked ``django_db`` check the branch out before any other fixture too;
+    other tests than ``unittest`` cases skip the fixtures only those need (each fixture
+    costs every test its setup)."""
     for item in items:
         cls = getattr(item, "cls", None)
         if cls is not None and issubclass(cls, unittest.TestCase):
             continue  # Django's test cases: checked out before setUpClass instead
+        names = getattr(item, "fixturenames", None)
+        if isinstance(names, list):
+            names[:] = [name for name in names if name not in _UNITTEST_FIXTURES]
         if item.get_closest_marker("django_db") is not None:
             checkout_first(item)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(
-    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> Generator[None, object, object]:
-    """Give ``neon_apply_migrations`` (ours or the user's) Django on the migration branch.
+class MigrationsOnTheBranch:
+    """Gives ``neon_apply_migrations`` (ours or the user's) Django on the migration branch.
 
     While it runs, database access is allowed and the branch aliases point at
     ``neon_migration_branch``; afterwards the connections are closed (the migration
     branch is the source every reset copies) and the aliases point at the worker branch.
+    A plugin of its own, unregistered once the run's tests have the migrated state
+    (:func:`migrations_done`): its hook would otherwise wrap every fixture setup.
     """
-    name = fixturedef.argname
-    if name not in ("neon_apply_migrations", "neon_migration_branch"):
-        return (yield)
-    if not private.settings_configured():
-        return (yield)
-    state = django_state(request.config)
-    if name == "neon_migration_branch":
-        branch = yield
-        if state.migrating and isinstance(branch, NeonBranch):
-            state.point(branch.connection_string)
-        return branch
-    blocker: DjangoDbBlocker = request.getfixturevalue("django_db_blocker")
-    state.migrating = True
-    try:
-        if {"neon_migration_branch", "_neon_migration_branch"} & set(fixturedef.argnames):
-            # an argument of the override: set up already, before this hook
-            branch = request.getfixturevalue("neon_migration_branch")
-            state.point(branch.connection_string)
-        with blocker.unblock():
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        """Django on the migration branch while the migrations run (see the class)."""
+        name = fixturedef.argname
+        if name not in ("neon_apply_migrations", "neon_migration_branch"):
             return (yield)
-    finally:
-        state.migrating = False
-        worker = current_session(request.config).worker_branch
-        if worker is not None:
-            state.point(worker.connection_string)
-        else:  # a process taken for an xdist controller that runs tests (--dist without -n)
-            close_connections()
+        if not private.settings_configured():
+            return (yield)
+        state = django_state(request.config)
+        if name == "neon_migration_branch":
+            branch = yield
+            if state.migrating and isinstance(branch, NeonBranch):
+                state.point(branch.connection_string)
+            return branch
+        blocker: DjangoDbBlocker = request.getfixturevalue("django_db_blocker")
+        state.migrating = True
+        try:
+            if {"neon_migration_branch", "_neon_migration_branch"} & set(fixturedef.argnames):
+                # an argument of the override: set up already, before this hook
+                branch = request.getfixturevalue("neon_migration_branch")
+                state.point(branch.connection_string)
+            with blocker.unblock():
+                return (yield)
+        finally:
+            state.migrating = False
+            worker = current_session(request.config).worker_branch
+            if worker is not None:
+                state.point(worker.connection_string)
+            else:  # a process taken for an xdist controller that runs tests (--dist without -n)
+                close_connections()
+
+
+def migrations_done(config: pytest.Config) -> None:
+    """The migrated state is there: unregister :class:`MigrationsOnTheBranch`."""
+    plugin = config.pluginmanager.get_plugin(_MIGRATIONS_PLUGIN)
+    if plugin is not None:
+        config.pluginmanager.unregister(plugin)
