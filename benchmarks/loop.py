@@ -8,7 +8,8 @@ server (``--neon-local-reuse``) in a directory of its own:
 - a run of one readwrite test on a warm machine, against a plain pytest run;
 - the Django example's ``tests/test_models.py`` run again (migrations unchanged), against
   pytest-django with ``--reuse-db`` on the same server: back to back, and again with a
-  second between runs (what the server does between runs is then done);
+  second between runs (what the server does between runs is then done); and its model
+  tests 40 times over (200 tests rolled back by pytest-django), what each test costs;
 - a burst: 20 writing tests back to back (no work of their own), then 20 reading tests, on
   10 tables of 2,000 rows, per test as pytest reports setup + teardown, against no
   isolation and pytest-postgresql, on the kept server, a throwaway cluster and a server
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -176,6 +178,21 @@ def _instructions(command: Sequence[str], cwd: Path, env: dict[str, str]) -> int
     return int(counted[-1].rsplit(":", 1)[1].replace(",", "").strip())
 
 
+MANY_COPIES = 40  # copies of the Django example's model tests in the per-test row
+
+
+def _many(tests: Path, copies: int) -> str:
+    """The test module ``tests`` with its test functions ``copies`` times over (renamed)."""
+    head, marker, body = tests.read_text().partition("pytestmark = pytest.mark.django_db\n")
+    if not marker:
+        raise SystemExit(f"{tests}: no module-wide django_db mark to copy the tests under")
+    renamed = (
+        re.sub(r"^def (test_\w+)\(", rf"def \1_{n}(", body, flags=re.MULTILINE)
+        for n in range(copies)
+    )
+    return head + marker + "".join(renamed)
+
+
 def _superuser_login(url: str, role: str, password: str) -> None:
     """A role with a password on the kept server, for pytest-django's side."""
     from psycopg import sql
@@ -256,6 +273,25 @@ def whole_runs(
     rows.append(
         (
             f"Django example, second run, runs {RUNS_APART:.0f} s apart",
+            django,
+            reuse,
+            paired,
+            "pytest-django --reuse-db",
+        )
+    )
+    # Per test: the example's model tests 40 times over (200 tests rolled back).
+    many = _many(EXAMPLE / "tests" / "test_models.py", MANY_COPIES)
+    for project in (ours, theirs):
+        (project / "tests" / "test_many.py").write_text(many)
+    count = many.count("\ndef test_")
+    django, reuse, paired = side_by_side(
+        (_whole("tests/test_many.py"), ours, env),
+        (_whole("-p", "no:neon", "--reuse-db", "tests/test_many.py"), theirs, django_env),
+        max(5, runs // 2),
+    )
+    rows.append(
+        (
+            f"Django example, {count} rollback tests, second run",
             django,
             reuse,
             paired,

@@ -22,6 +22,7 @@ from pytest_neon.contrib._django_databases import (
 )
 from pytest_neon.contrib._hashing import hash_files
 from pytest_neon.integration import (
+    CHECKOUT_FIRST,
     add_reset_listener,
     checkout,
     finish_test,
@@ -210,17 +211,10 @@ class _test_databases_off_the_branch:
 
 
 @pytest.fixture
-def _neon_django_checkout(request: pytest.FixtureRequest, django_db_setup: None) -> Iterator[None]:
-    """Before pytest-django opens the test's transaction: the branch, migrated."""
-    if private.is_django_test_case(request):
-        yield
-        return
-    yield from _on_branch(request)
-
-
-@pytest.fixture
-def _django_db_helper(_neon_django_checkout: None, _django_db_helper: None) -> None:
-    """pytest-django's helper, after the branch checkout (and before its reset)."""
+def _django_db_helper(_neon_checkout_first: None, _django_db_helper: None) -> None:
+    """pytest-django's helper, after the branch checkout (and before its write check):
+    ``_neon_checkout_first`` is a test's first fixture already, but for a test of a
+    ``neon_branch_shared`` module."""
     return None
 
 
@@ -277,16 +271,36 @@ def _neon_django_unittest(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
-    """pytest-neon's first fixture: Django's test environment first, for Django tests."""
+    """pytest-neon's first fixture: Django's test environment first, for Django tests.
+
+    A pytest-style Django test is checked out here, before pytest-django opens its
+    transaction, and its write check (if it commits) is sent as this fixture, the last,
+    is torn down: after pytest-django's teardown and the test's other fixtures'. (One
+    fixture for all of it: every fixture costs every test its setup.)
+    """
+    names = request.fixturenames
     django_test = private.settings_configured() and (
-        "django_db_setup" in request.fixturenames
+        "django_db_setup" in names
         or request.node.get_closest_marker("django_db") is not None
+        or CHECKOUT_FIRST not in names  # asked for by pytest-django's helper as it is set up
     )
     if django_test:
         request.getfixturevalue("django_db_setup")
-    check = private.commits(request) if django_test else False
-    check = check or bool(_WRITING_FIXTURES & set(request.fixturenames))
-    yield from on_clean_branch(request, check_writes=check)
+    commits = private.commits(request) if django_test else False
+    check = commits or bool(_WRITING_FIXTURES & set(request.fixturenames))
+    if not django_test or private.is_django_test_case(request):
+        yield from on_clean_branch(request, check_writes=check)
+        return
+    session, _ = _checkout(request.config)  # Django's connections follow the branch
+    django_state(request.config).wrote = False
+    on_branch = on_clean_branch(request, check_writes=check)
+    next(on_branch)  # checked out, the env var set
+    before = write_start(request, session) if commits else None
+    try:
+        yield
+        _after_test(request, session, before, commits)
+    finally:
+        next(on_branch, None)  # the env var put back
 
 
 # -- helpers ----------------------------------------------------------------------------------
