@@ -8,13 +8,12 @@ gone, and its databases and metadata are dropped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from pytest_neon.local.emulator.sql.metadata import SCHEMA, comment_for, try_lock_project
+from pytest_neon.local.server_link import connected
 
 if TYPE_CHECKING:
     from pytest_neon.local.emulator.sql.server import Connection
@@ -49,7 +48,7 @@ def dead_projects(
     ``conn``: an autocommit superuser connection to the server, to use instead of a new
     one."""
     dead = []
-    with _connected(url, conn) as c:
+    with connected(url, conn) as c:
         skip = kept()
         try:
             for project_id in sorted(project_ids(c) - skip):
@@ -59,15 +58,6 @@ def dead_projects(
             c.execute("SELECT pg_advisory_unlock_all()")
     skip = kept()
     return [project_id for project_id in dead if project_id not in skip]
-
-
-def _connected(url: str, conn: Connection | None) -> AbstractContextManager[Connection]:
-    """``conn`` (left open), else a new autocommit connection to ``url`` (closed after)."""
-    if conn is not None:
-        return contextlib.nullcontext(conn)
-    import psycopg
-
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
 
 def drop_dead_projects(
@@ -98,7 +88,7 @@ def _drop_orphan_logins(url: str, conn: Connection | None) -> None:
     """Drop login roles (the kept server's) whose run's project is gone."""
     from pytest_neon.local.lazy_start import LOGIN_PREFIX, drop_role
 
-    with _connected(url, conn) as c:
+    with connected(url, conn) as c:
         rows = c.execute(
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (LOGIN_PREFIX,)
         ).fetchall()

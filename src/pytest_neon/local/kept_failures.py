@@ -8,7 +8,6 @@ kept server's watchdog, and the next run on the server, drop it once expired.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,13 +52,11 @@ def drop_expired(
     import psycopg
     from psycopg import sql
 
+    from pytest_neon.local.server_link import connected
+
     now = now or utcnow()
     dropped: list[str] = []
-    with (
-        contextlib.nullcontext(conn)
-        if conn is not None
-        else psycopg.connect(url, autocommit=True, connect_timeout=10)
-    ) as c:
+    with connected(url, conn) as c:
         rows = c.execute(
             "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') FROM pg_database"
             " WHERE starts_with(datname, %s)",

@@ -306,13 +306,9 @@ def _database_directories(
     url: str, data_dir: Path, names: tuple[str, ...], conn: psycopg.Connection[Any] | None
 ) -> tuple[Path, ...]:
     """Where the databases ``names`` keep their files (each must exist)."""
-    import psycopg
+    from pytest_neon.local.server_link import connected
 
-    with (
-        contextlib.nullcontext(conn)
-        if conn is not None
-        else psycopg.connect(url, autocommit=True, connect_timeout=10)
-    ) as c:
+    with connected(url, conn) as c:
         rows = c.execute(
             "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
             " WHERE datname = ANY(%s)",

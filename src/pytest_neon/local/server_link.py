@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -48,3 +49,13 @@ class ServerLink:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def connected(
+    url: str, conn: psycopg.Connection[Any] | None
+) -> AbstractContextManager[psycopg.Connection[Any]]:
+    """``conn`` (left open), else a new autocommit connection to ``url`` (closed after):
+    for what the watchdog runs on its link and a run on a connection of its own."""
+    if conn is not None:
+        return contextlib.nullcontext(conn)
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
