@@ -211,10 +211,13 @@ class _test_databases_off_the_branch:
 
 
 @pytest.fixture
-def _django_db_helper(_neon_checkout_first: None, _django_db_helper: None) -> None:
+def _django_db_helper(
+    _neon_checkout_first: None, django_db_setup: None, _django_db_helper: None
+) -> None:
     """pytest-django's helper, after the branch checkout (and before its write check):
     ``_neon_checkout_first`` is a test's first fixture already, but for a test of a
-    ``neon_branch_shared`` module."""
+    ``neon_branch_shared`` module. (``django_db_setup`` named here too: pytest before 8
+    leaves the arguments of the helper this overrides out of a test's fixture names.)"""
     return None
 
 
