@@ -446,21 +446,13 @@ class NeonSession:
     def summary(self) -> dict[str, Any]:
         """The counters of this process, as plain JSON-able data."""
         client = self.ops.client_made
-        if client is None:  # (the API never called)
-            return {
-                **self.counters.as_dict(),
-                "api_calls": 0,
-                "api_retries": 0,
-                "waiting_seconds": 0.0,
-                "calls": {},
-            }
-        stats = client.stats
+        stats = client.stats if client is not None else None  # (None: the API never called)
         return {
             **self.counters.as_dict(),
-            "api_calls": stats.calls,
-            "api_retries": stats.retries,
-            "waiting_seconds": stats.waiting_seconds,
-            "calls": dict(stats.by_call),
+            "api_calls": stats.calls if stats else 0,
+            "api_retries": stats.retries if stats else 0,
+            "waiting_seconds": stats.waiting_seconds if stats else 0.0,
+            "calls": dict(stats.by_call) if stats else {},
         }
 
     def close_client(self) -> None:

@@ -38,24 +38,13 @@ def marker_options(marker: pytest.Mark) -> tuple[bool, bool, Any]:
     return bool(options[0]), bool(options[1]), options[2]
 
 
-_COMMITS = pytest.StashKey[bool]()
-
-
 def commits(request: pytest.FixtureRequest) -> bool:
     """Whether the test commits its work (pytest-django's rule), instead of rolling it back.
 
     Django ``TransactionTestCase`` classes that are not ``TestCase``; pytest-style tests
     with ``transaction=True`` or ``reset_sequences=True``, ``transactional_db`` or
-    ``live_server``. (Asked by more than one fixture of a test: decided once per test.)
+    ``live_server``.
     """
-    stash: pytest.Stash = request.node.stash
-    found = stash.get(_COMMITS, None)
-    if found is None:
-        found = stash[_COMMITS] = _commits(request)
-    return found
-
-
-def _commits(request: pytest.FixtureRequest) -> bool:
     if is_django_test_case(request):
         from django.test import TestCase, TransactionTestCase
 

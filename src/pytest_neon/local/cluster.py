@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from pytest_neon.local import SUPERUSER
+from pytest_neon.local import DATA_DIR, SUPERUSER
 from pytest_neon.local.processes import (
     child_env,
     child_pids,
@@ -101,7 +101,7 @@ class Cluster:
 
     def __init__(self, root: Path, bindir: Path, run_as: OsUser | None) -> None:
         self.root = root
-        self.data_dir = root / "data"
+        self.data_dir = root / DATA_DIR
         self.log_file = root / "postgres.log"
         self.bindir = bindir
         self.run_as = run_as

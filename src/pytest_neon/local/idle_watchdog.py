@@ -106,7 +106,7 @@ def _watch(root: Path, link: ServerLink) -> None:
             return  # stopped by somebody else
         url = socket_url(root, port)
         if READY_REQUEST in requested:  # the next run may be starting: first, and alone
-            _make_ready(root, port, keeper, link, url)
+            _make_ready(root, keeper, link, url)
             if requested == {READY_REQUEST}:
                 continue
         clients = _other_clients(link, url)
@@ -116,7 +116,7 @@ def _watch(root: Path, link: ServerLink) -> None:
         if requested or now - last_sweep > SWEEP_EVERY:
             last_sweep = now
             if READY_REQUEST not in requested:  # (else done above)
-                _make_ready(root, port, keeper, link, url)
+                _make_ready(root, keeper, link, url)
             _sweep(root, link, url)
         if clients:
             last_busy = now
@@ -133,14 +133,12 @@ def _watch(root: Path, link: ServerLink) -> None:
         return
 
 
-def _make_ready(
-    root: Path, port: int, keeper: WatchdogSocket | None, link: ServerLink, url: str
-) -> None:
+def _make_ready(root: Path, keeper: WatchdogSocket | None, link: ServerLink, url: str) -> None:
     """Make the parked projects ready for the next run (on the link's connection)."""
     from pytest_neon.local.parking import make_ready
 
     with contextlib.suppress(Exception), link.using(url) as conn:
-        make_ready(root, port, keeper, conn)
+        make_ready(root, url, conn, keeper)
 
 
 def _sweep(root: Path, link: ServerLink, url: str) -> None:

@@ -202,18 +202,15 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def make_ready(
-    root: Path,
-    port: int,
-    keeper: WatchdogSocket | None = None,
-    conn: psycopg.Connection[Any] | None = None,
+    root: Path, url: str, conn: psycopg.Connection[Any], keeper: WatchdogSocket | None = None
 ) -> None:
     """Make every parked project ready for the next run, as the server's watchdog does
     right after the run that parked it ends: a worker branch that a test had made a new
     copy of its migrated state (see :func:`refresh`), and the login of that run locked
     out, or given a new password that ``keeper`` hands to the next run (it forgets those
     of projects no longer parked). A run that claims one meanwhile waits for it; one that
-    fails is no longer parked (the sweep drops it). ``conn``: an autocommit superuser
-    connection to the server, to use instead of new ones."""
+    fails is no longer parked (the sweep drops it). ``conn``: the watchdog's autocommit
+    superuser connection to the server at ``url``."""
     from pytest_neon import __version__
 
     if sys.platform == "win32":
@@ -232,7 +229,7 @@ def make_ready(
                 now = _read(path)
                 if now is None or _ready(now, keeper) or not _same_file(fd, path):
                     continue
-                handed = _make_ready(root, port, now, keeper, conn)
+                handed = _make_ready(root, url, conn, now, keeper)
                 ready = now._replace(fresh=True, locked_out=True, handed=handed)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(ready._asdict()).encode(), 0)
@@ -247,22 +244,18 @@ def make_ready(
 
 def _make_ready(
     root: Path,
-    port: int,
+    url: str,
+    conn: psycopg.Connection[Any],
     parked: ParkedProject,
     keeper: WatchdogSocket | None,
-    conn: psycopg.Connection[Any] | None,
 ) -> bool:
     """Make ``parked`` ready (see :func:`make_ready`); whether ``keeper`` holds its
     login's new password."""
     from pytest_neon.local.lazy_start import lock_out_statement, login_role, password_statement
-    from pytest_neon.local.shared_server import socket_url, stamped_cluster
-    from pytest_neon.local.socket_statement import run_statement
+    from pytest_neon.local.shared_server import stamped_cluster
 
     def run(statement: str) -> None:
-        if conn is not None:
-            conn.execute(statement.encode())  # (its text as is: no parameters)
-        else:
-            run_statement(root, port, statement)
+        conn.execute(statement.encode())  # (its text as is: no parameters)
 
     cluster = stamped_cluster(root)
     if cluster is None:
@@ -286,7 +279,7 @@ def _make_ready(
     if not parked.fresh:
         from pytest_neon.local.emulator.sql.server import SqlServer
 
-        server = SqlServer(socket_url(root, port), pool_size=1)
+        server = SqlServer(url, pool_size=1)
         try:
             refresh(server, parked)
         finally:
@@ -294,26 +287,21 @@ def _make_ready(
     if keeper is None or password is None:
         return False
     try:
-        directories = _database_directories(
-            socket_url(root, port), cluster.data_dir, databases, conn
-        )
+        directories = _database_directories(conn, cluster.data_dir, databases)
     except Exception:  # (the run that claims it gives the login a password itself)
         return False
     return keeper.keep(parked.project_id, password, directories)
 
 
 def _database_directories(
-    url: str, data_dir: Path, names: tuple[str, ...], conn: psycopg.Connection[Any] | None
+    conn: psycopg.Connection[Any], data_dir: Path, names: tuple[str, ...]
 ) -> tuple[Path, ...]:
     """Where the databases ``names`` keep their files (each must exist)."""
-    from pytest_neon.local.server_link import connected
-
-    with connected(url, conn) as c:
-        rows = c.execute(
-            "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
-            " WHERE datname = ANY(%s)",
-            (list(names),),
-        ).fetchall()
+    rows = conn.execute(
+        "SELECT oid, pg_tablespace_location(dattablespace) FROM pg_database"
+        " WHERE datname = ANY(%s)",
+        (list(names),),
+    ).fetchall()
     if len(rows) != len(names):
         raise RuntimeError("a parked database is gone")
     return tuple(_database_directory(data_dir, oid, place) for oid, place in rows)

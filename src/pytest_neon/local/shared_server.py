@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from pytest_neon.file_lock import exclusive
-from pytest_neon.local import SUPERUSER
+from pytest_neon.local import DATA_DIR, SUPERUSER
 from pytest_neon.local.binaries import find_pg_bindir, has_server_binaries
 from pytest_neon.local.processes import (
     detached_alive,
@@ -51,7 +51,6 @@ LAST_USE = "last_use"  # touched by every run that counts on the server
 WATCHDOG_PID = "watchdog.pid"
 SWEEP_REQUEST = "sweep"  # a run that ended asks the watchdog to drop its project now
 READY_REQUEST = "ready"  # a run that parked its project asks the watchdog to make it ready
-DATA_DIR = "data"  # (a Cluster's data directory, under its root)
 LAYOUT = 1  # bump when the directory's layout or the server's settings change
 _MAX_SOCKET_DIR = 100 - len("/.s.PGSQL.65535")
 _LOCK_WAIT = 120.0
