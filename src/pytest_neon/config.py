@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from pytest_neon.errors import NeonConfigError
-from pytest_neon.redact import register_secret
+from pytest_neon.redact import register_secret, repr_without
 
 DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
 BACKENDS = ("auto", "neon", "local")
@@ -21,6 +21,7 @@ KEEP_FAILED_DEFAULT = 5
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 AUTO = object()  # a setting given as "auto" where the default means the same
+_SECRET_FIELDS = frozenset({"api_key", "local_postgres_url"})  # never in a repr
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -121,12 +122,14 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The resolved settings of a run (:func:`resolve` makes them; the defaults are in
-    ``OPTIONS``); ``sources`` says where each value came from."""
+    ``OPTIONS``); ``sources`` says where each value came from.
 
-    api_key: str | None = field(repr=False)
+    A named tuple, not a dataclass: every run makes this class, and a dataclass's code
+    generation costs far more at import (ARCHITECTURE.md, "What a run loads")."""
+
+    api_key: str | None
     project_id: str | None
     parent_branch: str | None
     database: str
@@ -144,12 +147,15 @@ class Settings:
     wait_timeout: int
     keep_failed: int  # failing tests' branches kept per run (0: off)
     keep_failed_expiry: int
-    local_postgres_url: str | None = field(repr=False)
+    local_postgres_url: str | None
     local_postgres_source: str
     local_reuse: str
     local_idle_timeout: int
     local_dir: str | None
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    sources: Mapping[str, str] = MappingProxyType({})
+
+    def __repr__(self) -> str:
+        return repr_without(self, _SECRET_FIELDS)
 
     def reuse_local_server(self, env: Mapping[str, str]) -> bool:
         """Whether the local backend keeps its PostgreSQL between runs (``auto``: unless

@@ -6,20 +6,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 
-@dataclass
 class RunCounters:
     """Counts and phase timings; safe to update from the background threads."""
 
-    branches_created: int = 0
-    branches_swept: int = 0
-    resets_done: int = 0
-    resets_skipped: int = 0
-    migration_cache: str = ""  # "", "hit" or "miss"
-    phases: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    def __init__(self) -> None:
+        self.branches_created = 0
+        self.branches_swept = 0
+        self.resets_done = 0
+        self.resets_skipped = 0
+        self.migration_cache = ""  # "", "hit" or "miss"
+        self.phases: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def add(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to the counter ``name`` (``branches_created``, ``resets_done``…)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +36,11 @@ class Backend(enum.Enum):
     NONE = "none"  # nowhere: database tests skip
 
 
-@dataclass
 class PluginState:
-    """The plugin's view of one pytest process (controller, worker or a plain run)."""
+    """The plugin's view of one pytest process (controller, worker or a plain run).
 
-    settings: Settings
-    run_id: str
-    role: Role
+    Attributes not given to the constructor start at the class's values."""
+
     backend: Backend = Backend.NONE
     backend_reason: str = ""
     unavailable: str | None = None  # why database tests skip
@@ -55,19 +52,33 @@ class PluginState:
     reservation: Reservation | None = None
     # why there can be no kept server here (found as the run tried to start it)
     not_kept: str | None = None
-    # called with the session once there is one (integrations' reset listeners)
-    when_ready: list[Callable[[NeonSession], None]] = field(default_factory=list)
     migration_failed: str | None = None
     stop_reason: str | None = None  # the run stops after the current test, saying this
     parent_id: str | None = None  # the parent branch, from the xdist controller
-    replaced_env: bool = False  # the env var had a value before the run
-    workers: int = 1  # processes that run tests (xdist workers, else this one)
     reserved: dict[str, str] | None = None  # an xdist worker: branches its controller made
     turns: WorkerBranches | None = None  # branches per worker, and why (for the header)
-    project_dir: Path | None = None  # pytest's rootdir
     module_counter: int = 0
-    summary: dict[str, Any] = field(default_factory=dict)
-    _env: pytest.MonkeyPatch = field(default_factory=pytest.MonkeyPatch, repr=False)
+
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        role: Role,
+        *,
+        replaced_env: bool = False,
+        workers: int = 1,
+        project_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.role = role
+        self.replaced_env = replaced_env  # the env var had a value before the run
+        self.workers = workers  # processes that run tests (xdist workers, else this one)
+        self.project_dir = project_dir  # pytest's rootdir
+        # called with the session once there is one (integrations' reset listeners)
+        self.when_ready: list[Callable[[NeonSession], None]] = []
+        self.summary: dict[str, Any] = {}
+        self._env = pytest.MonkeyPatch()
 
     def point_env_at(self, value: str) -> None:
         """Set the configured env var, remembering the value it had before the run."""

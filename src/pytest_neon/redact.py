@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Collection
+from typing import Any
 from urllib.parse import quote
 
 _MASK = "********"
@@ -35,3 +37,13 @@ def redact(text: str) -> str:
     text = _DSN_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
     return _BEARER.sub(lambda m: m.group("head") + _MASK, text)
+
+
+def repr_without(record: Any, hidden: Collection[str]) -> str:
+    """``record`` (a named tuple) as its repr would be, but for the fields ``hidden``."""
+    shown = (
+        f"{name}={value!r}"
+        for name, value in zip(record._fields, record, strict=True)
+        if name not in hidden
+    )
+    return f"{type(record).__name__}({', '.join(shown)})"

@@ -411,9 +411,7 @@ def _local_settings(settings: Settings, project_id: str) -> Settings:
     No migration cache on branches: each local run has a project of its own, so a later
     run could never find a cache branch (the kept server caches databases instead).
     """
-    from dataclasses import replace
-
-    return replace(settings, project_id=project_id, parent_branch=None, migration_cache=False)
+    return settings._replace(project_id=project_id, parent_branch=None, migration_cache=False)
 
 
 def _make_session(

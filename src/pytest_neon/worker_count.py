@@ -9,20 +9,20 @@ pytest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pytest_neon.config import Settings
 
 #: what ``auto`` takes on Neon when there is room
 AUTO_ON_NEON = 2
 
 
-@dataclass(frozen=True)
 class WorkerBranches:
     """The count, and why, for the report header."""
 
-    count: int
-    reason: str
+    __slots__ = ("count", "reason")
+
+    def __init__(self, count: int, reason: str) -> None:
+        self.count = count
+        self.reason = reason
 
     def header(self) -> str:
         """``neon: 2 branches per worker (auto: …)``."""

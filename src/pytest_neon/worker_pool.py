@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 
 from pytest_neon.background import Background
 from pytest_neon.branch_ops import BranchOps
@@ -40,11 +39,9 @@ class SlotState(enum.Enum):
     BUSY = "busy"  # background work (a reset, its creation) under way or not yet taken
 
 
-@dataclass
 class Slot:
     """One worker branch and what this process knows of it."""
 
-    branch: NeonBranch | None  # None while it is being created
     dirty: bool = False
     pending: Future[bool] | None = None  # background work: True when it reset the branch
     probe: WriteProbe | None = None
@@ -52,6 +49,9 @@ class Slot:
     clean_at: float = 0.0  # when clean_position was read (monotonic)
     failures: int = 0  # background resets failed in a row
     handed_out: bool = False  # given to a test since it was last in the migrated state
+
+    def __init__(self, branch: NeonBranch | None) -> None:
+        self.branch = branch  # None while it is being created
 
     @property
     def state(self) -> SlotState:

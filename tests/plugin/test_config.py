@@ -112,11 +112,19 @@ def test_bad_env_value_names_the_env_var() -> None:
         resolve({}, {"NEON_BRANCH_EXPIRY": "ten"}, {})
 
 
-def test_api_key_is_kept_out_of_repr() -> None:
-    settings = resolve({}, {"NEON_API_KEY": "very-secret-key-42"}, {})
+def test_api_key_and_server_url_are_kept_out_of_repr() -> None:
+    settings = resolve(
+        {"local_postgres_url": "postgresql://me:server-pw-77@db/x"},
+        {"NEON_API_KEY": "very-secret-key-42"},
+        {},
+    )
     assert isinstance(settings, Settings)
-    assert "very-secret-key-42" not in repr(settings)
+    shown = repr(settings)
+    assert "very-secret-key-42" not in shown
+    assert "server-pw-77" not in shown
+    assert "database='neondb'" in shown  # the rest is there
     assert settings.describe("api_key") == "env NEON_API_KEY"
+    assert settings._replace(database="other").database == "other"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -83,17 +82,18 @@ def close_connections() -> None:
     connections.close_all()
 
 
-@dataclass
 class DjangoState:
     """What the Django integration knows in this process."""
 
-    requested: tuple[str, ...]
-    migrate: bool
     managed: tuple[str, ...] | None = None  # resolved once Django's settings are loaded
     migrating: bool = False
     wrote: bool = False  # a TransactionTestCase teardown ran on a managed alias
     ready: bool = False  # django_db_setup is done: the aliases point at the worker branch
     pointed: str | None = None  # the connection string the aliases point at
+
+    def __init__(self, requested: tuple[str, ...], migrate: bool) -> None:
+        self.requested = requested
+        self.migrate = migrate
 
     def note_write(self) -> None:
         """A ``TransactionTestCase`` teardown ran on an alias on the branch."""

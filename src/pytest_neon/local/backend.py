@@ -6,7 +6,6 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -40,24 +39,36 @@ log = logging.getLogger("pytest_neon.local")
 IN_PROCESS_API = "http://in-process.invalid/api/v2"
 
 
-@dataclass
 class LocalBackend:
     """The run's emulator (started at once, or on the first API call: see ``later``) and
     the throwaway PostgreSQL it owns, if any."""
 
-    started: Emulator | None  # the emulator, once started
-    postgres: RunningPostgres | None
-    description: str
-    inspector_url: str | None = None
-    reaper: Reaper | None = None
-    shared: SharedServer | None = None
-    room: Room | None = None
-    reservation: Reservation | None = None  # the kept server's promise to a plain run
-    api_key: str = ""  # the emulator's (random per run)
-    #: starts the emulator on first use: a run that took over a parked project may never
-    #: call the API (no import, no start)
-    later: Callable[[], Emulator] | None = None
-    _starting: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(
+        self,
+        started: Emulator | None,
+        postgres: RunningPostgres | None,
+        description: str,
+        inspector_url: str | None = None,
+        *,
+        shared: SharedServer | None = None,
+        room: Room | None = None,
+        reservation: Reservation | None = None,
+        api_key: str = "",
+        later: Callable[[], Emulator] | None = None,
+    ) -> None:
+        self.started = started  # the emulator, once started
+        self.postgres = postgres
+        self.description = description
+        self.inspector_url = inspector_url
+        self.reaper: Reaper | None = None
+        self.shared = shared
+        self.room = room
+        self.reservation = reservation  # the kept server's promise to a plain run
+        self.api_key = api_key  # the emulator's (random per run)
+        #: starts the emulator on first use: a run that took over a parked project may
+        #: never call the API (no import, no start)
+        self.later = later
+        self._starting = threading.Lock()
 
     @property
     def emulator(self) -> Emulator:

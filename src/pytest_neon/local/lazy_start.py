@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from pytest_neon.local.shared_server import running_kept_port, touch_last_use
-from pytest_neon.redact import register_secret
+from pytest_neon.redact import register_secret, repr_without
 
 if TYPE_CHECKING:
     from pytest_neon.local.parking import Claim
@@ -37,8 +36,7 @@ def login_role(project_id: str) -> str:
     return LOGIN_PREFIX + project_id
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """What the run's first branch will be, before it exists."""
 
     root: Path
@@ -46,12 +44,15 @@ class Reservation:
     project_id: str
     branch_name: str
     database: str
-    password: str = field(repr=False)
+    password: str  # (not in the repr)
     #: the project parked by an earlier run of the place, taken over (its branch is the
     #: one promised)
     claim: Claim | None = None
     #: where the run comes from, for parking its project at its end
     place: str | None = None
+
+    def __repr__(self) -> str:
+        return repr_without(self, ("password",))
 
     @property
     def login(self) -> str:

@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,11 +33,13 @@ _LOGIN = "login "  # the request for a login's password: "login <project id>"
 _LONGEST = 200  # a request, a project id, a password: far shorter
 
 
-@dataclass(frozen=True)
 class _Login:
-    password: str = field(repr=False)
-    server_pid: int
-    directories: tuple[Path, ...]  # the project's databases' directories
+    __slots__ = ("directories", "password", "server_pid")
+
+    def __init__(self, password: str, server_pid: int, directories: tuple[Path, ...]) -> None:
+        self.password = password
+        self.server_pid = server_pid
+        self.directories = directories  # the project's databases' directories
 
 
 class WatchdogSocket:
