@@ -8,6 +8,7 @@ Neon project over the suite's real PostgreSQL.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -581,6 +582,21 @@ def test_unchanged_migrations_are_not_run_again(neon: NeonProject, migration_log
     changed.assert_outcomes(passed=12)
     changed.stdout.fnmatch_lines(["*migration cache: miss*"])
     assert len(migration_log.read_text().split()) == 2
+    # MIGRATION_MODULES moves them: the same files elsewhere are the same migrations; a
+    # change there (not in the old package) is a change
+    root = neon.pytester.path
+    shutil.copytree(root / "shelf" / "migrations", root / "shelf" / "moved")
+    with (root / "innersite" / "settings.py").open("a") as settings:
+        settings.write('\nMIGRATION_MODULES = {"shelf": "shelf.moved"}\n')
+    moved = neon.run("--neon-worker-branches=1")
+    moved.assert_outcomes(passed=12)
+    moved.stdout.fnmatch_lines(["*migration cache: hit*"])
+    with (root / "shelf" / "moved" / "0003_noop.py").open("a") as migration:
+        migration.write("# changed where Django finds it\n")
+    edited = neon.run("--neon-worker-branches=1")
+    edited.assert_outcomes(passed=12)
+    edited.stdout.fnmatch_lines(["*migration cache: miss*"])
+    assert len(migration_log.read_text().split()) == 3
 
 
 ROTATING = """

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePath
@@ -310,23 +310,36 @@ def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def migration_fingerprint() -> str:
-    """A hash of the Django version and every installed app's migration files."""
+    """A hash of the Django version and every installed app's migration files.
+
+    The packages are found, not imported, and neither is Django's migration loader: a run
+    whose migrations are cached loads none of them."""
     import django
     from django.apps import apps
-    from django.db.migrations.loader import MigrationLoader
 
     digest = hashlib.sha256(repr(django.VERSION).encode())
     for app in sorted(apps.get_app_configs(), key=lambda a: a.label):
-        module_name, _explicit = MigrationLoader.migrations_module(app.label)
-        if module_name is None:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for directory in getattr(module, "__path__", []):
+        for directory in _migration_directories(app.label, app.name):
             hash_files(digest, Path(directory), "*.py", _in_app(app.label))
     return digest.hexdigest()
+
+
+def _migration_directories(label: str, package: str) -> list[str]:
+    """Where the migrations of the app ``label`` (its package ``package``) are, as Django's
+    loader looks for them: ``MIGRATION_MODULES`` (``None``: none), else ``migrations``."""
+    from django.conf import settings
+
+    modules = settings.MIGRATION_MODULES
+    # `in` and `[]`, as Django's loader asks: objects that disable migrations (pytest-django's
+    # --no-migrations) answer those, not `get`
+    name = modules[label] if label in modules else f"{package}.migrations"  # noqa: SIM401
+    if name is None:
+        return []
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:  # (a parent package that is not there)
+        return []
+    return list(spec.submodule_search_locations or []) if spec is not None else []
 
 
 def _in_app(label: str) -> Callable[[PurePath], str]:
