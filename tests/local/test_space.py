@@ -56,8 +56,8 @@ def _too_big_for_ram(copies: int) -> int:
 
 
 def test_the_estimate_counts_every_copy_and_the_wal() -> None:
-    assert copies_needed(workers=1, branches_per_worker=1) == 4
-    assert copies_needed(workers=4, branches_per_worker=2) == 14  # 2 + 4 * (2 + 1)
+    assert copies_needed(workers=1, branches_per_worker=1) == 5  # 2 + 1 * 1 * (1 + 2)
+    assert copies_needed(workers=4, branches_per_worker=2) == 26  # 2 + 4 * 2 * (1 + 2)
     estimate = Estimate(size=100 << 20, copies=4)
     assert estimate.total == (400 << 20) + WAL_ROOM
     assert estimate.fits(estimate.total * 2)

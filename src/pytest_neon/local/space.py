@@ -1,7 +1,7 @@
 """How much room a run's branches take locally, and whether RAM holds them.
 
 A local branch is a full copy of its databases. A run holds the parent, the migrated
-state, and per worker its branches plus a clean spare, and the server keeps
+state, and per worker its branches, each with its clean spares, and the server keeps
 ``wal_keep_size`` of WAL. The size of the databases is known only once they exist, so each
 run notes the largest it saw (per project directory, in the user's cache directory) and the
 next run decides from it, before anything is started.
@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from pytest_neon.local import SPARES_PER_BRANCH
 from pytest_neon.local.user_dirs import APP_DIR, user_cache_dir
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ class Estimate(NamedTuple):
 
 def copies_needed(workers: int, branches_per_worker: int) -> int:
     """Databases of one size a run holds at once: the parent and the migrated state, and
-    per worker its branches and a clean spare."""
-    return 2 + max(1, workers) * (max(1, branches_per_worker) + 1)
+    per worker its branches, each with the spares cloned ahead for its resets (the servers
+    of ours do not sync to disk: :data:`~pytest_neon.local.SPARES_PER_BRANCH` each)."""
+    return 2 + max(1, workers) * max(1, branches_per_worker) * (1 + SPARES_PER_BRANCH)
 
 
 def free_bytes(path: Path) -> int | None:

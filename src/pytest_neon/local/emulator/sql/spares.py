@@ -1,7 +1,8 @@
 """Pre-cloned spares: a restore becomes a swap (rename) instead of a copy.
 
 After branch B is restored from source S, spare copies of S for B are cloned in the
-background (two, so that restores in quick succession find one ready). The next restore of
+background (two, so that restores in quick succession find one ready; three on a server
+that syncs to disk, where a clone is slow). The next restore of
 B from S swaps a spare in, if S has not changed since:
 no session is connected to S and its activity counters in ``pg_stat_database`` (sessions,
 commits, rollbacks) are the ones recorded before the spare was cloned. A session's counters
@@ -14,7 +15,8 @@ The copies swapped out are dropped in the background too. On a server that syncs
 own: there, while spares are being cloned, the copies swapped out wait (up to
 :data:`HELD_BYTES` of them) and are dropped once no clone is under way. In a burst of
 writing tests on such a server (the benchmark's) a writing test went from about one
-clone and one drop to less than half of that.
+clone and one drop to less than half of that; a third spare, cloned by a third thread,
+took it from about one clone to about two thirds of one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from pytest_neon.local import SPARES_PER_BRANCH
 from pytest_neon.local.emulator import ids
 from pytest_neon.local.emulator.sql.real_databases import RealDatabases, TemplateBusyError
 from pytest_neon.local.emulator.sql.swap import DatabaseSwapper
@@ -50,7 +53,8 @@ class SparePool:
     """Spare clones per (source database, branch, logical database), made in the background.
 
     ``depth`` spares are kept per key, so that back-to-back restores find one ready while
-    the clone replacing the last one taken is still being made.
+    the clone replacing the last one taken is still being made; one more on a server that
+    syncs to disk (``workers`` threads clone and drop them).
     """
 
     def __init__(
@@ -59,8 +63,8 @@ class SparePool:
         swapper: DatabaseSwapper,
         comment: str,
         *,
-        workers: int = 2,
-        depth: int = 2,
+        workers: int = 3,
+        depth: int = SPARES_PER_BRANCH,
     ) -> None:
         self._databases = databases
         self._swapper = swapper
@@ -113,7 +117,7 @@ class SparePool:
                 return
             self._hold = hold
             kept = len(self._spares.get(key, [])) + self._cloning.get(key, 0)
-            for _ in range(self._depth - kept):
+            for _ in range(self._depth + (1 if hold else 0) - kept):
                 self._cloning[key] = self._cloning.get(key, 0) + 1
                 self._executor.submit(self._make, key, owner)
 
@@ -190,8 +194,8 @@ class SparePool:
             self._executor.submit(self._drain)
 
     def _drain(self) -> None:
-        """Drop copies, oldest first, until the rest may wait (one worker: the other
-        stays free for clones)."""
+        """Drop copies, oldest first, until the rest may wait (one worker: the others
+        stay free for clones)."""
         while True:
             with self._changed:
                 if self._closed or not self._trash or self._may_wait():  # close() has the rest
