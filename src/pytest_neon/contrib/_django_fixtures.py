@@ -53,12 +53,11 @@ def _checkout(config: pytest.Config) -> tuple[NeonSession, NeonBranch]:
     return session, branch
 
 
-def _on_branch(request: pytest.FixtureRequest) -> Iterator[None]:
+def _on_branch(request: pytest.FixtureRequest, commits: bool) -> Iterator[None]:
     """A Django test on the branch: checked out before it; its write check after it, if it
-    commits."""
+    ``commits``."""
     session, _ = _checkout(request.config)
     django_state(request.config).wrote = False
-    commits = private.commits(request)
     before = write_start(request, session) if commits else None
     yield
     _after_test(request, session, before, commits)
@@ -269,7 +268,7 @@ def _neon_django_unittest(request: pytest.FixtureRequest) -> Iterator[None]:
     if not _uses_branch_as_unittest(request):
         yield
         return
-    yield from _on_branch(request)
+    yield from _on_branch(request, private.commits(request))
 
 
 @pytest.fixture
@@ -294,14 +293,10 @@ def _neon_checkout_first(request: pytest.FixtureRequest) -> Iterator[None]:
     if not django_test or private.is_django_test_case(request):
         yield from on_clean_branch(request, check_writes=check)
         return
-    session, _ = _checkout(request.config)  # Django's connections follow the branch
-    django_state(request.config).wrote = False
     on_branch = on_clean_branch(request, check_writes=check)
     next(on_branch)  # checked out, the env var set
-    before = write_start(request, session) if commits else None
     try:
-        yield
-        _after_test(request, session, before, commits)
+        yield from _on_branch(request, commits)  # Django's connections follow the branch
     finally:
         next(on_branch, None)  # the env var put back
 
